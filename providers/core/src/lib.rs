@@ -1,0 +1,17 @@
+//! What every keyfed provider crate shares, and nothing more: the injected clock, the secret
+//! type, the outbound HTTP client (rustls, system roots plus an optional CA file, proxies from
+//! `HTTPS_PROXY`/`NO_PROXY`, timeouts, the loopback-only rule for plain `http://`), and — behind
+//! the `emulator` feature — the HTTP(S) server plumbing with fault injection that the providers'
+//! emulators are built on.
+//!
+//! Provider crates depend on this one; it knows nothing of keyfed's files, endpoints or systemd.
+
+pub mod clock;
+pub mod http;
+pub mod secret;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use secret::{ExposeSecret, REDACTED, SecretString};

@@ -1,0 +1,373 @@
+//! The client-credentials client: discovery (cached), the token request with the configured
+//! client authentication, and the checks on what comes back. One `KeycloakClient` per issuer;
+//! it is cheap to share behind an `Arc` and safe to call concurrently.
+
+use std::sync::Arc;
+
+use keyfed_core::clock::Clock;
+use keyfed_core::http::{self, MAX_RESPONSE_BYTES, ReadError};
+use keyfed_core::{ExposeSecret as _, SecretString};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+use tokio::sync::{Mutex, OnceCell};
+use url::Url;
+
+use crate::assertion::{self, ASSERTION_TYPE};
+use crate::discovery::{self, Discovery};
+use crate::error::{KeycloakError, oauth_hint};
+use crate::jwt::{AccessToken, DecodedJwt};
+use crate::settings::{AssertionAudience, ClientAuth, IssuerSettings, TokenRequest};
+use crate::validate::{self, KeySet};
+
+/// Fetches and checks tokens from one issuer.
+#[derive(Debug)]
+pub struct KeycloakClient {
+    settings: IssuerSettings,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    discovery: OnceCell<Discovery>,
+    keys: Mutex<Option<Arc<KeySet>>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+impl KeycloakClient {
+    /// Checks the issuer's URLs and builds its HTTP client; no request is made yet.
+    pub fn new(settings: IssuerSettings, clock: Arc<dyn Clock>) -> Result<Self, KeycloakError> {
+        let setup = |source| KeycloakError::Setup {
+            issuer: settings.name.clone(),
+            source,
+        };
+        let insecure = settings.http.allow_insecure_http;
+        http::check_url(&settings.url, insecure).map_err(setup)?;
+        if let Some(endpoint) = &settings.token_endpoint {
+            http::check_url(endpoint, insecure).map_err(setup)?;
+        }
+        let http = http::build_client(&settings.http).map_err(setup)?;
+        Ok(Self {
+            settings,
+            http,
+            clock,
+            discovery: OnceCell::new(),
+            keys: Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> &IssuerSettings {
+        &self.settings
+    }
+
+    /// Gets a new token for `request` and checks it; never returns a token that failed a check.
+    pub async fn fetch_token(&self, request: &TokenRequest) -> Result<AccessToken, KeycloakError> {
+        let endpoint = self.token_endpoint().await?;
+        let raw = self.request_token(request, &endpoint).await?;
+        let rejected = |problem| KeycloakError::TokenRejected {
+            issuer: self.settings.name.clone(),
+            audience: request.audience.clone(),
+            problem,
+        };
+        let decoded = DecodedJwt::parse(raw.expose_secret())
+            .map_err(|why| rejected(crate::TokenProblem::Malformed(why)))?;
+        if self.settings.verify_signature {
+            self.verify_signature(raw.expose_secret(), &decoded)
+                .await?
+                .map_err(rejected)?;
+        }
+        let expires_at = validate::check_claims(
+            &decoded,
+            self.settings.url.as_str(),
+            request,
+            self.clock.now(),
+        )
+        .map_err(rejected)?;
+        tracing::debug!(
+            issuer = %self.settings.name,
+            audience = %decoded.audience(),
+            expires = %keyfed_core::clock::rfc3339(expires_at),
+            "token received"
+        );
+        Ok(AccessToken::new(raw, decoded, expires_at))
+    }
+
+    async fn request_token(
+        &self,
+        request: &TokenRequest,
+        endpoint: &Url,
+    ) -> Result<SecretString, KeycloakError> {
+        let s = &self.settings;
+        let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".to_owned())];
+        if let Some(scope) = &request.scope {
+            form.push(("scope", scope.clone()));
+        }
+        if let Some(resource) = &request.resource {
+            form.push(("resource", resource.clone()));
+        }
+        if request.audience_parameter {
+            form.push(("audience", request.audience.clone()));
+        }
+        let assertion_audience = match s.assertion_audience {
+            AssertionAudience::Issuer => s.url.as_str().trim_end_matches('/'),
+            AssertionAudience::TokenEndpoint => endpoint.as_str(),
+        };
+        let now = self.clock.now();
+        let mut basic = None;
+        let assertion = match &s.auth {
+            ClientAuth::SecretBasic(secret) => {
+                basic = Some(basic_authorization(&s.client_id, secret));
+                None
+            }
+            ClientAuth::SecretPost(secret) => {
+                form.push(("client_id", s.client_id.clone()));
+                form.push(("client_secret", secret.expose_secret().to_owned()));
+                None
+            }
+            ClientAuth::PrivateKeyJwt(key) => Some(assertion::signed_with_key(
+                key,
+                &s.client_id,
+                assertion_audience,
+                now,
+            )),
+            ClientAuth::SecretJwt(secret) => Some(assertion::signed_with_secret(
+                secret,
+                &s.client_id,
+                assertion_audience,
+                now,
+            )),
+        };
+        if let Some(assertion) = assertion {
+            let assertion = assertion.map_err(|detail| KeycloakError::Assertion {
+                issuer: s.name.clone(),
+                detail,
+            })?;
+            form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+            form.push(("client_assertion", assertion.expose_secret().to_owned()));
+        }
+        let mut builder = self.http.post(endpoint.clone()).form(&form);
+        if let Some(value) = basic {
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        let (status, body) = self.send("POST", endpoint, builder).await?;
+        if !(200..300).contains(&status) {
+            return Err(self.refusal(status, &body, endpoint, request));
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| KeycloakError::InvalidResponse {
+                issuer: s.name.clone(),
+                what: "token response",
+                url: endpoint.to_string(),
+                detail: format!("{e} (body: {})", http::trim_body(&redacted_body(&body))),
+            })?;
+        Ok(SecretString::from(parsed.access_token))
+    }
+
+    /// Turns a non-2xx answer into the issuer's own words plus a hint, or the raw status.
+    fn refusal(
+        &self,
+        status: u16,
+        body: &[u8],
+        url: &Url,
+        request: &TokenRequest,
+    ) -> KeycloakError {
+        let s = &self.settings;
+        match serde_json::from_slice::<OAuthErrorBody>(body) {
+            Ok(e) => KeycloakError::OAuth {
+                issuer: s.name.clone(),
+                status,
+                hint: oauth_hint(
+                    &e.error,
+                    &s.client_id,
+                    s.auth.method(),
+                    request.scope.as_deref(),
+                ),
+                error: e.error,
+                description: e.error_description,
+            },
+            Err(_) => KeycloakError::Http {
+                issuer: s.name.clone(),
+                method: "POST",
+                url: url.to_string(),
+                status,
+                body: http::trim_body(&String::from_utf8_lossy(body)),
+            },
+        }
+    }
+
+    async fn token_endpoint(&self) -> Result<Url, KeycloakError> {
+        if let Some(endpoint) = &self.settings.token_endpoint {
+            return Ok(endpoint.clone());
+        }
+        Ok(self.discovery().await?.token_endpoint.clone())
+    }
+
+    async fn discovery(&self) -> Result<&Discovery, KeycloakError> {
+        self.discovery
+            .get_or_try_init(|| async {
+                let url = discovery::url_for(&self.settings.url).map_err(|e| {
+                    self.invalid("discovery URL", &self.settings.url, e.to_string())
+                })?;
+                let body = self.get(&url).await?;
+                discovery::parse(
+                    &body,
+                    &self.settings.url,
+                    self.settings.http.allow_insecure_http,
+                )
+                .map_err(|detail| self.invalid("discovery document", &url, detail))
+            })
+            .await
+    }
+
+    /// Checks the token's signature, refetching the JWKS once when its `kid` is unknown
+    /// (the issuer may have rotated keys since the last fetch).
+    async fn verify_signature(
+        &self,
+        raw: &str,
+        decoded: &DecodedJwt,
+    ) -> Result<Result<(), crate::TokenProblem>, KeycloakError> {
+        let keys = self.keys(false).await?;
+        match validate::verify_signature(raw, decoded, &keys) {
+            Err(crate::TokenProblem::UnknownKey { .. }) => {
+                let keys = self.keys(true).await?;
+                Ok(validate::verify_signature(raw, decoded, &keys))
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn keys(&self, refresh: bool) -> Result<Arc<KeySet>, KeycloakError> {
+        let mut cached = self.keys.lock().await;
+        if let (Some(keys), false) = (cached.as_ref(), refresh) {
+            return Ok(Arc::clone(keys));
+        }
+        let discovery = self.discovery().await?;
+        let url = discovery.jwks_uri.clone().ok_or_else(|| {
+            self.invalid(
+                "discovery document",
+                &self.settings.url,
+                "it has no jwks_uri, so signatures cannot be verified (set verify_signature = false on the issuer to skip)".to_owned(),
+            )
+        })?;
+        let body = self.get(&url).await?;
+        let document: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| self.invalid("JWKS", &url, e.to_string()))?;
+        let keys = Arc::new(KeySet::parse(&document).map_err(|d| self.invalid("JWKS", &url, d))?);
+        *cached = Some(Arc::clone(&keys));
+        Ok(keys)
+    }
+
+    async fn get(&self, url: &Url) -> Result<Vec<u8>, KeycloakError> {
+        let (status, body) = self.send("GET", url, self.http.get(url.clone())).await?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(KeycloakError::Http {
+                issuer: self.settings.name.clone(),
+                method: "GET",
+                url: url.to_string(),
+                status,
+                body: http::trim_body(&String::from_utf8_lossy(&body)),
+            })
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        url: &Url,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<(u16, Vec<u8>), KeycloakError> {
+        let transport = |e: ReadError| KeycloakError::Transport {
+            issuer: self.settings.name.clone(),
+            method,
+            url: url.to_string(),
+            timed_out: e.is_timeout(),
+            detail: if e.is_timeout() {
+                format!(
+                    "timed out after {} s",
+                    self.settings.http.timeout.as_secs_f32()
+                )
+            } else {
+                e.to_string()
+            },
+        };
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport(ReadError::Transport(e)))?;
+        let status = response.status().as_u16();
+        let body = http::read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(transport)?;
+        Ok((status, body))
+    }
+
+    fn invalid(&self, what: &'static str, url: &Url, detail: String) -> KeycloakError {
+        KeycloakError::InvalidResponse {
+            issuer: self.settings.name.clone(),
+            what,
+            url: url.to_string(),
+            detail,
+        }
+    }
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, as RFC 6749 §2.3.1 requires.
+fn basic_authorization(client_id: &str, secret: &SecretString) -> HeaderValue {
+    use base64::Engine as _;
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(client_id), encode(secret.expose_secret()));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    // Base64 output is always a valid header value; the fallback is unreachable.
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
+}
+
+/// A token response that failed to parse may still hold a token; never echo one.
+fn redacted_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.contains("access_token") || text.contains("eyJ") {
+        format!(
+            "{} bytes, withheld because they may hold a token",
+            body.len()
+        )
+    } else {
+        text.into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn basic_auth_urlencodes_before_base64() {
+        let value = basic_authorization("host 1", &SecretString::from("a:b+c%d"));
+        assert!(value.is_sensitive());
+        let text = value
+            .to_str()
+            .unwrap_or_default()
+            .trim_start_matches("Basic ");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_default();
+        assert_eq!(String::from_utf8_lossy(&decoded), "host+1:a%3Ab%2Bc%25d");
+    }
+
+    #[test]
+    fn malformed_token_bodies_are_not_echoed() {
+        assert!(!redacted_body(br#"{"access_token":"eyJhbGciOi"#).contains("eyJ"));
+        assert_eq!(redacted_body(b"<html>oops</html>"), "<html>oops</html>");
+    }
+}

@@ -1,0 +1,188 @@
+//! An emulator of one Keycloak realm's OIDC endpoints, faithful where keyfed could go wrong:
+//! discovery, JWKS, RS256 access tokens with `kid`, the four client authentication methods with
+//! Keycloak's own checks and error bodies, client scopes whose audience mappers fill `aud`,
+//! service-account claims, a configurable lifespan, and (through [`Control`]) request counters
+//! and fault injection. Used by keyfed's tests and `keyfed demo`; never by production code.
+
+mod auth;
+mod realm;
+mod routes;
+mod signer;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keyfed_core::clock::{Clock, SystemClock};
+use keyfed_core::emulator::{Control, RunningServer, TestCa, serve};
+
+pub use realm::{ClientScope, ClientSpec, Credential, Realm};
+pub use signer::Signer;
+
+/// What the emulator saw of the latest token request, for tests to assert on.
+#[derive(Debug, Clone, Default)]
+pub struct SeenRequest {
+    pub form: Vec<(String, String)>,
+    pub basic_auth: bool,
+}
+
+impl SeenRequest {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Emulator state shared by the request handlers.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub realm: Realm,
+    pub base_url: String,
+    pub signer: Signer,
+    pub clock: Arc<dyn Clock>,
+    pub used_jtis: Mutex<auth::JtiStore>,
+    pub last_request: Mutex<Option<SeenRequest>>,
+}
+
+impl State {
+    pub fn issuer(&self) -> String {
+        format!(
+            "{}{}/realms/{}",
+            self.base_url,
+            self.realm.prefix(),
+            self.realm.name
+        )
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/protocol/openid-connect/token", self.issuer())
+    }
+}
+
+/// Options for starting an emulator.
+#[derive(Debug)]
+pub struct Builder {
+    realm: Realm,
+    bind: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A running emulator; dropping it stops the server.
+#[derive(Debug)]
+pub struct KeycloakEmulator {
+    server: RunningServer,
+    state: Arc<State>,
+    control: Control,
+}
+
+impl Builder {
+    /// Listen on this address (default `127.0.0.1:0`, an ephemeral port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Serve HTTPS with a certificate from `ca`.
+    pub fn tls(mut self, ca: &TestCa) -> Self {
+        self.tls = Some(ca.server_config());
+        self
+    }
+
+    /// The emulator's idea of "now" (to inject clock skew).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub async fn start(self) -> std::io::Result<KeycloakEmulator> {
+        let signer = Signer::generate().map_err(std::io::Error::other)?;
+        let control = Control::default();
+        // Bind first so the issuer URL (which names the port) is known before serving.
+        let listener = tokio::net::TcpListener::bind(self.bind).await?;
+        let addr = listener.local_addr()?;
+        let base_url = if self.tls.is_some() {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        let state = Arc::new(State {
+            realm: self.realm,
+            base_url,
+            signer,
+            clock: self.clock,
+            used_jtis: Mutex::new(auth::JtiStore::default()),
+            last_request: Mutex::new(None),
+        });
+        let router = routes::router(Arc::clone(&state));
+        let server = serve(router, listener, self.tls, control.clone())?;
+        Ok(KeycloakEmulator {
+            server,
+            state,
+            control,
+        })
+    }
+}
+
+impl KeycloakEmulator {
+    pub fn builder(realm: Realm) -> Builder {
+        Builder {
+            realm,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The realm's issuer URL, e.g. `http://127.0.0.1:PORT/realms/infra`.
+    pub fn issuer_url(&self) -> String {
+        self.state.issuer()
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        self.state.token_endpoint()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Fault injection and request counters.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Token requests received so far, including refused and faulted ones.
+    pub fn token_requests(&self) -> u64 {
+        self.control.hits("/protocol/openid-connect/token")
+    }
+
+    pub fn last_request(&self) -> Option<SeenRequest> {
+        self.state
+            .last_request
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts signing with a new key (published in the JWKS alongside the old one).
+    pub fn rotate_signing_key(&self) -> Result<(), String> {
+        self.state.signer.rotate()
+    }
+
+    /// Signs tokens with a key that is not in the JWKS but claims the published `kid`.
+    pub fn sign_with_foreign_key(&self, on: bool) -> Result<(), String> {
+        self.state.signer.set_foreign(on)
+    }
+
+    /// Signs `claims` as the realm would; for tests that need a hand-made token.
+    pub fn sign(&self, claims: &serde_json::Value) -> Result<String, String> {
+        self.state.signer.sign(claims)
+    }
+
+    pub fn lifespan(&self) -> Duration {
+        self.state.realm.lifespan
+    }
+}

@@ -1,0 +1,86 @@
+//! keyfed's configuration: where the file is found, how it is read, and the checked,
+//! resolved form the rest of keyfed uses. Reads the `KEYFED_CONFIG`, `XDG_CONFIG_HOME` and `HOME`
+//! environment variables to find the file, and any variable a `${VAR}` in a path or URL names.
+//!
+//! Reading happens in two steps (raw serde structs that refuse unknown keys, then validation and
+//! resolution), so every error names the file, the key and what was expected.
+
+mod duration;
+mod error;
+mod expand;
+mod raw;
+mod resolve;
+mod show;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::ConfigError;
+pub use resolve::{Issuer, SecretSource, Target};
+pub use show::show;
+
+/// The system-wide default configuration file.
+pub const SYSTEM_CONFIG: &str = "/etc/keyfed/keyfed.toml";
+
+/// A validated configuration with secrets loaded.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub issuers: BTreeMap<String, Issuer>,
+    pub targets: BTreeMap<String, Target>,
+    /// Things that work but deserve the operator's attention (inline secrets, loose modes).
+    pub warnings: Vec<String>,
+}
+
+/// Where the configuration comes from: `--config`, else `KEYFED_CONFIG`, else (for a user other
+/// than root) `$XDG_CONFIG_HOME/keyfed/keyfed.toml` or `~/.config/keyfed/keyfed.toml` when that
+/// file exists, else `/etc/keyfed/keyfed.toml`.
+pub fn locate(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_path_buf();
+    }
+    if let Some(path) = env("KEYFED_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    if !is_root {
+        let base = env("XDG_CONFIG_HOME")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| env("HOME").map(|h| Path::new(&h).join(".config")));
+        if let Some(user) = base
+            .map(|b| b.join("keyfed/keyfed.toml"))
+            .filter(|u| u.is_file())
+        {
+            return user;
+        }
+    }
+    PathBuf::from(SYSTEM_CONFIG)
+}
+
+/// Reads, validates and resolves the configuration at `file`.
+pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::file(file, format!("cannot read the configuration: {e}")))?;
+    let raw = parse(file, &text)?;
+    resolve::resolve(file, raw, env)
+}
+
+fn parse(file: &Path, text: &str) -> Result<raw::RawConfig, ConfigError> {
+    let positioned =
+        |message: &str, span: Option<std::ops::Range<usize>>, key: Option<String>| ConfigError {
+            file: file.to_path_buf(),
+            key,
+            message: message.to_owned(),
+            position: span.map(|s| error::line_column(text, s.start)),
+        };
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| positioned(e.message(), e.span(), None))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let key = (key != ".").then_some(key);
+        positioned(e.inner().message(), e.inner().span(), key)
+    })
+}
+
+#[cfg(test)]
+mod tests;

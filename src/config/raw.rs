@@ -1,0 +1,108 @@
+//! The configuration file exactly as written: serde structs that refuse unknown keys. Nothing
+//! here is validated beyond types; `resolve.rs` turns these into a checked [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::duration::HumanDuration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub issuers: BTreeMap<String, RawIssuer>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub url: String,
+    pub client_id: String,
+    pub auth: Option<AuthMethod>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret: Option<String>,
+    pub private_key_file: Option<String>,
+    pub algorithm: Option<String>,
+    pub key_id: Option<String>,
+    pub assertion_audience: Option<AssertionAudienceKey>,
+    pub token_endpoint: Option<String>,
+    pub verify_signature: Option<bool>,
+    pub ca_file: Option<String>,
+    pub allow_insecure_http: Option<bool>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    ClientSecretJwt,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionAudienceKey {
+    Issuer,
+    TokenEndpoint,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub issuer: String,
+    pub audience: String,
+    pub scope: Option<StringOrList>,
+    pub resource: Option<String>,
+    pub audience_parameter: Option<bool>,
+    pub strict_audience: Option<bool>,
+    pub min_token_lifetime: Option<HumanDuration>,
+}
+
+/// `scope = "a b"` or `scope = ["a", "b"]`.
+#[derive(Debug)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for StringOrList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StringOrList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StringOrList::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(StringOrList::Many(items))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl StringOrList {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            Self::One(s) => s.split_whitespace().collect(),
+            Self::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The resolved configuration as `keyfed check` prints it: TOML with every default filled in
+//! and every secret replaced by where it came from.
+
+use keyfed_keycloak::{AssertionAudience, ClientAuth};
+use toml::{Table, Value};
+
+use super::duration::format as duration;
+use super::{Config, SecretSource};
+
+/// Renders `config` as TOML; secrets appear only as their source, never their value.
+pub fn show(config: &Config) -> String {
+    let mut issuers = Table::new();
+    for (name, issuer) in &config.issuers {
+        let s = &issuer.settings;
+        let mut t = Table::new();
+        t.insert("url".into(), s.url.to_string().into());
+        t.insert("client_id".into(), s.client_id.clone().into());
+        t.insert("auth".into(), s.auth.method().into());
+        let secret = match &issuer.secret_source {
+            SecretSource::File(p) => {
+                format!("{} (from file {})", keyfed_core::REDACTED, p.display())
+            }
+            SecretSource::Env(v) => {
+                format!("{} (from environment variable {v})", keyfed_core::REDACTED)
+            }
+            SecretSource::Inline => format!("{} (inline)", keyfed_core::REDACTED),
+            SecretSource::PrivateKeyFile(p) => {
+                format!("{} (from file {})", keyfed_core::REDACTED, p.display())
+            }
+        };
+        if let ClientAuth::PrivateKeyJwt(key) = &s.auth {
+            t.insert("private_key".into(), secret.into());
+            t.insert("algorithm".into(), key.algorithm().name().into());
+            if let Some(kid) = key.key_id() {
+                t.insert("key_id".into(), kid.into());
+            }
+        } else {
+            t.insert("client_secret".into(), secret.into());
+        }
+        if matches!(
+            s.auth,
+            ClientAuth::PrivateKeyJwt(_) | ClientAuth::SecretJwt(_)
+        ) {
+            let aud = match s.assertion_audience {
+                AssertionAudience::Issuer => "issuer",
+                AssertionAudience::TokenEndpoint => "token_endpoint",
+            };
+            t.insert("assertion_audience".into(), aud.into());
+        }
+        t.insert(
+            "token_endpoint".into(),
+            s.token_endpoint
+                .as_ref()
+                .map_or("(from discovery)".to_owned(), |u| u.to_string())
+                .into(),
+        );
+        t.insert("verify_signature".into(), s.verify_signature.into());
+        if let Some(ca) = &s.http.ca_file {
+            t.insert("ca_file".into(), ca.display().to_string().into());
+        }
+        t.insert(
+            "allow_insecure_http".into(),
+            s.http.allow_insecure_http.into(),
+        );
+        t.insert(
+            "connect_timeout".into(),
+            duration(s.http.connect_timeout).into(),
+        );
+        t.insert("timeout".into(), duration(s.http.timeout).into());
+        issuers.insert(name.clone(), Value::Table(t));
+    }
+    let mut targets = Table::new();
+    for (name, target) in &config.targets {
+        let r = &target.request;
+        let mut t = Table::new();
+        t.insert("kind".into(), target.exchange.kind().into());
+        t.insert("issuer".into(), target.issuer.clone().into());
+        t.insert("audience".into(), r.audience.clone().into());
+        t.insert("strict_audience".into(), r.strict_audience.into());
+        if let Some(scope) = &r.scope {
+            t.insert("scope".into(), scope.clone().into());
+        }
+        if let Some(resource) = &r.resource {
+            t.insert("resource".into(), resource.clone().into());
+        }
+        t.insert("audience_parameter".into(), r.audience_parameter.into());
+        t.insert(
+            "min_token_lifetime".into(),
+            duration(r.min_remaining).into(),
+        );
+        targets.insert(name.clone(), Value::Table(t));
+    }
+    let mut root = Table::new();
+    root.insert("issuers".into(), Value::Table(issuers));
+    root.insert("targets".into(), Value::Table(targets));
+    toml::to_string(&root).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+}

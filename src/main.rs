@@ -1,0 +1,15 @@
+//! The `keyfed` binary: parse the command line, run the command, turn the outcome into an exit
+//! status (see `exit.rs` and the README for what each status means).
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod files;
+mod logging;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::parse();
+    logging::init();
+    exit::report(commands::run(cli))
+}

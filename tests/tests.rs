@@ -1,0 +1,12 @@
+//! keyfed's integration tests: the real `keyfed` binary against in-process emulators, checked
+//! through its exit status, output and files. One test binary; one module per story.
+
+mod util;
+
+mod config_check;
+mod demo;
+mod emulator_rules;
+mod examples;
+mod token_auth;
+mod token_checks;
+mod token_errors;
