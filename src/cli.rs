@@ -24,6 +24,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: keep every target fresh, write its outputs, answer the control socket
+    Run,
+    /// Refresh every target once, write the outputs, exit non-zero naming each target that failed
+    Once,
+    /// Print an AWS target's credentials for the AWS CLI/SDKs' `credential_process`
+    CredentialProcess {
+        /// The target's name in the configuration
+        target: String,
+    },
     /// Validate the configuration and print it resolved, with secrets redacted
     Check,
     /// Print a fresh token for a target (e.g. `curl -H "Authorization: Bearer $(keyfed token api)"`)

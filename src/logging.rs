@@ -1,20 +1,31 @@
 //! Logs go to standard error through `tracing`; `KEYFED_LOG` takes a filter such as `debug` or
 //! `keyfed=debug,reqwest=trace` (default: `info` for keyfed, `warn` for libraries). No secret
-//! is ever a field of a log event: secrets are types without `Display`.
+//! is ever a field of a log event: secrets are types without `Display`. Whatever the filter, the
+//! AWS SDK's runtime is capped at `debug`, because at `trace` it logs whole requests and
+//! responses (the web identity token, the issued keys).
 
-use tracing_subscriber::EnvFilter;
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+const DEFAULT: &str = "warn,keyfed=info,keyfed_keycloak=info,keyfed_core=info,keyfed_aws=info";
 
 pub fn init() {
-    let filter = std::env::var("KEYFED_LOG")
+    let wanted = std::env::var("KEYFED_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| {
-            EnvFilter::new("warn,keyfed=info,keyfed_keycloak=info,keyfed_core=info")
-        });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT));
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("aws_smithy_runtime", LevelFilter::DEBUG);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_target(false)
-        .init();
+        .with_filter(wanted.and(cap));
+    tracing_subscriber::registry().with(layer).init();
 }

@@ -4,9 +4,14 @@
 mod cli;
 mod commands;
 mod config;
+mod control;
+mod credential;
+mod engine;
 mod exit;
-mod files;
 mod logging;
+mod outputs;
+mod sources;
+mod systemd;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::parse();

@@ -85,7 +85,7 @@ async fn missing_required_key_and_wrong_type_are_named() {
     fx.keyfed(&["check"])
         .await
         .fails_with(3)
-        .says("targets.aws: missing field `audience`");
+        .says("targets.aws.audience: is required: the audience the token must carry");
     let fx = fixture_with(&valid().replace("scope = \"aws-audience\"", "scope = 5"));
     fx.keyfed(&["check"]).await.fails_with(3).says(
         "targets.aws.scope: invalid type: integer `5`, expected a string or an array of strings",

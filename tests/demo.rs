@@ -1,38 +1,53 @@
-//! `keyfed demo --once`: the newcomer's first command works from an empty folder.
+//! `keyfed demo`: the newcomer's first command works from an empty folder and really runs the
+//! daemon against the emulators.
+
+use std::os::unix::fs::PermissionsExt as _;
 
 use crate::util::{Fixture, claims};
 
 #[tokio::test]
-async fn demo_writes_a_config_that_check_accepts_and_tokens_with_their_audience() {
+async fn demo_once_writes_aws_credentials_and_a_token() {
     let fx = Fixture::new();
     let run = fx
         .keyfed_raw(&["demo", "--once", "--dir", "demo"], &[])
         .await;
     run.ok()
         .prints("Keycloak emulator: http://127.0.0.1:")
-        .prints("tokens written:");
+        .prints("AWS STS emulator:  http://127.0.0.1:")
+        .prints("credential-process aws");
+    assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
     let dir = fx.path("demo");
-    for (name, aud) in [
-        ("api", "https://api.demo.keyfed.internal"),
-        ("aws-web-identity", "sts.amazonaws.com"),
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("aws/credential-process.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc["Version"], 1);
+    assert!(
+        doc["AccessKeyId"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("ASIA"))
+    );
+    let ini = std::fs::read_to_string(dir.join("aws/credentials")).unwrap_or_default();
+    assert!(
+        ini.starts_with("[default]\naws_access_key_id = ASIA"),
+        "{ini}"
+    );
+    let jwt = std::fs::read_to_string(dir.join("tokens/api.jwt")).unwrap_or_default();
+    assert_eq!(claims(&jwt)["aud"], "https://api.demo.keyfed.internal");
+    for file in [
+        "aws/credentials",
+        "aws/credential-process.json",
+        "tokens/api.jwt",
+        "client-secret",
     ] {
-        let jwt = std::fs::read_to_string(dir.join(format!("tokens/{name}.jwt")))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(
-            !jwt.ends_with('\n'),
-            "token files carry no trailing newline"
-        );
-        assert_eq!(claims(&jwt)["aud"], aud);
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.join(format!("tokens/{name}.jwt")))
-                .map(|m| m.permissions())
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.join(file))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
+        assert_eq!(mode, Some(0o600), "{file}");
     }
     let secret = std::fs::read_to_string(dir.join("client-secret")).unwrap_or_default();
     assert!(secret.len() >= 32 && !run.stdout.contains(&secret) && !run.stderr.contains(&secret));
-    // The emulator is gone with --once, but the configuration it wrote is valid.
+    // The configuration the demo wrote is valid.
     let config = dir.join("keyfed.toml");
     fx.keyfed_raw(
         &["--config", config.to_str().unwrap_or_default(), "check"],

@@ -3,10 +3,12 @@
 
 mod util;
 
+mod aws_daemon;
 mod config_check;
 mod demo;
 mod emulator_rules;
 mod examples;
+mod interop;
 mod token_auth;
 mod token_checks;
 mod token_errors;

@@ -1,17 +1,24 @@
-//! `keyfed demo`: keyfed's main job on built-in defaults. Starts the Keycloak emulator on
-//! loopback, writes a demo configuration and client secret into a folder, gets a token for every
-//! target through the same code `keyfed token` uses, writes each to a file, and keeps the
-//! emulator serving until Ctrl-C (or exits at once with `--once`).
+//! `keyfed demo`: keyfed's main job on built-in defaults. Starts the Keycloak and AWS STS
+//! emulators on loopback, writes a demo configuration, client secret and AWS CLI profile into a
+//! folder, and runs the real daemon against them: credentials are written to files and served on
+//! the control socket (for `keyfed credential-process`) until Ctrl-C. `--once` stops after the
+//! first round.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use keyfed_aws::emulator::{OidcProvider, Role, StsEmulator};
+use keyfed_core::clock::rfc3339;
 use keyfed_keycloak::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
 
-use crate::files::write_atomic;
+use crate::engine::Engine;
+use crate::outputs::{FileSpec, write_atomic};
 
 const CLIENT_ID: &str = "keyfed-demo";
+const ROLE: &str = "keyfed-demo";
+const API_AUDIENCE: &str = "https://api.demo.keyfed.internal";
 
 pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
     let secret = format!(
@@ -20,7 +27,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         uuid::Uuid::new_v4().simple()
     );
     let realm = Realm::new("demo")
-        .scope("api-audience", &["https://api.demo.keyfed.internal"])
+        .scope("api-audience", &[API_AUDIENCE])
         .scope("aws-audience", &["sts.amazonaws.com"])
         .client(
             ClientSpec::new(CLIENT_ID, Credential::Secret(secret.clone()))
@@ -30,86 +37,132 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         .start()
         .await
         .context("cannot start the Keycloak emulator")?;
+    let sts = StsEmulator::builder()
+        .provider(OidcProvider {
+            url: keycloak.issuer_url(),
+            client_ids: vec!["sts.amazonaws.com".to_owned()],
+        })
+        .role(Role::new(ROLE, &keycloak.issuer_url()))
+        .start()
+        .await
+        .context("cannot start the AWS STS emulator")?;
+
     let dir = std::path::absolute(dir).context("cannot resolve the demo folder")?;
     let config_file = dir.join("keyfed.toml");
-    write_atomic(&dir.join("client-secret"), secret.as_bytes(), 0o600)
-        .with_context(|| format!("cannot write {}", dir.join("client-secret").display()))?;
-    write_atomic(
-        &config_file,
-        demo_config(&keycloak.issuer_url()).as_bytes(),
-        0o644,
-    )
-    .with_context(|| format!("cannot write {}", config_file.display()))?;
-
-    let config = super::load(&config_file)?;
-    let targets: Vec<_> = config.targets.values().cloned().collect();
-    let clients = super::issuer_clients(config.issuers)?;
-    let mut report = String::new();
-    for target in &targets {
-        let client = clients
-            .get(&target.issuer)
-            .context("the demo configuration lost an issuer")?;
-        let token = client.fetch_token(&target.request).await?;
-        let file = dir.join("tokens").join(format!("{}.jwt", target.name));
-        write_atomic(&file, token.expose().as_bytes(), 0o600)
-            .with_context(|| format!("cannot write {}", file.display()))?;
-        let _ = writeln!(
-            report,
-            "  {:<10} aud {}, sub {}, expires {} -> {}",
-            target.name,
-            token.audience(),
-            token.subject().unwrap_or("?"),
-            keyfed_core::clock::rfc3339(token.expires_at()),
-            file.display()
-        );
-    }
-    let config_arg = config_file.display();
-    println!(
-        "keyfed demo\n\
-         Keycloak emulator: {issuer} (client \"{CLIENT_ID}\", secret in {dir}/client-secret)\n\
-         configuration:     {config_arg}\n\
-         tokens written:\n{report}\n\
-         Try, while the demo runs:\n  \
-           keyfed --config {config_arg} check\n  \
-           keyfed --config {config_arg} token api --decode\n  \
-           curl -H \"Authorization: Bearer $(keyfed --config {config_arg} token api)\" https://your-api/",
-        issuer = keycloak.issuer_url(),
-        dir = dir.display(),
+    let exe = std::env::current_exe().context("cannot find the keyfed executable")?;
+    let credential_process = format!(
+        "{} --config {} credential-process aws",
+        exe.display(),
+        config_file.display()
     );
-    if once {
-        return Ok(());
-    }
-    println!("\nServing until Ctrl-C.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
-    println!("stopped");
+    let write = |name: &str, content: &str, spec: FileSpec| {
+        let path = dir.join(name);
+        write_atomic(&path, content.as_bytes(), spec)
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("client-secret", &secret, FileSpec::PRIVATE)?;
+    write(
+        "keyfed.toml",
+        &demo_config(
+            &keycloak.issuer_url(),
+            &sts.endpoint_url(),
+            &sts.role_arn(ROLE),
+        ),
+        FileSpec::mode(0o644),
+    )?;
+    write(
+        "aws/config",
+        &format!(
+            "[profile keyfed-demo]\ncredential_process = {credential_process}\nregion = us-east-1\nendpoint_url = {}\n",
+            sts.endpoint_url()
+        ),
+        FileSpec::mode(0o644),
+    )?;
+
+    let summary = |engine: &Engine| {
+        let mut report = String::new();
+        for target in engine.targets() {
+            let s = target.snapshot();
+            let state = match (&s.last_error, s.expires_at, s.next_refresh) {
+                (Some(e), _, _) => format!("FAILED: {e}"),
+                (None, Some(exp), Some(next)) => {
+                    format!(
+                        "fresh until {}, next refresh {}",
+                        rfc3339(exp),
+                        rfc3339(next)
+                    )
+                }
+                _ => "pending".to_owned(),
+            };
+            let _ = writeln!(report, "  {:<4} {state}", target.name());
+            for output in target.outputs() {
+                let _ = writeln!(
+                    report,
+                    "         {:<24} {}",
+                    output.name,
+                    output.path.display()
+                );
+            }
+        }
+        let config = config_file.display();
+        let aws_config = dir.join("aws/config");
+        println!(
+            "keyfed demo — the real daemon against built-in emulators\n\
+             Keycloak emulator: {issuer} (client \"{CLIENT_ID}\", secret in {dir}/client-secret)\n\
+             AWS STS emulator:  {sts_url} (role {role_arn})\n\
+             configuration:     {config}\n\
+             targets:\n{report}\n\
+             Try, while the demo runs:\n  \
+               keyfed --config {config} credential-process aws\n  \
+               AWS_CONFIG_FILE={aws_config} aws --profile keyfed-demo sts get-caller-identity\n  \
+               keyfed --config {config} token api --decode",
+            issuer = keycloak.issuer_url(),
+            dir = dir.display(),
+            sts_url = sts.endpoint_url(),
+            role_arn = sts.role_arn(ROLE),
+            aws_config = aws_config.display(),
+        );
+        if !once {
+            println!("\nServing until Ctrl-C.");
+        }
+    };
+    super::run::daemon(&config_file, once, summary).await?;
+    // Keep the emulators alive until the daemon has stopped.
+    drop((keycloak, sts));
+    tokio::time::sleep(Duration::ZERO).await;
     Ok(())
 }
 
-fn demo_config(issuer_url: &str) -> String {
+fn demo_config(issuer_url: &str, sts_url: &str, role_arn: &str) -> String {
     format!(
-        r#"# Written by `keyfed demo`: a configuration for the built-in Keycloak emulator.
+        r#"# Written by `keyfed demo`: keyfed against its built-in Keycloak and AWS STS emulators.
 # See config/keyfed.toml in keyfed's source for every key and its default.
 
 [issuers.demo]
 url = "{issuer_url}"
 client_id = "{CLIENT_ID}"
-auth = "client_secret_basic"
-client_secret_file = "client-secret"     # relative to this file
+client_secret_file = "client-secret"       # relative to this file
 
-# A token for your own API: Keycloak's client scope "api-audience" carries an audience mapper.
+# AWS credentials from STS AssumeRoleWithWebIdentity, kept fresh by the daemon.
+[targets.aws]
+issuer = "demo"
+scope = "aws-audience"                     # audience defaults to sts.amazonaws.com
+aws = {{ role_arn = "{role_arn}", region = "us-east-1", endpoint_url = "{sts_url}", session_name = "{{hostname}}-demo", duration = "1h" }}
+outputs = [
+  {{ kind = "aws-credentials", path = "aws/credentials", profile = "default" }},
+  {{ kind = "credential-process-json", path = "aws/credential-process.json" }},
+]
+
+# A token for your own API.
 [targets.api]
 issuer = "demo"
-audience = "https://api.demo.keyfed.internal"
+audience = "{API_AUDIENCE}"
 scope = "api-audience"
 strict_audience = true
+outputs = [ {{ kind = "token", path = "tokens/api.jwt" }} ]
 
-# A token with the audience AWS STS expects of a web identity.
-[targets.aws-web-identity]
-issuer = "demo"
-audience = "sts.amazonaws.com"
-scope = "aws-audience"
+[control]
+socket = "keyfed.sock"
 "#
     )
 }

@@ -1,11 +1,13 @@
 //! One module per subcommand; `run` sets up the runtime and dispatches.
 
 mod check;
+mod credential_process;
 #[cfg(feature = "demo")]
 mod demo;
+mod once;
+mod run;
 mod token;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use keyfed_core::clock::SystemClock;
 use keyfed_keycloak::KeycloakClient;
 
 use crate::cli::{Cli, Command};
-use crate::config::{self, Config, Issuer, Target};
+use crate::config::{self, Config, Target};
 use crate::exit::UsageError;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -28,6 +30,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Token { target, decode } => {
                 token::run(load(&config_path(&cli.config))?, &target, decode).await
             }
+            Command::Run => run::run(&config_path(&cli.config)).await,
+            Command::Once => once::run(&config_path(&cli.config)).await,
+            Command::CredentialProcess { target } => {
+                credential_process::run(&config_path(&cli.config), &target).await
+            }
             #[cfg(feature = "demo")]
             Command::Demo { dir, once } => demo::run(&dir, once).await,
         }
@@ -36,6 +43,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// This host's name and whether keyfed runs as root.
+pub fn host() -> config::Host {
+    config::Host {
+        hostname: rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned(),
+        is_root: is_root(),
+    }
 }
 
 fn config_path(flag: &Option<PathBuf>) -> PathBuf {
@@ -48,7 +66,7 @@ fn is_root() -> bool {
 
 /// Loads the configuration and logs its warnings.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    let config = config::load(path, &env_var)?;
+    let config = config::load(path, &env_var, &host())?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -58,17 +76,7 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 /// The client for a target's issuer, and the target.
 pub fn client_for(mut config: Config, name: &str) -> anyhow::Result<(KeycloakClient, Target)> {
     let Some(target) = config.targets.remove(name) else {
-        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
-        return Err(UsageError(format!(
-            "no target named \"{name}\" in {} (targets: {})",
-            config.file.display(),
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        ))
-        .into());
+        return Err(unknown_target(&config, name).into());
     };
     let issuer = config
         .issuers
@@ -78,17 +86,16 @@ pub fn client_for(mut config: Config, name: &str) -> anyhow::Result<(KeycloakCli
     Ok((client, target))
 }
 
-/// One client per issuer.
-pub fn issuer_clients(
-    issuers: BTreeMap<String, Issuer>,
-) -> anyhow::Result<BTreeMap<String, KeycloakClient>> {
-    issuers
-        .into_iter()
-        .map(|(name, issuer)| {
-            Ok((
-                name,
-                KeycloakClient::new(issuer.settings, Arc::new(SystemClock))?,
-            ))
-        })
-        .collect()
+/// The usage error for a target name the configuration does not have.
+pub fn unknown_target(config: &Config, name: &str) -> UsageError {
+    let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+    UsageError(format!(
+        "no target named \"{name}\" in {} (targets: {})",
+        config.file.display(),
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
 }

@@ -1,22 +1,35 @@
 //! keyfed's configuration: where the file is found, how it is read, and the checked,
-//! resolved form the rest of keyfed uses. Reads the `KEYFED_CONFIG`, `XDG_CONFIG_HOME` and `HOME`
-//! environment variables to find the file, and any variable a `${VAR}` in a path or URL names.
+//! resolved form the rest of keyfed uses. Reads the `KEYFED_CONFIG`, `XDG_CONFIG_HOME`,
+//! `XDG_RUNTIME_DIR` and `HOME` environment variables to find the file and the control socket,
+//! and any variable a `${VAR}` in a path or URL names.
 //!
 //! Reading happens in two steps (raw serde structs that refuse unknown keys, then validation and
 //! resolution), so every error names the file, the key and what was expected.
 
+mod control;
 mod duration;
 mod error;
 mod expand;
+mod perm;
 mod raw;
 mod resolve;
 mod show;
+mod target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use resolve::{Issuer, SecretSource, Target};
+pub use resolve::{Host, Issuer, SecretSource};
+pub use target::{AwsExchange, Exchange, Target};
+
+/// `[engine]`: how failed refreshes are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    pub backoff: crate::engine::Backoff,
+    /// Upper bound on one attempt (Keycloak and the cloud together).
+    pub attempt_timeout: std::time::Duration,
+}
 pub use show::show;
 
 /// The system-wide default configuration file.
@@ -28,6 +41,8 @@ pub struct Config {
     pub file: PathBuf,
     pub issuers: BTreeMap<String, Issuer>,
     pub targets: BTreeMap<String, Target>,
+    pub control: crate::control::server::SocketSpec,
+    pub engine: EngineSettings,
     /// Things that work but deserve the operator's attention (inline secrets, loose modes).
     pub warnings: Vec<String>,
 }
@@ -58,11 +73,41 @@ pub fn locate(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, is_root
 }
 
 /// Reads, validates and resolves the configuration at `file`.
-pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn load(
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    host: &Host,
+) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ConfigError::file(file, format!("cannot read the configuration: {e}")))?;
     let raw = parse(file, &text)?;
-    resolve::resolve(file, raw, env)
+    resolve::resolve(file, raw, env, host)
+}
+
+/// The control socket's settings, read without loading secrets, so that a user who may not
+/// read the client secret can still reach the daemon; the default socket when the file cannot
+/// be read or parsed.
+pub fn control_socket(
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    host: &Host,
+) -> std::path::PathBuf {
+    let from_file = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| parse(file, &text).ok())
+        .and_then(|raw| {
+            let ctx = resolve::Ctx {
+                file,
+                env,
+                host,
+                warnings: Vec::new(),
+            };
+            control::resolve(&ctx, raw.control.as_ref()).ok()
+        });
+    from_file.map_or_else(
+        || control::default_socket(env, host.is_root),
+        |spec| spec.path,
+    )
 }
 
 fn parse(file: &Path, text: &str) -> Result<raw::RawConfig, ConfigError> {

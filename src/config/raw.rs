@@ -14,6 +14,24 @@ pub struct RawConfig {
     pub issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
     pub targets: BTreeMap<String, RawTarget>,
+    pub control: Option<RawControl>,
+    pub engine: Option<RawEngine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    pub retry_min: Option<HumanDuration>,
+    pub retry_max: Option<HumanDuration>,
+    pub attempt_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    pub socket: Option<String>,
+    pub mode: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,12 +75,64 @@ pub enum AssertionAudienceKey {
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub issuer: String,
-    pub audience: String,
+    pub audience: Option<String>,
     pub scope: Option<StringOrList>,
     pub resource: Option<String>,
     pub audience_parameter: Option<bool>,
     pub strict_audience: Option<bool>,
     pub min_token_lifetime: Option<HumanDuration>,
+    pub aws: Option<RawAws>,
+    #[serde(default)]
+    pub outputs: Vec<RawOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub role_arn: String,
+    pub region: String,
+    pub session_name: Option<String>,
+    pub duration: Option<HumanDuration>,
+    pub endpoint_url: Option<String>,
+    pub fips: Option<bool>,
+    pub policy: Option<String>,
+    pub policy_arns: Option<Vec<String>>,
+    pub ca_file: Option<String>,
+    pub allow_insecure_http: Option<bool>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub kind: RawOutputKind,
+    pub path: String,
+    pub profile: Option<String>,
+    pub merge: Option<bool>,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawOutputKind {
+    AwsCredentials,
+    CredentialProcessJson,
+    WebIdentityToken,
+    Token,
+}
+
+impl RawOutputKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AwsCredentials => "aws-credentials",
+            Self::CredentialProcessJson => "credential-process-json",
+            Self::WebIdentityToken => "web-identity-token",
+            Self::Token => "token",
+        }
+    }
 }
 
 /// `scope = "a b"` or `scope = ["a", "b"]`.

@@ -11,13 +11,13 @@ use std::time::Duration;
 use keyfed_core::SecretString;
 use keyfed_core::http::HttpSettings;
 use keyfed_keycloak::{
-    AssertionAudience, ClientAuth, IssuerSettings, SigningAlgorithm, SigningKey, TokenRequest,
+    AssertionAudience, ClientAuth, IssuerSettings, SigningAlgorithm, SigningKey,
 };
 use url::Url;
 
 use super::expand::expand;
-use super::raw::{AssertionAudienceKey, AuthMethod, RawConfig, RawIssuer, RawTarget};
-use super::{Config, ConfigError};
+use super::raw::{AssertionAudienceKey, AuthMethod, RawConfig, RawIssuer};
+use super::{Config, ConfigError, control, target};
 
 /// An issuer with its client credentials loaded.
 #[derive(Debug)]
@@ -35,51 +35,34 @@ pub enum SecretSource {
     PrivateKeyFile(PathBuf),
 }
 
-/// A target: which issuer, which audience, and what to do with the token.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub name: String,
-    pub issuer: String,
-    pub request: TokenRequest,
-    pub exchange: Exchange,
-}
-
-/// What a target trades its token for. Cloud exchanges (`aws`, `gcp`, `azure`) join this enum
-/// as their issues land; `Token` hands out the Keycloak token itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exchange {
-    Token,
-}
-
-impl Exchange {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Token => "token",
-        }
-    }
-}
-
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
-struct Ctx<'a> {
-    file: &'a Path,
-    env: &'a dyn Fn(&str) -> Option<String>,
-    warnings: Vec<String>,
+/// What the configuration needs to know about the host it runs on.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub hostname: String,
+    pub is_root: bool,
+}
+
+pub(super) struct Ctx<'a> {
+    pub file: &'a Path,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub host: &'a Host,
+    pub warnings: Vec<String>,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::at(self.file, key, message)
     }
 
-    fn expand(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+    pub fn expand(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         expand(value, self.env).map_err(|e| self.err(key, e))
     }
 
     /// An expanded path, relative ones taken from the configuration file's folder.
-    fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    pub fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
         let expanded = self.expand(key, value)?;
         if expanded.is_empty() {
             return Err(self.err(key, "expected a file path, found an empty string"));
@@ -92,7 +75,12 @@ impl Ctx<'_> {
         })
     }
 
-    fn url(&self, key: &str, value: &str, allow_insecure_http: bool) -> Result<Url, ConfigError> {
+    pub fn url(
+        &self,
+        key: &str,
+        value: &str,
+        allow_insecure_http: bool,
+    ) -> Result<Url, ConfigError> {
         let expanded = self.expand(key, value)?;
         let url = Url::parse(&expanded).map_err(|e| {
             self.err(
@@ -114,7 +102,7 @@ impl Ctx<'_> {
         Ok(url)
     }
 
-    fn duration(
+    pub fn duration(
         &self,
         key: &str,
         value: Option<super::duration::HumanDuration>,
@@ -127,8 +115,38 @@ impl Ctx<'_> {
         }
     }
 
+    /// The outbound HTTP settings an issuer or a cloud exchange shares: `ca_file`,
+    /// `allow_insecure_http`, `connect_timeout` and `timeout` under `section`.
+    pub fn http(
+        &self,
+        section: &str,
+        ca_file: Option<&str>,
+        allow_insecure_http: bool,
+        connect_timeout: Option<super::duration::HumanDuration>,
+        timeout: Option<super::duration::HumanDuration>,
+    ) -> Result<HttpSettings, ConfigError> {
+        let key = |k: &str| format!("{section}.{k}");
+        let ca_file = ca_file.map(|p| self.path(&key("ca_file"), p)).transpose()?;
+        if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
+            return Err(self.err(
+                &key("ca_file"),
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+        Ok(HttpSettings {
+            ca_file,
+            connect_timeout: self.duration(
+                &key("connect_timeout"),
+                connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            timeout: self.duration(&key("timeout"), timeout, DEFAULT_TIMEOUT)?,
+            allow_insecure_http,
+        })
+    }
+
     /// Reads a secret or key file, warning when group or others may read it.
-    fn read_private_file(&mut self, key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    pub fn read_private_file(&mut self, key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
         let content = std::fs::read(path)
             .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))?;
         if let Ok(meta) = std::fs::metadata(path) {
@@ -166,10 +184,12 @@ pub(super) fn resolve(
     file: &Path,
     raw: RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    host: &Host,
 ) -> Result<Config, ConfigError> {
     let mut ctx = Ctx {
         file,
         env,
+        host,
         warnings: Vec::new(),
     };
     let mut issuers = BTreeMap::new();
@@ -180,8 +200,14 @@ pub(super) fn resolve(
     let mut targets = BTreeMap::new();
     for (name, raw_target) in &raw.targets {
         check_name(&ctx, "targets", name)?;
-        targets.insert(name.clone(), target(&ctx, name, raw_target, &issuers)?);
+        targets.insert(
+            name.clone(),
+            target::resolve(&mut ctx, name, raw_target, &issuers)?,
+        );
     }
+    target::check_unique_paths(&ctx, &targets)?;
+    let control = control::resolve(&ctx, raw.control.as_ref())?;
+    let engine = engine_settings(&ctx, raw.engine.as_ref())?;
     if targets.is_empty() {
         ctx.warnings.push(format!(
             "{}: no [targets.*] are defined, so keyfed has nothing to do",
@@ -200,7 +226,36 @@ pub(super) fn resolve(
         file: file.to_path_buf(),
         issuers,
         targets,
+        control,
+        engine,
         warnings: ctx.warnings,
+    })
+}
+
+fn engine_settings(
+    ctx: &Ctx<'_>,
+    raw: Option<&super::raw::RawEngine>,
+) -> Result<super::EngineSettings, ConfigError> {
+    let min = ctx.duration(
+        "engine.retry_min",
+        raw.and_then(|r| r.retry_min),
+        Duration::from_secs(1),
+    )?;
+    let max = ctx.duration(
+        "engine.retry_max",
+        raw.and_then(|r| r.retry_max),
+        Duration::from_secs(300),
+    )?;
+    let backoff =
+        crate::engine::Backoff::new(min, max).map_err(|e| ctx.err("engine.retry_max", e))?;
+    let attempt_timeout = ctx.duration(
+        "engine.attempt_timeout",
+        raw.and_then(|r| r.attempt_timeout),
+        Duration::from_secs(60),
+    )?;
+    Ok(super::EngineSettings {
+        backoff,
+        attempt_timeout,
     })
 }
 
@@ -274,27 +329,13 @@ fn issuer(ctx: &mut Ctx<'_>, name: &str, raw: &RawIssuer) -> Result<Issuer, Conf
         .as_deref()
         .map(|u| ctx.url(&key("token_endpoint"), u, allow_insecure_http))
         .transpose()?;
-    let ca_file = raw
-        .ca_file
-        .as_deref()
-        .map(|p| ctx.path(&key("ca_file"), p))
-        .transpose()?;
-    if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
-        return Err(ctx.err(
-            &key("ca_file"),
-            format!("{} is not a readable file", ca.display()),
-        ));
-    }
-    let http = HttpSettings {
-        ca_file,
-        connect_timeout: ctx.duration(
-            &key("connect_timeout"),
-            raw.connect_timeout,
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
-        timeout: ctx.duration(&key("timeout"), raw.timeout, DEFAULT_TIMEOUT)?,
+    let http = ctx.http(
+        &format!("issuers.{name}"),
+        raw.ca_file.as_deref(),
         allow_insecure_http,
-    };
+        raw.connect_timeout,
+        raw.timeout,
+    )?;
     if allow_insecure_http && !keyfed_core::http::is_loopback(&url) {
         ctx.warnings.push(format!(
             "{}: {}: allow_insecure_http is on, so the client's credentials may cross the network in the clear",
@@ -387,71 +428,4 @@ fn client_secret(
         key("client_secret")
     ));
     Ok((SecretString::from(inline), SecretSource::Inline))
-}
-
-fn target(
-    ctx: &Ctx<'_>,
-    name: &str,
-    raw: &RawTarget,
-    issuers: &BTreeMap<String, Issuer>,
-) -> Result<Target, ConfigError> {
-    let key = |k: &str| format!("targets.{name}.{k}");
-    if !issuers.contains_key(&raw.issuer) {
-        let known: Vec<&str> = issuers.keys().map(String::as_str).collect();
-        return Err(ctx.err(
-            &key("issuer"),
-            format!(
-                "no issuer named \"{}\" (defined: {})",
-                raw.issuer,
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        ));
-    }
-    if raw.audience.trim().is_empty() {
-        return Err(ctx.err(
-            &key("audience"),
-            "expected the audience the token must carry, found an empty string",
-        ));
-    }
-    let scope = match &raw.scope {
-        None => None,
-        Some(list) => {
-            let items = list.items();
-            if items.is_empty()
-                || items
-                    .iter()
-                    .any(|s| s.is_empty() || s.contains(char::is_whitespace))
-            {
-                return Err(ctx.err(&key("scope"), "expected client scope names without spaces"));
-            }
-            Some(items.join(" "))
-        }
-    };
-    if let Some(resource) = &raw.resource {
-        Url::parse(resource).map_err(|e| {
-            ctx.err(
-                &key("resource"),
-                format!("expected an absolute URI (RFC 8707), found \"{resource}\" ({e})"),
-            )
-        })?;
-    }
-    Ok(Target {
-        name: name.to_owned(),
-        issuer: raw.issuer.clone(),
-        request: TokenRequest {
-            audience: raw.audience.clone(),
-            strict_audience: raw.strict_audience.unwrap_or(false),
-            scope,
-            resource: raw.resource.clone(),
-            audience_parameter: raw.audience_parameter.unwrap_or(false),
-            min_remaining: raw
-                .min_token_lifetime
-                .map_or(DEFAULT_MIN_TOKEN_LIFETIME, |d| d.0),
-        },
-        exchange: Exchange::Token,
-    })
 }

@@ -5,7 +5,8 @@ use keyfed_keycloak::{AssertionAudience, ClientAuth};
 use toml::{Table, Value};
 
 use super::duration::format as duration;
-use super::{Config, SecretSource};
+use super::{AwsExchange, Config, Exchange, SecretSource};
+use crate::outputs::{Output, OutputKind};
 
 /// Renders `config` as TOML; secrets appear only as their source, never their value.
 pub fn show(config: &Config) -> String {
@@ -88,10 +89,98 @@ pub fn show(config: &Config) -> String {
             "min_token_lifetime".into(),
             duration(r.min_remaining).into(),
         );
+        if let Exchange::Aws(aws) = &target.exchange {
+            t.insert("aws".into(), Value::Table(show_aws(aws)));
+        }
+        let outputs: Vec<Value> = target
+            .outputs
+            .iter()
+            .map(|o| Value::Table(show_output(o)))
+            .collect();
+        t.insert("outputs".into(), Value::Array(outputs));
         targets.insert(name.clone(), Value::Table(t));
+    }
+    let mut control = Table::new();
+    control.insert(
+        "socket".into(),
+        config.control.path.display().to_string().into(),
+    );
+    control.insert("mode".into(), format!("{:04o}", config.control.mode).into());
+    if let Some(gid) = config.control.group {
+        control.insert("group".into(), i64::from(gid).into());
     }
     let mut root = Table::new();
     root.insert("issuers".into(), Value::Table(issuers));
     root.insert("targets".into(), Value::Table(targets));
+    root.insert("control".into(), Value::Table(control));
+    let mut engine = Table::new();
+    engine.insert(
+        "retry_min".into(),
+        duration(config.engine.backoff.ceiling(1)).into(),
+    );
+    engine.insert(
+        "retry_max".into(),
+        duration(config.engine.backoff.ceiling(u32::MAX)).into(),
+    );
+    engine.insert(
+        "attempt_timeout".into(),
+        duration(config.engine.attempt_timeout).into(),
+    );
+    root.insert("engine".into(), Value::Table(engine));
     toml::to_string(&root).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+}
+
+fn show_aws(aws: &AwsExchange) -> Table {
+    let mut t = Table::new();
+    t.insert("role_arn".into(), aws.role_arn.clone().into());
+    t.insert("region".into(), aws.region.clone().into());
+    t.insert("session_name".into(), aws.session_name.clone().into());
+    t.insert("duration".into(), duration(aws.duration).into());
+    t.insert(
+        "endpoint_url".into(),
+        aws.endpoint_url
+            .as_ref()
+            .map_or("(regional STS endpoint)".to_owned(), |u| u.to_string())
+            .into(),
+    );
+    t.insert("fips".into(), aws.fips.into());
+    if let Some(policy) = &aws.policy {
+        t.insert("policy".into(), policy.clone().into());
+    }
+    if !aws.policy_arns.is_empty() {
+        t.insert(
+            "policy_arns".into(),
+            Value::Array(aws.policy_arns.iter().map(|a| a.clone().into()).collect()),
+        );
+    }
+    if let Some(ca) = &aws.http.ca_file {
+        t.insert("ca_file".into(), ca.display().to_string().into());
+    }
+    t.insert("timeout".into(), duration(aws.http.timeout).into());
+    t
+}
+
+fn show_output(o: &Output) -> Table {
+    let mut t = Table::new();
+    t.insert("kind".into(), o.name.into());
+    t.insert("path".into(), o.path.display().to_string().into());
+    if let OutputKind::AwsCredentials { profile, merge } = &o.kind {
+        t.insert("profile".into(), profile.clone().into());
+        t.insert("merge".into(), (*merge).into());
+    }
+    let mode = match (o.mode, &o.kind) {
+        (Some(m), _) => format!("{m:04o}"),
+        (None, OutputKind::AwsCredentials { merge: true, .. }) => {
+            "(kept from the existing file, else 0600)".to_owned()
+        }
+        (None, _) => "0600".to_owned(),
+    };
+    t.insert("mode".into(), mode.into());
+    if let Some(uid) = o.owner {
+        t.insert("owner".into(), i64::from(uid).into());
+    }
+    if let Some(gid) = o.group {
+        t.insert("group".into(), i64::from(gid).into());
+    }
+    t
 }

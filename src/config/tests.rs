@@ -54,7 +54,11 @@ fn relative_paths_resolve_against_the_config_folder() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let config = load(&file, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let host = Host {
+        hostname: "web-01".into(),
+        is_root: true,
+    };
+    let config = load(&file, &|_| None, &host).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         config.issuers["a"].secret_source,
         SecretSource::File(dir.path().join("secret"))

@@ -87,6 +87,7 @@ pub struct Fixture {
     pub rsa: KeyPair,
     pub ec: KeyPair,
     pub keycloak: Option<KeycloakEmulator>,
+    pub sts: Option<keyfed_aws::emulator::StsEmulator>,
 }
 
 impl Fixture {
@@ -96,6 +97,7 @@ impl Fixture {
             rsa: key_pair(&rcgen::PKCS_RSA_SHA256),
             ec: key_pair(&rcgen::PKCS_ECDSA_P256_SHA256),
             keycloak: None,
+            sts: None,
         }
     }
 
@@ -287,4 +289,125 @@ pub fn target(name: &str, issuer: &str, audience: &str, scope: &str) -> String {
     format!(
         "[targets.{name}]\nissuer = \"{issuer}\"\naudience = \"{audience}\"\nscope = \"{scope}\"\n"
     )
+}
+
+/// The role the standard STS emulator trusts the standard realm for.
+pub const ROLE: &str = "app";
+
+impl Fixture {
+    /// Starts an STS emulator trusting the Keycloak emulator for audience sts.amazonaws.com.
+    pub async fn start_sts(&mut self) -> &keyfed_aws::emulator::StsEmulator {
+        let issuer = self.keycloak().issuer_url();
+        let sts = keyfed_aws::emulator::StsEmulator::builder()
+            .provider(keyfed_aws::emulator::OidcProvider {
+                url: issuer.clone(),
+                client_ids: vec![AWS_AUD.to_owned()],
+            })
+            .role(keyfed_aws::emulator::Role::new(ROLE, &issuer))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("sts emulator: {e}"));
+        self.sts.insert(sts)
+    }
+
+    pub fn sts(&self) -> &keyfed_aws::emulator::StsEmulator {
+        self.sts
+            .as_ref()
+            .unwrap_or_else(|| panic!("start the STS emulator first"))
+    }
+
+    /// An AWS target against the STS emulator, with `outputs` (a TOML array body).
+    pub fn aws_target(&self, name: &str, outputs: &str) -> String {
+        format!(
+            "[targets.{name}]\nissuer = \"corp\"\nscope = \"aws-audience\"\n\
+             aws = {{ role_arn = \"{}\", region = \"us-east-1\", endpoint_url = \"{}\", session_name = \"{{target}}-{{hostname}}\" }}\n\
+             outputs = [{outputs}]\n",
+            self.sts().role_arn(ROLE),
+            self.sts().endpoint_url()
+        )
+    }
+
+    /// The standard issuer and `[control] socket` in the fixture's folder, plus `targets`.
+    pub fn daemon_config(&self, targets: &str) -> PathBuf {
+        self.write_credentials();
+        self.config(&format!(
+            "{}\n[control]\nsocket = \"keyfed.sock\"\n\n{targets}",
+            issuer("corp", "host-secret", "client_secret_basic")
+        ))
+    }
+
+    /// Starts `keyfed run` and waits for its control socket.
+    pub async fn daemon(&self) -> Daemon {
+        let config = self.path("keyfed.toml");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
+            .args(["--config", config.to_str().unwrap_or_default(), "run"])
+            .env_clear()
+            .env("HOME", self.dir.path())
+            .env("KEYFED_LOG", "debug")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start keyfed run: {e}"));
+        let socket = self.path("keyfed.sock");
+        for _ in 0..500 {
+            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+                return Daemon {
+                    child: Some(child),
+                    secrets: self.secrets(),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("keyfed run did not open {}", socket.display());
+    }
+}
+
+/// A running `keyfed run`; killed when dropped.
+pub struct Daemon {
+    child: Option<tokio::process::Child>,
+    secrets: Vec<String>,
+}
+
+impl Daemon {
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+        if let Some(pid) = pid {
+            rustix::process::kill_process(pid, signal).unwrap_or_else(|e| panic!("kill: {e}"));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit code and log.
+    pub async fn stop(mut self) -> Run {
+        self.signal(rustix::process::Signal::TERM);
+        let child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("already stopped"));
+        let output =
+            tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+                .await
+                .unwrap_or_else(|_| panic!("keyfed run did not stop on SIGTERM"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let run = Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        for secret in &self.secrets {
+            assert!(
+                !run.stderr.contains(secret.as_str()),
+                "a secret leaked into the daemon's log:\n{}",
+                run.stderr
+            );
+        }
+        run
+    }
 }

@@ -3,35 +3,62 @@
 //! `clippy.toml`; [`SystemClock`] is the one place that reads the real time.
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// A source of wall-clock time.
+use tokio::sync::watch;
+
+/// A future returned by [`Clock::sleep_until`].
+pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A source of wall-clock time, and a way to wait for a moment of it.
 pub trait Clock: Send + Sync + Debug {
     fn now(&self) -> SystemTime;
+
+    /// Completes at (or soon after) `deadline` as this clock reads time.
+    fn sleep_until(&self, deadline: SystemTime) -> Sleep<'_>;
 }
 
 /// The host's real wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// The longest single timer [`SystemClock`] arms. Timers run on the monotonic clock, which
+/// stops while the host is suspended; re-reading the wall clock at least this often keeps a
+/// refresh from sleeping through a suspend and past its credential's expiry.
+const MAX_TIMER: Duration = Duration::from_secs(300);
+
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // the single sanctioned reader of the real time
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    fn sleep_until(&self, deadline: SystemTime) -> Sleep<'_> {
+        Box::pin(async move {
+            while let Ok(left) = deadline.duration_since(self.now()) {
+                if left.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(left.min(MAX_TIMER)).await;
+            }
+        })
+    }
 }
 
-/// A clock that moves only when told to; clones share the same time.
+/// A clock that moves only when told to; clones share the same time, and sleepers wake when
+/// the time they wait for is reached.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now: Arc<Mutex<SystemTime>>,
+    now: Arc<watch::Sender<SystemTime>>,
 }
 
 impl ManualClock {
     pub fn new(start: SystemTime) -> Self {
         Self {
-            now: Arc::new(Mutex::new(start)),
+            now: Arc::new(watch::Sender::new(start)),
         }
     }
 
@@ -41,18 +68,28 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now += by;
+        self.now.send_modify(|now| *now += by);
     }
 
     pub fn set(&self, to: SystemTime) {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
+        self.now.send_replace(to);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.now.borrow()
+    }
+
+    fn sleep_until(&self, deadline: SystemTime) -> Sleep<'_> {
+        let mut changes = self.now.subscribe();
+        Box::pin(async move {
+            while *changes.borrow_and_update() < deadline {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 }
 
@@ -95,6 +132,33 @@ mod tests {
         assert_eq!(clock.now(), SystemTime::UNIX_EPOCH);
         other.advance(Duration::from_secs(90));
         assert_eq!(unix_seconds(clock.now()), 90);
+    }
+
+    #[tokio::test]
+    async fn manual_sleepers_wake_when_time_is_reached() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH);
+        let deadline = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+        let sleeper = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.sleep_until(deadline).await })
+        };
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_secs(59));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        clock.advance(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .unwrap_or_else(|_| panic!("the sleeper did not wake"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn system_sleep_until_the_past_returns_at_once() {
+        let past = SystemTime::UNIX_EPOCH;
+        tokio::time::timeout(Duration::from_secs(1), SystemClock.sleep_until(past))
+            .await
+            .unwrap_or_else(|_| panic!("slept"));
     }
 
     #[test]

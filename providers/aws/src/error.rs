@@ -1,0 +1,360 @@
+//! Everything that can go wrong trading a web identity token with STS, each variant naming the
+//! role and saying what to check next, and [`AwsError::retry`]: what the caller should do about
+//! it (DESIGN §9). STS's own error code and message are quoted verbatim; the token and the
+//! credentials never appear here.
+
+use std::fmt;
+
+use keyfed_core::http::HttpSetupError;
+
+use crate::token_facts::TokenFacts;
+
+/// Why no credentials came back from STS.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// The client could not be built: a refused endpoint URL, an unreadable CA file.
+    #[error("AWS STS client: {0}")]
+    Setup(#[source] HttpSetupError),
+    /// The settings or the request cannot work, whatever STS would say.
+    #[error("AWS STS: {detail}")]
+    InvalidSettings { detail: String },
+    /// STS answered with one of its errors.
+    #[error(
+        "STS refused AssumeRoleWithWebIdentity for role {role_arn} (HTTP {status}): {code}: \"{message}\"{}{}",
+        request_id.as_deref().map(|id| format!(" (request id {id})")).unwrap_or_default(),
+        hint.as_deref().map(|h| format!("\n  hint: {h}")).unwrap_or_default()
+    )]
+    Refused {
+        role_arn: String,
+        status: u16,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+        hint: Option<String>,
+    },
+    /// Something answered, but not with an STS error (a proxy, a load balancer).
+    #[error(
+        "{endpoint} answered HTTP {status} to AssumeRoleWithWebIdentity for role {role_arn}: {body}"
+    )]
+    Http {
+        role_arn: String,
+        endpoint: String,
+        status: u16,
+        body: String,
+    },
+    /// No answer: connection refused or reset, TLS failure, timeout.
+    #[error("cannot reach STS at {endpoint} for role {role_arn}: {detail}{}", transport_hint(detail, *timed_out))]
+    Transport {
+        role_arn: String,
+        endpoint: String,
+        detail: String,
+        timed_out: bool,
+    },
+    /// STS's answer could not be read, or lacks a field keyfed needs.
+    #[error("the answer from STS at {endpoint} for role {role_arn} is not valid: {detail}")]
+    InvalidResponse {
+        role_arn: String,
+        endpoint: String,
+        detail: String,
+    },
+}
+
+/// What the caller should do after an [`AwsError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A passing trouble (network, throttling, STS or the issuer briefly unreachable): retry
+    /// with exponential backoff.
+    Backoff,
+    /// STS did not accept this token (`InvalidIdentityToken`, `ExpiredTokenException`): fetch a
+    /// new token from the issuer and retry once; if that fails the same way, stop.
+    FreshTokenOnce,
+    /// A configuration problem that retrying cannot fix: report it and wait for a change.
+    Stop,
+}
+
+impl AwsError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Setup(_) | Self::InvalidSettings { .. } => Retry::Stop,
+            Self::Transport { .. } | Self::InvalidResponse { .. } => Retry::Backoff,
+            Self::Http { status, .. } => {
+                if *status >= 500 || *status == 429 {
+                    Retry::Backoff
+                } else {
+                    Retry::Stop
+                }
+            }
+            Self::Refused { code, status, .. } => retry_for_code(code, *status),
+        }
+    }
+
+    /// STS's error code, when STS answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// What to check when STS could not be reached at all.
+fn transport_hint(detail: &str, timed_out: bool) -> &'static str {
+    if timed_out {
+        "\n  hint: the call timed out; check the network path to STS (proxy: HTTPS_PROXY / NO_PROXY) or raise the timeout"
+    } else if detail.contains("certificate") {
+        "\n  hint: the endpoint's TLS certificate is not trusted; set ca_file to the CA bundle that signs it (a VPC endpoint's private CA, a TLS-inspecting proxy's CA)"
+    } else {
+        ""
+    }
+}
+
+/// DESIGN §9: retry throttling, the issuer being unreachable from AWS and 5xx; retry once with
+/// a fresh token when STS did not take the token; never retry refusals.
+fn retry_for_code(code: &str, status: u16) -> Retry {
+    match code {
+        "IDPCommunicationError"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "ServiceUnavailable"
+        | "InternalFailure" => Retry::Backoff,
+        "InvalidIdentityToken" | "ExpiredTokenException" => Retry::FreshTokenOnce,
+        _ if status >= 500 => Retry::Backoff,
+        _ => Retry::Stop,
+    }
+}
+
+/// What a hint may mention: the call's parameters and what the token says of itself.
+pub(crate) struct HintContext<'a> {
+    pub role_arn: &'a str,
+    pub region: &'a str,
+    pub duration_secs: u64,
+    pub token: &'a TokenFacts,
+}
+
+impl HintContext<'_> {
+    fn provider(&self) -> String {
+        self.token
+            .provider()
+            .unwrap_or_else(|| "<issuer host and path>".to_owned())
+    }
+
+    /// `arn:aws:iam::<account>:role/<name>` → the account, when the ARN has that shape.
+    fn account(&self) -> &str {
+        self.role_arn.split(':').nth(4).unwrap_or("<account>")
+    }
+
+    fn role_name(&self) -> &str {
+        self.role_arn
+            .split_once(":role/")
+            .map_or(self.role_arn, |(_, name)| {
+                name.rsplit('/').next().unwrap_or(name)
+            })
+    }
+}
+
+/// A line saying what to check next for STS's common refusals.
+pub(crate) fn hint(code: &str, message: &str, cx: &HintContext<'_>) -> Option<String> {
+    let provider = cx.provider();
+    let iss = cx.token.iss.as_deref().unwrap_or("(none)");
+    match code {
+        "InvalidIdentityToken" if message.contains("Incorrect token audience") => Some(format!(
+            "the IAM OIDC identity provider \"{provider}\" must list the token's aud {} among its audiences (client ID list): IAM → Identity providers → {provider} → Audiences → Add audience; or make Keycloak put one of the listed audiences into the token (the target's audience and scope)",
+            cx.token.aud_text()
+        )),
+        "InvalidIdentityToken" if message.contains("No OpenIDConnect provider found") => {
+            Some(format!(
+                "create an IAM OIDC identity provider in account {} whose URL is exactly the token's iss \"{iss}\" (IAM → Identity providers → Add provider → OpenID Connect), with the token's aud {} as an audience",
+                cx.account(),
+                cx.token.aud_text()
+            ))
+        }
+        "InvalidIdentityToken" => Some(format!(
+            "STS fetches {iss}/.well-known/openid-configuration and its jwks_uri over the internet to check the token's signature; check that both are publicly reachable with a publicly trusted certificate and that Keycloak signs with a key they publish"
+        )),
+        "ExpiredTokenException" => Some(
+            "the token had expired when STS checked it; check this host's clock (timedatectl) and that the token is used right after it is fetched".to_owned(),
+        ),
+        "IDPCommunicationError" => Some(format!(
+            "STS could not fetch {iss}/.well-known/openid-configuration or its JWKS; the issuer must be reachable from the internet, answer quickly, and use a publicly trusted certificate"
+        )),
+        "IDPRejectedClaim" => Some(format!(
+            "the identity provider \"{provider}\" rejected a claim of the token; check the token's claims against the provider settings in IAM"
+        )),
+        "AccessDenied" => Some(format!(
+            "check that role {} exists and its trust policy (IAM → Roles → {} → Trust relationships) has Principal {{\"Federated\": \"arn:aws:iam::{}:oidc-provider/{provider}\"}}, Action \"sts:AssumeRoleWithWebIdentity\", and its conditions on \"{provider}:sub\" (this token's sub is {}) and \"{provider}:aud\" (this token's aud is {})",
+            cx.role_arn,
+            cx.role_name(),
+            cx.account(),
+            cx.token
+                .sub
+                .as_deref()
+                .map_or("(none)".to_owned(), |s| format!("\"{s}\"")),
+            cx.token.aud_text()
+        )),
+        "ValidationError"
+            if message.contains("MaxSessionDuration") || message.contains("durationSeconds") =>
+        {
+            Some(format!(
+                "lower the target's duration (now {} s) or raise the role's MaxSessionDuration (IAM → Roles → {} → Maximum session duration, up to 12 h)",
+                cx.duration_secs,
+                cx.role_name()
+            ))
+        }
+        "ValidationError" if message.contains("roleSessionName") => Some(
+            "the session name must be 2–64 characters of A–Z a–z 0–9 _ + = , . @ -".to_owned(),
+        ),
+        "RegionDisabledException" => Some(format!(
+            "activate STS in region {} (IAM → Account settings → Security Token Service (STS) → Endpoints), or use another region",
+            cx.region
+        )),
+        "MalformedPolicyDocument" | "PackedPolicyTooLarge" => Some(
+            "fix or shorten the target's session policy (policy / policy_arns)".to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// How the decision reads in a log line.
+impl fmt::Display for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Backoff => "retry with backoff",
+            Self::FreshTokenOnce => "retry once with a fresh token",
+            Self::Stop => "do not retry",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: &str, status: u16, message: &str) -> AwsError {
+        AwsError::Refused {
+            role_arn: "arn:aws:iam::123456789012:role/onprem-web".to_owned(),
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            request_id: Some("req-1".to_owned()),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn classification_follows_design() {
+        for code in [
+            "IDPCommunicationError",
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+        ] {
+            assert_eq!(refused(code, 400, "").retry(), Retry::Backoff, "{code}");
+        }
+        assert_eq!(refused("InternalError", 500, "").retry(), Retry::Backoff);
+        assert_eq!(refused("Whatever", 503, "").retry(), Retry::Backoff);
+        for code in ["InvalidIdentityToken", "ExpiredTokenException"] {
+            assert_eq!(
+                refused(code, 400, "").retry(),
+                Retry::FreshTokenOnce,
+                "{code}"
+            );
+        }
+        for code in [
+            "AccessDenied",
+            "IDPRejectedClaim",
+            "MalformedPolicyDocument",
+            "PackedPolicyTooLarge",
+            "ValidationError",
+            "RegionDisabledException",
+            "SomethingNew",
+        ] {
+            assert_eq!(refused(code, 400, "").retry(), Retry::Stop, "{code}");
+        }
+        let http = |status| AwsError::Http {
+            role_arn: String::new(),
+            endpoint: String::new(),
+            status,
+            body: String::new(),
+        };
+        assert_eq!(http(502).retry(), Retry::Backoff);
+        assert_eq!(http(429).retry(), Retry::Backoff);
+        assert_eq!(http(404).retry(), Retry::Stop);
+    }
+
+    #[test]
+    fn display_quotes_sts_and_names_the_role() {
+        let text = refused(
+            "AccessDenied",
+            403,
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        )
+        .to_string();
+        assert!(
+            text.contains("arn:aws:iam::123456789012:role/onprem-web"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "AccessDenied: \"Not authorized to perform sts:AssumeRoleWithWebIdentity\""
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("HTTP 403") && text.contains("req-1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hints_name_what_to_change() {
+        let token = TokenFacts {
+            iss: Some("https://sso.example.com/realms/infra".to_owned()),
+            aud: vec!["account".to_owned()],
+            sub: Some("6f1c".to_owned()),
+        };
+        let cx = HintContext {
+            role_arn: "arn:aws:iam::123456789012:role/onprem-web",
+            region: "eu-west-1",
+            duration_secs: 7200,
+            token: &token,
+        };
+        let h = |code, msg| hint(code, msg, &cx).unwrap_or_default();
+        let aud = h("InvalidIdentityToken", "Incorrect token audience");
+        assert!(
+            aud.contains("audiences") && aud.contains("\"account\""),
+            "{aud}"
+        );
+        let none = h(
+            "InvalidIdentityToken",
+            "No OpenIDConnect provider found in your account for https://sso.example.com/realms/infra",
+        );
+        assert!(
+            none.contains("exactly the token's iss \"https://sso.example.com/realms/infra\""),
+            "{none}"
+        );
+        let denied = h(
+            "AccessDenied",
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        );
+        assert!(
+            denied.contains("sso.example.com/realms/infra:sub") && denied.contains("\"6f1c\""),
+            "{denied}"
+        );
+        assert!(
+            denied.contains("arn:aws:iam::123456789012:oidc-provider/sso.example.com/realms/infra"),
+            "{denied}"
+        );
+        let duration = h(
+            "ValidationError",
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+        );
+        assert!(
+            duration.contains("7200 s") && duration.contains("onprem-web"),
+            "{duration}"
+        );
+        assert!(h("RegionDisabledException", "").contains("eu-west-1"));
+        assert_eq!(hint("Throttling", "Rate exceeded", &cx), None);
+    }
+}

@@ -1,0 +1,43 @@
+//! keyfed's client for AWS STS `AssumeRoleWithWebIdentity`: it trades an OIDC token from the
+//! issuer (Keycloak) for temporary credentials of an IAM role. The call is unsigned and goes to
+//! the region's STS endpoint (or `endpoint_url`, or the FIPS endpoint); the SDK's own retries
+//! are off and every failure says, through [`AwsError::retry`], whether to back off, fetch a
+//! fresh token and retry once, or stop (DESIGN §9). Errors quote STS's code and message and add
+//! a hint for the usual IAM misconfigurations (OIDC provider URL and audiences, the role's trust
+//! policy, MaxSessionDuration).
+//!
+//! [`session_name`] builds a `RoleSessionName` STS accepts from the target's template.
+//!
+//! Behind the `emulator` feature sits an emulator of STS (Query protocol, XML answers) that
+//! verifies tokens like an IAM OIDC identity provider and a role trust policy do, used by tests
+//! and `keyfed demo`.
+//!
+//! Logging: at `trace` level `aws_smithy_runtime` logs whole requests and responses, which hold
+//! the web identity token and the issued keys; a program using this crate must keep that target
+//! at `debug` or quieter ([`LOG_DIRECTIVE`]).
+//!
+//! This crate knows nothing of keyfed's configuration files, outputs or endpoints.
+
+mod client;
+mod credentials;
+mod error;
+mod http_client;
+mod session_name;
+mod settings;
+mod token_facts;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
+
+#[cfg(all(test, feature = "emulator"))]
+mod tests;
+
+pub use client::StsClient;
+pub use credentials::AwsCredentials;
+pub use error::{AwsError, Retry};
+pub use session_name::session_name;
+pub use settings::{AssumeRoleRequest, StsSettings};
+
+/// A tracing filter directive that keeps the AWS SDK from logging request and response bodies
+/// (the token, the secret key) at `trace` level; add it to the program's `EnvFilter`.
+pub const LOG_DIRECTIVE: &str = "aws_smithy_runtime=debug";

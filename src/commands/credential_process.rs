@@ -1,0 +1,146 @@
+//! `keyfed credential-process <target>`: the AWS CLI and SDKs' `credential_process`. Prints the
+//! `{"Version":1,…,"Expiration":"…Z"}` document on stdout; errors go to stderr with a non-zero
+//! exit.
+//!
+//! It asks the running daemon over the control socket. With no daemon it performs the exchange
+//! itself and keeps the result in a 0600 cache (`$XDG_RUNTIME_DIR/keyfed/`, else
+//! `~/.cache/keyfed/`), so repeated CLI calls do not reach Keycloak and STS each time; a lock on
+//! the cache makes concurrent calls share one exchange.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use keyfed_core::clock::{Clock, SystemClock, from_unix_seconds, unix_seconds};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Exchange};
+use crate::control::client::{AskError, ask};
+use crate::control::{Request, Response};
+use crate::credential::{Credential, credential_process_json};
+use crate::exit::UsageError;
+use crate::outputs::{FileSpec, write_atomic};
+use crate::sources;
+
+/// How long to wait for the daemon (it may be mid-refresh).
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
+    let socket = config::control_socket(path, &super::env_var, &super::host());
+    let request = Request::Credential {
+        target: target.to_owned(),
+    };
+    match ask(&socket, &request, DAEMON_TIMEOUT).await {
+        Ok(Response::Credential { kind, document }) if kind == "aws" => {
+            println!("{document}");
+            Ok(())
+        }
+        Ok(Response::Credential { kind, .. }) => Err(UsageError(format!(
+            "target \"{target}\" is of kind {kind}; credential-process serves AWS targets"
+        ))
+        .into()),
+        Ok(Response::Error { message, .. }) => anyhow::bail!("{message}"),
+        Err(AskError::NoDaemon(at)) => {
+            tracing::debug!("no daemon at {at}; exchanging directly");
+            direct(path, target).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    issued_at: u64,
+    expires_at: u64,
+    document: String,
+}
+
+/// The exchange without a daemon, through the cache.
+async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
+    let mut config = super::load(path)?;
+    let Some(target) = config.targets.remove(target_name) else {
+        return Err(super::unknown_target(&config, target_name).into());
+    };
+    if !matches!(target.exchange, Exchange::Aws(_)) {
+        return Err(UsageError(format!(
+            "target \"{target_name}\" is of kind {}; credential-process serves AWS targets",
+            target.exchange.kind()
+        ))
+        .into());
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let cache = cache_file(path, target_name);
+    let dir = cache.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(cache.with_extension("lock"))
+        .context("cannot open the cache lock")?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .context("cannot lock the cache")?;
+    if let Some(document) = fresh_cached(&cache, clock.now()) {
+        println!("{document}");
+        return Ok(());
+    }
+    let clients = sources::keycloak_clients(&mut config, &clock)?;
+    let keycloak = clients
+        .get(&target.issuer)
+        .cloned()
+        .context("the configuration lost the target's issuer")?;
+    let source = sources::source(keycloak, &target)?;
+    let credential = source.fetch().await?;
+    let Credential::Aws(aws) = &credential else {
+        anyhow::bail!("target \"{target_name}\" did not produce AWS credentials");
+    };
+    let document = credential_process_json(aws);
+    let cached = Cached {
+        issued_at: unix_seconds(clock.now()),
+        expires_at: unix_seconds(aws.expiration),
+        document: document.clone(),
+    };
+    if let Err(e) = write_atomic(
+        &cache,
+        serde_json::to_string(&cached)?.as_bytes(),
+        FileSpec::PRIVATE,
+    ) {
+        tracing::warn!("cannot cache the credentials in {}: {e}", cache.display());
+    }
+    println!("{document}");
+    Ok(())
+}
+
+/// The cached document while it is not yet due for refresh by keyfed's own schedule.
+fn fresh_cached(cache: &Path, now: std::time::SystemTime) -> Option<String> {
+    let cached: Cached = serde_json::from_slice(&std::fs::read(cache).ok()?).ok()?;
+    let due = crate::engine::refresh_at(
+        from_unix_seconds(cached.issued_at),
+        from_unix_seconds(cached.expires_at),
+        0.0,
+        sources::AWS_CONSUMER_WINDOW,
+    );
+    (now < due).then_some(cached.document)
+}
+
+/// `<runtime or cache dir>/keyfed/<target>-<hash of the config path>.json`.
+fn cache_file(config: &Path, target: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("keyfed"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/keyfed")))
+        .unwrap_or_else(|| PathBuf::from("/tmp/keyfed-cache"));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::path::absolute(config)
+        .unwrap_or_else(|_| config.to_path_buf())
+        .hash(&mut hasher);
+    base.join(format!("{target}-{:016x}.json", hasher.finish()))
+}

@@ -1,0 +1,77 @@
+//! The engine keeps every target fresh: one background task per target refreshes its
+//! credential on schedule (`schedule.rs`), backs off after failures (`backoff.rs`), and lets
+//! consumers ask for a credential at any time with one upstream call per refresh
+//! (`target.rs`). Time comes from an injected clock; upstreams from a [`Source`].
+
+mod backoff;
+mod schedule;
+mod source;
+mod target;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use backoff::Backoff;
+pub use schedule::refresh_at;
+pub use source::{Fetch, FetchError, Source};
+pub use target::{Issued, Phase, TargetEngine};
+
+#[cfg(test)]
+mod tests;
+
+/// Every target's engine, by name.
+#[derive(Debug, Default)]
+pub struct Engine {
+    targets: BTreeMap<String, Arc<TargetEngine>>,
+}
+
+impl Engine {
+    pub fn new(targets: Vec<TargetEngine>) -> Self {
+        Self {
+            targets: targets
+                .into_iter()
+                .map(|t| (t.name().to_owned(), Arc::new(t)))
+                .collect(),
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Arc<TargetEngine>> {
+        self.targets.get(name)
+    }
+
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<TargetEngine>> {
+        self.targets.values()
+    }
+
+    /// Starts one background task per target; they stop when the returned set is dropped.
+    pub fn spawn(&self) -> tokio::task::JoinSet<()> {
+        let mut set = tokio::task::JoinSet::new();
+        for target in self.targets.values() {
+            set.spawn(Arc::clone(target).run());
+        }
+        set
+    }
+
+    /// Refreshes every target once, concurrently; returns each target's outcome.
+    pub async fn refresh_all(&self) -> Vec<(String, Result<Arc<Issued>, FetchError>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for target in self.targets.values() {
+            let target = Arc::clone(target);
+            set.spawn(async move { (target.name().to_owned(), target.refresh().await) });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => outcomes.push((
+                    "?".to_owned(),
+                    Err(FetchError {
+                        message: format!("the refresh task failed: {e}"),
+                    }),
+                )),
+            }
+        }
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        outcomes
+    }
+}

@@ -1,0 +1,103 @@
+//! When to refresh a credential: one small pure function, property-tested.
+//!
+//! A credential is refreshed when about two thirds of its lifetime has passed (±10 % jitter, so
+//! a fleet of hosts started together does not refresh together), and never later than the
+//! consumer's own refresh window before expiry when the lifetime allows it: botocore refreshes
+//! process and container credentials with under 15 minutes left, so an AWS credential is
+//! refreshed while it still has more than that.
+
+use std::time::{Duration, SystemTime};
+
+/// The moment to refresh a credential issued at `issued` that expires at `expires`.
+///
+/// `jitter` is clamped to ±0.1. `consumer_window` is how long before expiry consumers start
+/// asking for a new credential (zero when none does).
+pub fn refresh_at(
+    issued: SystemTime,
+    expires: SystemTime,
+    jitter: f64,
+    consumer_window: Duration,
+) -> SystemTime {
+    let lifetime = expires.duration_since(issued).unwrap_or(Duration::ZERO);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(-0.1, 0.1)
+    } else {
+        0.0
+    };
+    let base = lifetime.mul_f64(2.0 / 3.0 * (1.0 + jitter));
+    // The window is honoured only while it leaves at least a third of the lifetime before the
+    // refresh, so a short-lived credential is not refreshed the moment it arrives.
+    let latest = lifetime.saturating_sub(consumer_window);
+    let after = if latest >= lifetime / 3 {
+        base.min(latest)
+    } else {
+        base
+    };
+    issued + after
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: u64 = 1_700_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn examples() {
+        let window = Duration::from_secs(15 * 60);
+        // 1 h AWS credential: 2/3 is 40 min, leaving 20 min — already outside botocore's window.
+        assert_eq!(
+            refresh_at(at(T0), at(T0 + 3600), 0.0, window),
+            at(T0 + 2400)
+        );
+        // 30 min credential: 2/3 would leave 10 min, so refresh with 15 min left.
+        assert_eq!(refresh_at(at(T0), at(T0 + 1800), 0.0, window), at(T0 + 900));
+        // 15 min credential: the window cannot be honoured; 2/3 it is.
+        assert_eq!(refresh_at(at(T0), at(T0 + 900), 0.0, window), at(T0 + 600));
+        // A 300 s Keycloak token with no consumer window.
+        assert_eq!(
+            refresh_at(at(T0), at(T0 + 300), 0.0, Duration::ZERO),
+            at(T0 + 200)
+        );
+        // Already expired (clock skew): refresh at once.
+        assert_eq!(refresh_at(at(T0), at(T0 - 5), 0.0, window), at(T0));
+    }
+
+    proptest! {
+        #[test]
+        fn refresh_falls_inside_the_lifetime_and_the_window(
+            lifetime in 3u64..(48 * 3600),
+            jitter in -0.2f64..0.2,
+            window in 0u64..3600,
+        ) {
+            let (issued, expires) = (at(T0), at(T0 + lifetime));
+            let window = Duration::from_secs(window);
+            let r = refresh_at(issued, expires, jitter, window);
+            let after = r.duration_since(issued).unwrap_or_default();
+            let life = Duration::from_secs(lifetime);
+            // Never before a third of the lifetime (no hot loop), always before expiry.
+            prop_assert!(after >= life / 3 - Duration::from_millis(1), "{after:?} of {life:?}");
+            prop_assert!(r < expires);
+            // Within ±10 % of two thirds, or pulled earlier by the window.
+            prop_assert!(after <= life.mul_f64(2.0 / 3.0 * 1.1) + Duration::from_millis(1));
+            // The consumer window is honoured whenever it leaves a third of the lifetime.
+            if life.saturating_sub(window) >= life / 3 {
+                prop_assert!(expires.duration_since(r).unwrap_or_default() >= window);
+            }
+        }
+
+        #[test]
+        fn jitter_spreads_but_is_bounded(lifetime in 60u64..86_400, jitter in -1.0f64..1.0) {
+            let r = refresh_at(at(T0), at(T0 + lifetime), jitter, Duration::ZERO);
+            let plain = refresh_at(at(T0), at(T0 + lifetime), 0.0, Duration::ZERO);
+            let spread = if r > plain { r.duration_since(plain) } else { plain.duration_since(r) };
+            let bound = Duration::from_secs(lifetime).mul_f64(2.0 / 3.0 * 0.1) + Duration::from_millis(1);
+            prop_assert!(spread.unwrap_or_default() <= bound);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The systemd notification protocol (`sd_notify`): one datagram to `$NOTIFY_SOCKET`. Does
+//! nothing when keyfed does not run under systemd with `Type=notify`.
+
+use std::os::unix::net::UnixDatagram;
+
+/// Sends `state` (e.g. `READY=1`) to systemd, if it listens.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|socket| {
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            // An abstract socket address.
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt as _;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(state.as_bytes(), &addr)
+            }
+            None => socket.send_to(state.as_bytes(), &path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd ({state}): {e}");
+    }
+}
+
+/// Pings the systemd watchdog at half of `WatchdogSec` for as long as the returned task runs;
+/// `None` when no watchdog is configured.
+pub fn watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let period = std::time::Duration::from_micros(usec / 2).max(std::time::Duration::from_secs(1));
+    Some(tokio::spawn(async move {
+        loop {
+            notify("WATCHDOG=1");
+            tokio::time::sleep(period).await;
+        }
+    }))
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Benchmark: `keyfed credential-process` with a warm daemon, and what it adds to the AWS CLI.
+
+Prints a Markdown table. Not a test: nothing here passes or fails.
+
+  1. median and p99 wall time of `keyfed credential-process aws` (daemon warm) over N runs,
+     interleaved with `/bin/true` in the same loop, so both see the same machine load;
+  2. `aws sts get-caller-identity` against moto_server, with credentials from
+     credential_process (keyfed) versus the same credentials in environment variables,
+     interleaved.
+
+Usage: tests/bench/credential_process.py [--runs 300] [--cli-runs 20]
+Needs a release build (cargo build --release) and tests/run's venv (target/interop-venv).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYFED = ROOT / "target" / "release" / "keyfed"
+VENV = ROOT / "target" / "interop-venv" / "bin"
+
+
+def timed(cmd, env=None):
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{cmd[0]} failed: {done.stderr.decode()}")
+    return elapsed, done.stdout
+
+
+def pct(samples, p):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, what, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    sys.exit(f"timed out waiting for {what}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--cli-runs", type=int, default=20)
+    args = parser.parse_args()
+    if not KEYFED.exists():
+        sys.exit("build first: cargo build --release")
+    if not (VENV / "aws").exists():
+        sys.exit("install the interop tools first: tests/run")
+
+    work = Path(tempfile.mkdtemp(prefix="keyfed-bench-"))
+    demo = subprocess.Popen(
+        [str(KEYFED), "demo", "--dir", str(work / "demo")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    port = free_port()
+    moto = subprocess.Popen(
+        [str(VENV / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        config = work / "demo" / "keyfed.toml"
+        wait_for(lambda: (work / "demo" / "aws" / "credential-process.json").exists(), "keyfed demo")
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port)).close() is None, "moto")
+        process = [str(KEYFED), "--config", str(config), "credential-process", "aws"]
+        timed(process)  # warm the page cache
+
+        keyfed_times, true_times = [], []
+        for _ in range(args.runs):
+            keyfed_times.append(timed(process)[0])
+            true_times.append(timed(["/bin/true"])[0])
+
+        _, document = timed(process)
+        creds = json.loads(document)
+        aws_config = work / "aws-config"
+        aws_config.write_text(
+            f"[default]\ncredential_process = {' '.join(process)}\nregion = us-east-1\n"
+        )
+        base_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        via_process = dict(base_env, AWS_CONFIG_FILE=str(aws_config), AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        via_env = dict(
+            base_env,
+            AWS_CONFIG_FILE="/dev/null",
+            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+            AWS_ACCESS_KEY_ID=creds["AccessKeyId"],
+            AWS_SECRET_ACCESS_KEY=creds["SecretAccessKey"],
+            AWS_SESSION_TOKEN=creds["SessionToken"],
+        )
+        cli = [str(VENV / "aws"), "sts", "get-caller-identity", "--endpoint-url", f"http://127.0.0.1:{port}"]
+        timed(cli, via_env)
+        cli_process, cli_env = [], []
+        for _ in range(args.cli_runs):
+            cli_process.append(timed(cli, via_process)[0])
+            cli_env.append(timed(cli, via_env)[0])
+    finally:
+        demo.terminate()
+        moto.terminate()
+        demo.wait()
+        moto.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    ms = lambda s: f"{s * 1000:.2f} ms"
+    k_med, t_med = statistics.median(keyfed_times), statistics.median(true_times)
+    p_med, e_med = statistics.median(cli_process), statistics.median(cli_env)
+    print(f"| measure ({args.runs} runs, interleaved) | median | p99 |")
+    print("|---|---|---|")
+    print(f"| `keyfed credential-process aws` (warm daemon) | {ms(k_med)} | {ms(pct(keyfed_times, 99))} |")
+    print(f"| `/bin/true` | {ms(t_med)} | {ms(pct(true_times, 99))} |")
+    print(f"| ratio keyfed / true | {k_med / t_med:.2f}× | {pct(keyfed_times, 99) / pct(true_times, 99):.2f}× |")
+    print()
+    print(f"| `aws sts get-caller-identity` on moto ({args.cli_runs} runs, interleaved) | median |")
+    print("|---|---|")
+    print(f"| credentials from `credential_process = keyfed …` | {ms(p_med)} |")
+    print(f"| the same credentials in environment variables | {ms(e_med)} |")
+    print(f"| overhead of credential_process | {(p_med / e_med - 1) * 100:+.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
