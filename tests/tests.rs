@@ -9,6 +9,7 @@ mod demo;
 mod emulator_rules;
 mod examples;
 mod interop;
+mod systemd_unit;
 mod token_auth;
 mod token_checks;
 mod token_errors;
