@@ -53,8 +53,11 @@ def free_port():
 def wait_for(predicate, what, seconds=30):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
         time.sleep(0.05)
     sys.exit(f"timed out waiting for {what}")
 
