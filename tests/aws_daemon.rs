@@ -267,3 +267,35 @@ async fn sighup_with_a_broken_config_keeps_serving() {
     );
     assert!(log.stderr.contains("bogus_key"), "{}", log.stderr);
 }
+
+#[tokio::test]
+async fn even_trace_logging_never_shows_the_token_or_the_keys() {
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target(
+        "aws",
+        r#"{ kind = "credential-process-json", path = "process.json" }"#,
+    ));
+    let config = fx.path("keyfed.toml");
+    let run = fx
+        .keyfed_raw(
+            &["--config", config.to_str().unwrap_or_default(), "once"],
+            &[("KEYFED_LOG", "trace")],
+        )
+        .await;
+    run.ok();
+    assert!(run.stderr.lines().count() > 50, "trace logging is on");
+    let doc = json(&std::fs::read_to_string(fx.path("process.json")).unwrap_or_default());
+    for secret in ["SecretAccessKey", "SessionToken"] {
+        let value = doc[secret].as_str().unwrap_or_default();
+        assert!(
+            value.len() > 10 && !run.stderr.contains(value),
+            "{secret} leaked"
+        );
+    }
+    // The Keycloak token STS received: its signature part never shows either.
+    assert!(
+        !run.stderr.contains("WebIdentityToken="),
+        "the STS request body leaked"
+    );
+    assert!(!run.stderr.contains("eyJ"), "a JWT leaked");
+}

@@ -206,3 +206,52 @@ async fn boto3_with_keyfeds_web_identity_token_file() {
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/boto3-web-identity")
     );
 }
+
+#[tokio::test]
+async fn the_aws_cli_accepts_what_keyfed_demo_serves() {
+    // The README's demo instruction: the AWS CLI with the profile `keyfed demo` writes, calling
+    // the demo's STS emulator with credentials from `credential_process`.
+    let fx = Fixture::new();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
+        .args(["demo", "--dir", "demo"])
+        .env_clear()
+        .env("HOME", fx.dir.path())
+        .current_dir(fx.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start keyfed demo: {e}"));
+    let ready = fx.path("demo/aws/credential-process.json");
+    for _ in 0..500 {
+        if ready.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready.exists(), "keyfed demo wrote no credentials");
+    let out = tool(
+        "aws",
+        &[
+            "--profile",
+            "keyfed-demo",
+            "sts",
+            "get-caller-identity",
+            "--output",
+            "json",
+        ],
+        &[(
+            "AWS_CONFIG_FILE",
+            fx.path("demo/aws/config").display().to_string(),
+        )],
+        &fx,
+    )
+    .await;
+    let arn = caller_arn(&out);
+    assert!(
+        arn.starts_with(&format!("arn:aws:sts::{ACCOUNT}:assumed-role/keyfed-demo/")),
+        "{arn}"
+    );
+    let _ = demo.kill().await;
+}

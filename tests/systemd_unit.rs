@@ -28,13 +28,19 @@ fn unit_verifies_and_is_sandboxed() {
     let path = path.to_str().unwrap_or_default();
 
     let (ok, _, stderr) = analyze(&["verify", path]);
-    assert!(ok && stderr.trim().is_empty(), "systemd-analyze verify:\n{stderr}");
+    assert!(
+        ok && stderr.trim().is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
 
     let (_, stdout, stderr) = analyze(&["security", "--offline=true", path]);
     assert!(!stderr.contains("Unknown key"), "{stderr}");
     let exposure: f64 = stdout
         .lines()
-        .find_map(|l| l.split("Overall exposure level for keyfed.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for keyfed.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
