@@ -33,6 +33,12 @@ pub enum Command {
         /// The target's name in the configuration
         target: String,
     },
+    /// Show every target's state as the running daemon sees it
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and print it resolved, with secrets redacted
     Check,
     /// Print a fresh token for a target (e.g. `curl -H "Authorization: Bearer $(keyfed token api)"`)

@@ -1,15 +1,18 @@
 //! The `keyfed` binary: parse the command line, run the command, turn the outcome into an exit
 //! status (see `exit.rs` and the README for what each status means).
 
+mod access;
 mod cli;
 mod commands;
 mod config;
 mod control;
 mod credential;
+mod endpoint;
 mod engine;
 mod exit;
 mod logging;
 mod outputs;
+mod served;
 mod sources;
 mod systemd;
 

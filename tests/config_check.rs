@@ -257,3 +257,46 @@ async fn user_config_is_found_for_non_root_and_system_default_otherwise() {
         run.fails_with(3);
     }
 }
+
+#[tokio::test]
+async fn endpoint_settings_are_checked() {
+    let aws = "[targets.aws]\nissuer = \"corp\"\naws = { role_arn = \"arn:aws:iam::123456789012:role/app\", region = \"eu-west-1\" }\ncontainer_path = \"/aws/app\"\n";
+    let body = |endpoint: &str| {
+        format!(
+            "{}\n{aws}\n{}\n[endpoint]\n{endpoint}",
+            issuer("corp", "host-secret", "client_secret_basic"),
+            target("api", "corp", AWS_AUD, "x")
+        )
+    };
+    fixture_with(&body("listen = [\"0.0.0.0:9911\"]\n"))
+        .keyfed(&["check"])
+        .await
+        .fails_with(3)
+        .says("endpoint.listen[0]: 0.0.0.0:9911 is not a loopback address");
+    fixture_with(&body("listen = [\"0.0.0.0:9911\"]\nallow_remote = true\n"))
+        .keyfed(&["check"])
+        .await
+        .ok()
+        .says("beyond loopback");
+    fixture_with(&body("imds_target = \"api\"\n"))
+        .keyfed(&["check"])
+        .await
+        .fails_with(3)
+        .says("endpoint.imds_target: target \"api\" is of kind token");
+    fixture_with(&body("").replace("/aws/app", "/latest/x"))
+        .keyfed(&["check"])
+        .await
+        .fails_with(3)
+        .says("targets.aws.container_path: \"/latest/x\" is one of the endpoint's own paths");
+    let no_endpoint = body("").replace("[endpoint]\n", "");
+    fixture_with(&no_endpoint)
+        .keyfed(&["check"])
+        .await
+        .fails_with(3)
+        .says("targets.aws.container_path: needs an [endpoint] section");
+    fixture_with(&body("imds_target = \"aws\"\n"))
+        .keyfed(&["check"])
+        .await
+        .ok()
+        .prints("valid (1 issuer, 2 targets)");
+}

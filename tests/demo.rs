@@ -55,5 +55,5 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
     )
     .await
     .ok()
-    .prints("valid (1 issuer, 2 targets)");
+    .prints("valid (1 issuer, 3 targets)");
 }

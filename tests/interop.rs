@@ -255,3 +255,158 @@ async fn the_aws_cli_accepts_what_keyfed_demo_serves() {
     );
     let _ = demo.kill().await;
 }
+
+/// keyfed against moto with target "aws" on the container face and IMDS.
+async fn endpoint_fixture(moto: &Moto, session: &str, duration: &str) -> (Fixture, String) {
+    let mut fx = Fixture::new();
+    fx.start_default().await;
+    let port = crate::util::free_port();
+    fx.daemon_config(&format!(
+        "[targets.aws]\nissuer = \"corp\"\nscope = \"aws-audience\"\ncontainer_path = \"/aws/app\"\n\
+         aws = {{ role_arn = \"{ROLE_ARN}\", region = \"us-east-1\", endpoint_url = \"{}\", session_name = \"{session}\", duration = \"{duration}\" }}\n\
+         [endpoint]\nlisten = [\"127.0.0.1:{port}\"]\nimds_target = \"aws\"\ncontainer_token_file = \"container-token\"\n",
+        moto.url
+    ));
+    (fx, format!("http://127.0.0.1:{port}"))
+}
+
+fn container_env(fx: &Fixture, base: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{base}/aws/app"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            fx.path("container-token").display().to_string(),
+        ),
+        ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+    ]
+}
+
+fn imds_env(base: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("{base}/")),
+        ("AWS_EC2_METADATA_DISABLED", "false".to_owned()),
+        ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+    ]
+}
+
+const BOTO3_ARN: &str = "import boto3, os\nprint(boto3.client('sts', endpoint_url=os.environ['MOTO']).get_caller_identity()['Arn'])\n";
+
+/// The AWS CLI and boto3, each given `env`, call moto as the assumed role `session`.
+async fn cli_and_boto3_assume(
+    fx: &Fixture,
+    moto: &Moto,
+    mut env: Vec<(&'static str, String)>,
+    session: &str,
+) {
+    let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/{session}");
+    let args = [
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        &moto.url,
+        "--output",
+        "json",
+    ];
+    let cli = tool("aws", &args, &env, fx).await;
+    assert_eq!(caller_arn(&cli), expected);
+    env.push(("MOTO", moto.url.clone()));
+    let boto = tool("python", &["-c", BOTO3_ARN], &env, fx).await;
+    assert_eq!(boto.trim(), expected);
+}
+
+#[tokio::test]
+async fn aws_cli_and_boto3_through_the_container_face() {
+    let moto = moto().await;
+    let (fx, base) = endpoint_fixture(&moto, "container", "1h").await;
+    let daemon = fx.daemon().await;
+    cli_and_boto3_assume(&fx, &moto, container_env(&fx, &base), "container").await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn aws_cli_and_boto3_through_imds_v2() {
+    let moto = moto().await;
+    let (fx, base) = endpoint_fixture(&moto, "imds", "1h").await;
+    let daemon = fx.daemon().await;
+    cli_and_boto3_assume(&fx, &moto, imds_env(&base), "imds").await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
+    // 15-minute credentials sit inside botocore's refresh window, so the client asks the
+    // container face again on each call; a forced refresh (SIGHUP builds a new engine) must
+    // reach it without an error.
+    let moto = moto().await;
+    let (fx, base) = endpoint_fixture(&moto, "long-lived", "15m").await;
+    let daemon = fx.daemon().await;
+    let script = "import boto3, os, sys\n\
+        c = boto3.client('sts', endpoint_url=os.environ['MOTO'])\n\
+        key = lambda: c._request_signer._credentials.get_frozen_credentials().access_key\n\
+        print(c.get_caller_identity()['Arn'], key(), flush=True)\n\
+        sys.stdin.readline()\n\
+        print(c.get_caller_identity()['Arn'], key(), flush=True)\n";
+    let mut env = container_env(&fx, &base);
+    env.push(("MOTO", moto.url.clone()));
+    let mut child = tokio::process::Command::new(venv().join("bin/python"))
+        .args(["-c", script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", fx.dir.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut lines =
+        tokio::io::BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout"))).lines();
+    let first = lines.next_line().await.ok().flatten().unwrap_or_default();
+    let first_key = fx.keyfed(&["credential-process", "aws"]).await.stdout;
+    daemon.signal(rustix::process::Signal::HUP);
+    let mut second_key = first_key.clone();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        second_key = fx.keyfed(&["credential-process", "aws"]).await.stdout;
+        if second_key != first_key {
+            break;
+        }
+    }
+    assert_ne!(
+        second_key, first_key,
+        "the forced refresh brought new credentials"
+    );
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    stdin
+        .write_all(b"go\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = lines.next_line().await.ok().flatten().unwrap_or_default();
+    let output = child
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/long-lived");
+    let (arn1, key1) = first.split_once(' ').unwrap_or_default();
+    let (arn2, key2) = second.split_once(' ').unwrap_or_default();
+    assert_eq!((arn1, arn2), (expected.as_str(), expected.as_str()));
+    assert_ne!(
+        key1, key2,
+        "the live client now signs with the refreshed key"
+    );
+    daemon.stop().await;
+}

@@ -7,6 +7,7 @@ mod aws_daemon;
 mod config_check;
 mod demo;
 mod emulator_rules;
+mod endpoint;
 mod examples;
 mod interop;
 mod systemd_unit;

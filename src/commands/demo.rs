@@ -48,6 +48,10 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         .context("cannot start the AWS STS emulator")?;
 
     let dir = std::path::absolute(dir).context("cannot resolve the demo folder")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("cannot find a free port for the endpoint")?;
     let config_file = dir.join("keyfed.toml");
     let exe = std::env::current_exe().context("cannot find the keyfed executable")?;
     let credential_process = format!(
@@ -67,6 +71,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
             &keycloak.issuer_url(),
             &sts.endpoint_url(),
             &sts.role_arn(ROLE),
+            port,
         ),
         FileSpec::mode(0o644),
     )?;
@@ -113,8 +118,12 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
              configuration:     {config}\n\
              targets:\n{report}\n\
              Try, while the demo runs:\n  \
+               keyfed --config {config} status\n  \
                keyfed --config {config} credential-process aws\n  \
                AWS_CONFIG_FILE={aws_config} aws --profile keyfed-demo sts get-caller-identity\n  \
+               AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:{port}/aws/demo AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={dir}/container-token aws sts get-caller-identity --endpoint-url {sts_url}\n  \
+               AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{port}/ aws sts get-caller-identity --endpoint-url {sts_url} --region us-east-1\n  \
+               curl http://127.0.0.1:{port}/metrics\n  \
                keyfed --config {config} token api --decode",
             issuer = keycloak.issuer_url(),
             dir = dir.display(),
@@ -133,7 +142,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo_config(issuer_url: &str, sts_url: &str, role_arn: &str) -> String {
+fn demo_config(issuer_url: &str, sts_url: &str, role_arn: &str, port: u16) -> String {
     format!(
         r#"# Written by `keyfed demo`: keyfed against its built-in Keycloak and AWS STS emulators.
 # See config/keyfed.toml in keyfed's source for every key and its default.
@@ -152,6 +161,7 @@ outputs = [
   {{ kind = "aws-credentials", path = "aws/credentials", profile = "default" }},
   {{ kind = "credential-process-json", path = "aws/credential-process.json" }},
 ]
+container_path = "/aws/demo"               # served on the endpoint below
 
 # A token for your own API.
 [targets.api]
@@ -161,8 +171,20 @@ scope = "api-audience"
 strict_audience = true
 outputs = [ {{ kind = "token", path = "tokens/api.jwt" }} ]
 
+# A token for SDK-native web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN).
+[targets.web-identity]
+issuer = "demo"
+audience = "sts.amazonaws.com"
+scope = "aws-audience"
+outputs = [ {{ kind = "web-identity-token", path = "tokens/web-identity.jwt" }} ]
+
 [control]
 socket = "keyfed.sock"
+
+# The local metadata endpoint: AWS IMDSv2 and container faces, /healthz, /readyz, /metrics.
+[endpoint]
+listen = ["127.0.0.1:{port}"]
+imds_target = "aws"
 "#
     )
 }

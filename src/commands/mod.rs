@@ -6,6 +6,7 @@ mod credential_process;
 mod demo;
 mod once;
 mod run;
+mod status;
 mod token;
 
 use std::path::PathBuf;
@@ -20,10 +21,18 @@ use crate::config::{self, Config, Target};
 use crate::exit::UsageError;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // The daemon serves the endpoint on every core; one-shot commands need one thread.
+    let daemon = matches!(cli.command, Command::Run) || is_demo(&cli.command);
+    let runtime = if daemon {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
             Command::Check => check::run(&config_path(&cli.config)),
@@ -32,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Run => run::run(&config_path(&cli.config)).await,
             Command::Once => once::run(&config_path(&cli.config)).await,
+            Command::Status { json } => status::run(&config_path(&cli.config), json).await,
             Command::CredentialProcess { target } => {
                 credential_process::run(&config_path(&cli.config), &target).await
             }
@@ -39,6 +49,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Demo { dir, once } => demo::run(&dir, once).await,
         }
     })
+}
+
+#[cfg(feature = "demo")]
+fn is_demo(command: &Command) -> bool {
+    matches!(command, Command::Demo { .. })
+}
+
+#[cfg(not(feature = "demo"))]
+fn is_demo(_: &Command) -> bool {
+    false
 }
 
 fn env_var(name: &str) -> Option<String> {

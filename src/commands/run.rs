@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use keyfed_core::clock::SystemClock;
+use keyfed_core::clock::{Clock, SystemClock};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::config::EndpointSettings;
 use crate::control::server::{self, SocketSpec};
 use crate::engine::{Engine, Phase};
-use crate::{sources, systemd};
+use crate::served::Served;
+use crate::systemd;
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     daemon(path, false, |_| {}).await
@@ -29,25 +31,33 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let config = super::load(path)?;
     let socket = config.control.clone();
-    let engine = Arc::new(sources::engine(config, Arc::new(SystemClock))?);
+    let endpoint = config.endpoint.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let served = Arc::new(Served::build(config, Arc::clone(&clock))?);
     let listener = server::bind(&socket).await.with_context(|| {
         format!(
             "cannot listen on the control socket {}",
             socket.path.display()
         )
     })?;
-    let (engines, current) = watch::channel(Arc::clone(&engine));
-    let control = tokio::spawn(server::serve(listener, current));
-    let mut loops = engine.spawn();
+    let (publish, current) = watch::channel(Arc::clone(&served));
+    let control = tokio::spawn(server::serve(listener, current.clone()));
+    let listeners = match endpoint.clone() {
+        Some(settings) => {
+            Some(crate::endpoint::start(settings, current, Arc::clone(&clock)).await?)
+        }
+        None => None,
+    };
+    let mut loops = served.engine.spawn();
     tracing::info!(
-        targets = engine.targets().count(),
+        targets = served.engine.targets().count(),
         socket = %socket.path.display(),
         "keyfed running"
     );
-    first_round(&engine).await;
+    first_round(&served.engine).await;
     systemd::notify("READY=1");
     let watchdog = systemd::watchdog();
-    on_ready(&engine);
+    on_ready(&served.engine);
 
     if !once {
         loop {
@@ -56,9 +66,9 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     systemd::notify("RELOADING=1");
-                    if let Some(fresh) = reload(path, &socket) {
-                        loops = fresh.spawn();
-                        let _ = engines.send(fresh);
+                    if let Some(fresh) = reload(path, &socket, endpoint.as_ref(), &clock) {
+                        loops = fresh.engine.spawn();
+                        let _ = publish.send(fresh);
                     }
                     systemd::notify("READY=1");
                 }
@@ -69,6 +79,7 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     tracing::info!("stopping");
     loops.shutdown().await;
     control.abort();
+    drop(listeners);
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -76,8 +87,13 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     Ok(())
 }
 
-/// The new engine from the configuration file, or `None` (logged) when it is invalid.
-fn reload(path: &Path, socket: &SocketSpec) -> Option<Arc<Engine>> {
+/// What to serve under the configuration file, or `None` (logged) when it is invalid.
+fn reload(
+    path: &Path,
+    socket: &SocketSpec,
+    endpoint: Option<&EndpointSettings>,
+    clock: &Arc<dyn Clock>,
+) -> Option<Arc<Served>> {
     let config = match super::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -85,13 +101,15 @@ fn reload(path: &Path, socket: &SocketSpec) -> Option<Arc<Engine>> {
             return None;
         }
     };
-    if config.control != *socket {
-        tracing::warn!("the control socket settings changed; they take effect at the next restart");
+    if config.control != *socket || config.endpoint.as_ref() != endpoint {
+        tracing::warn!(
+            "the [control] or [endpoint] settings changed; they take effect at the next restart"
+        );
     }
-    match sources::engine(config, Arc::new(SystemClock)) {
-        Ok(engine) => {
+    match Served::build(config, Arc::clone(clock)) {
+        Ok(served) => {
             tracing::info!("configuration reloaded");
-            Some(Arc::new(engine))
+            Some(Arc::new(served))
         }
         Err(e) => {
             tracing::error!("reload refused, keeping the running configuration: {e:#}");

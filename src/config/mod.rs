@@ -8,6 +8,7 @@
 
 mod control;
 mod duration;
+mod endpoint;
 mod error;
 mod expand;
 mod perm;
@@ -19,9 +20,10 @@ mod target;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use endpoint::EndpointSettings;
 pub use error::ConfigError;
 pub use resolve::{Host, Issuer, SecretSource};
-pub use target::{AwsExchange, Exchange, Target};
+pub use target::{Access, AwsExchange, Exchange, Target};
 
 /// `[engine]`: how failed refreshes are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub struct Config {
     pub targets: BTreeMap<String, Target>,
     pub control: crate::control::server::SocketSpec,
     pub engine: EngineSettings,
+    /// The local metadata endpoint, when `[endpoint]` is configured.
+    pub endpoint: Option<EndpointSettings>,
     /// Things that work but deserve the operator's attention (inline secrets, loose modes).
     pub warnings: Vec<String>,
 }

@@ -16,6 +16,21 @@ pub struct RawConfig {
     pub targets: BTreeMap<String, RawTarget>,
     pub control: Option<RawControl>,
     pub engine: Option<RawEngine>,
+    pub endpoint: Option<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub listen: Option<Vec<String>>,
+    pub allow_remote: Option<bool>,
+    pub imds_target: Option<String>,
+    pub imds_v1: Option<bool>,
+    pub health_listen: Option<String>,
+    pub container_token_file: Option<String>,
+    pub container_token_group: Option<String>,
+    pub max_connections: Option<usize>,
+    pub request_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +99,9 @@ pub struct RawTarget {
     pub aws: Option<RawAws>,
     #[serde(default)]
     pub outputs: Vec<RawOutput>,
+    pub container_path: Option<String>,
+    pub allow_users: Option<Vec<String>>,
+    pub allow_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -208,6 +208,8 @@ pub(super) fn resolve(
     target::check_unique_paths(&ctx, &targets)?;
     let control = control::resolve(&ctx, raw.control.as_ref())?;
     let engine = engine_settings(&ctx, raw.engine.as_ref())?;
+    let endpoint =
+        super::endpoint::resolve(&mut ctx, raw.endpoint.as_ref(), &targets, &control.path)?;
     if targets.is_empty() {
         ctx.warnings.push(format!(
             "{}: no [targets.*] are defined, so keyfed has nothing to do",
@@ -228,6 +230,7 @@ pub(super) fn resolve(
         targets,
         control,
         engine,
+        endpoint,
         warnings: ctx.warnings,
     })
 }

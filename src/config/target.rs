@@ -25,6 +25,23 @@ pub struct Target {
     pub request: TokenRequest,
     pub exchange: Exchange,
     pub outputs: Vec<Output>,
+    /// The container face's path for this target (AWS targets).
+    pub container_path: Option<String>,
+    /// Who may have this target's credentials from the control socket and the endpoint.
+    pub access: Access,
+}
+
+/// Local users and groups allowed a target's credentials; both empty means everyone local.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    pub users: Vec<u32>,
+    pub groups: Vec<u32>,
+}
+
+impl Access {
+    pub fn is_open(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
 }
 
 /// What a target trades its token for. `gcp` and `azure` join this enum with their issues.
@@ -144,6 +161,23 @@ pub(super) fn resolve(
         },
         exchange,
         outputs,
+        container_path: raw.container_path.clone(),
+        access: Access {
+            users: raw
+                .allow_users
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, u)| perm::user(ctx, &key(&format!("allow_users[{i}]")), u))
+                .collect::<Result<_, _>>()?,
+            groups: raw
+                .allow_groups
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, g)| perm::group(ctx, &key(&format!("allow_groups[{i}]")), g))
+                .collect::<Result<_, _>>()?,
+        },
     })
 }
 

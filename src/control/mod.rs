@@ -1,6 +1,7 @@
 //! The control socket: a Unix stream socket on which local clients (`keyfed credential-process`,
-//! later `keyfed status`) ask the running daemon for a target's credential. One JSON request
-//! line in, one JSON response line out.
+//! `keyfed status`) ask the running daemon for a target's credential or every target's state.
+//! One JSON request line in, one JSON response line out. A credential goes only to a peer
+//! (SO_PEERCRED) the target's `allow_users` / `allow_groups` admit.
 //!
 //! Default path: `/run/keyfed/keyfed.sock` for root, else `$XDG_RUNTIME_DIR/keyfed.sock`
 //! (`[control] socket` in the configuration overrides it); mode 0660, group configurable.
@@ -18,6 +19,22 @@ pub const MAX_REQUEST: usize = 4096;
 pub enum Request {
     /// The target's current credential, in its consumer format.
     Credential { target: String },
+    /// Every target's state (no secrets).
+    Status,
+}
+
+/// One target's state, as `keyfed status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub name: String,
+    pub kind: String,
+    /// pending, fresh, refreshing, backing off, expired.
+    pub state: String,
+    pub expires: Option<String>,
+    pub next_refresh: Option<String>,
+    pub last_error: Option<String>,
+    pub outputs: Vec<String>,
+    pub faces: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,6 +45,9 @@ pub enum Response {
     Credential {
         kind: String,
         document: String,
+    },
+    Status {
+        targets: Vec<TargetStatus>,
     },
     Error {
         code: ErrorCode,
@@ -40,5 +60,6 @@ pub enum Response {
 pub enum ErrorCode {
     BadRequest,
     UnknownTarget,
+    Forbidden,
     Unavailable,
 }

@@ -9,9 +9,12 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use super::{ErrorCode, MAX_REQUEST, Request, Response};
+use keyfed_core::clock::rfc3339;
+
+use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::credential::{Credential, credential_process_json};
-use crate::engine::Engine;
+use crate::engine::{Phase, TargetEngine};
+use crate::served::Served;
 
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,22 +52,23 @@ pub async fn bind(spec: &SocketSpec) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Answers requests until the task is dropped; `engine` follows configuration reloads.
-pub async fn serve(listener: UnixListener, engine: watch::Receiver<Arc<Engine>>) {
+/// Answers requests until the task is dropped; `served` follows configuration reloads.
+pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let engine = Arc::clone(&engine.borrow());
+        let served = Arc::clone(&served.borrow());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &engine).await {
+            if let Err(e) = answer(stream, &served).await {
                 tracing::debug!("control socket client: {e}");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, engine: &Engine) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, served: &Served) -> std::io::Result<()> {
+    let uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
@@ -74,7 +78,7 @@ async fn answer(stream: UnixStream, engine: &Engine) -> std::io::Result<()> {
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) if line.len() > MAX_REQUEST => bad("request too long"),
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Ok(request) => handle(request, engine).await,
+            Ok(request) => handle(request, served, uid).await,
             Err(e) => bad(&format!("not a keyfed request: {e}")),
         },
     };
@@ -91,14 +95,31 @@ fn bad(message: &str) -> Response {
     }
 }
 
-async fn handle(request: Request, engine: &Engine) -> Response {
+async fn handle(request: Request, served: &Served, uid: u32) -> Response {
     match request {
+        Request::Status => Response::Status {
+            targets: served.engine.targets().map(|t| status(served, t)).collect(),
+        },
         Request::Credential { target } => {
-            let Some(t) = engine.target(&target) else {
-                return Response::Error {
-                    code: ErrorCode::UnknownTarget,
-                    message: format!("no target named \"{target}\""),
-                };
+            let t = match served.target_for(&target, Some(uid)) {
+                Ok(t) => t,
+                Err(exists) => {
+                    if exists {
+                        tracing::warn!(uid, target = %target, face = "control socket", "credentials refused to this uid");
+                    }
+                    return Response::Error {
+                        code: if exists {
+                            ErrorCode::Forbidden
+                        } else {
+                            ErrorCode::UnknownTarget
+                        },
+                        message: if exists {
+                            format!("uid {uid} may not have the credentials of target \"{target}\"")
+                        } else {
+                            format!("no target named \"{target}\"")
+                        },
+                    };
+                }
             };
             match t.credential().await {
                 Ok(issued) => Response::Credential {
@@ -114,6 +135,36 @@ async fn handle(request: Request, engine: &Engine) -> Response {
                 },
             }
         }
+    }
+}
+
+fn status(served: &Served, target: &TargetEngine) -> TargetStatus {
+    let s = target.snapshot();
+    TargetStatus {
+        name: target.name().to_owned(),
+        kind: served
+            .kinds
+            .get(target.name())
+            .copied()
+            .unwrap_or("?")
+            .to_owned(),
+        state: match s.phase {
+            Phase::Pending => "pending",
+            Phase::Fresh => "fresh",
+            Phase::Refreshing => "refreshing",
+            Phase::BackingOff => "backing off",
+            Phase::Expired => "expired",
+        }
+        .to_owned(),
+        expires: s.expires_at.map(rfc3339),
+        next_refresh: s.next_refresh.map(rfc3339),
+        last_error: s.last_error,
+        outputs: target
+            .outputs()
+            .iter()
+            .map(|o| format!("{} {}", o.name, o.path.display()))
+            .collect(),
+        faces: served.faces(target.name()),
     }
 }
 

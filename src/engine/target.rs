@@ -66,19 +66,45 @@ struct State {
     retry_at: Option<SystemTime>,
     refreshing: bool,
     output_errors: Vec<String>,
+    stats: Stats,
+}
+
+/// Upper bounds (seconds) of the upstream latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Counters for /metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub refreshes_ok: u64,
+    pub refreshes_failed: u64,
+    pub last_success: Option<SystemTime>,
+    /// Count of attempts at or under each of [`LATENCY_BUCKETS`] (cumulative), then all attempts.
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
+    pub latency_count: u64,
+    pub latency_sum: f64,
+}
+
+impl Stats {
+    fn observe(&mut self, seconds: f64) {
+        for (bucket, bound) in self.latency_buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.latency_count += 1;
+        self.latency_sum += seconds;
+    }
 }
 
 /// A snapshot of a target's state.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub phase: Phase,
-    // Read by `keyfed demo`'s summary; a build without the demo has no reader yet.
-    #[cfg_attr(not(feature = "demo"), allow(dead_code))]
     pub expires_at: Option<SystemTime>,
-    #[cfg_attr(not(feature = "demo"), allow(dead_code))]
     pub next_refresh: Option<SystemTime>,
     pub last_error: Option<String>,
     pub output_errors: Vec<String>,
+    pub stats: Stats,
 }
 
 /// The engine for one target.
@@ -192,12 +218,16 @@ impl TargetEngine {
         }
         self.lock().refreshing = true;
         let span = tracing::info_span!("refresh", target = %self.name);
+        let started = std::time::Instant::now();
         let outcome = self.attempt().instrument(span).await;
         let mut s = self.lock();
         s.refreshing = false;
         s.attempts += 1;
+        s.stats.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(issued) => {
+                s.stats.refreshes_ok += 1;
+                s.stats.last_success = Some(self.clock.now());
                 s.failures = 0;
                 s.retry_at = None;
                 s.last_error = None;
@@ -205,6 +235,7 @@ impl TargetEngine {
                 Ok(issued)
             }
             Err(e) => {
+                s.stats.refreshes_failed += 1;
                 s.failures = s.failures.saturating_add(1);
                 let now = self.clock.now();
                 let mut delay = self.backoff.delay(s.failures, rand::random::<f64>());
@@ -313,6 +344,7 @@ impl TargetEngine {
             next_refresh: s.retry_at.or(s.current.as_ref().map(|c| c.refresh_at)),
             last_error: s.last_error.as_ref().map(|e| e.message.clone()),
             output_errors: s.output_errors.clone(),
+            stats: s.stats.clone(),
         }
     }
 }

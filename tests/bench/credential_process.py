@@ -17,13 +17,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, listening, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYFED = ROOT / "target" / "release" / "keyfed"
@@ -44,22 +46,8 @@ def pct(samples, p):
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for(predicate, what, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit(f"timed out waiting for {what}")
 
 
 def main():
@@ -85,7 +73,7 @@ def main():
     try:
         config = work / "demo" / "keyfed.toml"
         wait_for(lambda: (work / "demo" / "aws" / "credential-process.json").exists(), "keyfed demo")
-        wait_for(lambda: socket.create_connection(("127.0.0.1", port)).close() is None, "moto")
+        wait_for(lambda: listening(port), "moto")
         process = [str(KEYFED), "--config", str(config), "credential-process", "aws"]
         timed(process)  # warm the page cache
 

@@ -411,3 +411,30 @@ impl Daemon {
         run
     }
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Fixture {
+    /// The standard issuer, an AWS target "aws" served on the container face at `/aws/app` and
+    /// on IMDS, `extra_target_keys` added to that target, and an `[endpoint]` on a free port.
+    /// Returns the endpoint's base URL.
+    pub fn endpoint_config(&self, extra_target_keys: &str, extra_endpoint_keys: &str) -> String {
+        let port = free_port();
+        let target =
+            self.aws_target("aws", "") + "container_path = \"/aws/app\"\n" + extra_target_keys;
+        self.daemon_config(&format!(
+            "{target}\n[endpoint]\nlisten = [\"127.0.0.1:{port}\"]\nimds_target = \"aws\"\ncontainer_token_file = \"container-token\"\n{extra_endpoint_keys}"
+        ));
+        format!("http://127.0.0.1:{port}")
+    }
+
+    pub fn container_token(&self) -> String {
+        std::fs::read_to_string(self.path("container-token")).unwrap_or_else(|e| panic!("{e}"))
+    }
+}

@@ -1,0 +1,40 @@
+//! `keyfed status [--json]`: every target's state as the running daemon sees it — state,
+//! expiry, next refresh, last error in the upstream's words, and the outputs and faces it feeds.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config;
+use crate::control::client::ask;
+use crate::control::{Request, Response};
+
+pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
+    let socket = config::control_socket(path, &super::env_var, &super::host());
+    let targets = match ask(&socket, &Request::Status, Duration::from_secs(10)).await? {
+        Response::Status { targets } => targets,
+        Response::Error { message, .. } => anyhow::bail!("{message}"),
+        Response::Credential { .. } => anyhow::bail!("the daemon answered something else"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&targets)?);
+        return Ok(());
+    }
+    for t in &targets {
+        println!(
+            "{:<20} {:<6} {:<12} expires {:<20} next refresh {}",
+            t.name,
+            t.kind,
+            t.state,
+            t.expires.as_deref().unwrap_or("-"),
+            t.next_refresh.as_deref().unwrap_or("-"),
+        );
+        if let Some(e) = &t.last_error {
+            println!("    last error: {e}");
+        }
+        for o in &t.outputs {
+            println!("    output: {o}");
+        }
+        println!("    served by: {}", t.faces.join(", "));
+    }
+    Ok(())
+}

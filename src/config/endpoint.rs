@@ -1,0 +1,184 @@
+//! `[endpoint]`: the local metadata endpoint's listeners and faces, checked against the
+//! targets they expose. Loopback only unless `allow_remote = true`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::RawEndpoint;
+use super::resolve::Ctx;
+use super::target::{Exchange, Target};
+use super::{ConfigError, perm};
+
+/// Where and how the local endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSettings {
+    pub listen: Vec<SocketAddr>,
+    /// The AWS target the IMDSv2 face serves (none: the face is off).
+    pub imds_target: Option<String>,
+    /// Also answer IMDSv1 (no session token). Off by default.
+    pub imds_v1: bool,
+    /// A separate listener for /healthz, /readyz and /metrics; `None` serves them on `listen`.
+    pub health_listen: Option<SocketAddr>,
+    /// The file holding the container face's Authorization token.
+    pub container_token_file: PathBuf,
+    pub container_token_group: Option<u32>,
+    pub max_connections: usize,
+    /// Limit on reading a request's headers (slow clients are cut off).
+    pub request_timeout: Duration,
+}
+
+/// Paths the endpoint itself answers; a target's `container_path` may not take them.
+pub const RESERVED: [&str; 4] = ["/latest", "/healthz", "/readyz", "/metrics"];
+
+fn address(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    text: &str,
+    allow_remote: bool,
+) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        ctx.err(
+            key,
+            format!(
+                "expected an address such as \"127.0.0.1:9911\" or \"[::1]:9911\", found \"{text}\""
+            ),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        if !allow_remote {
+            return Err(ctx.err(
+                key,
+                format!("{addr} is not a loopback address; the endpoint hands out credentials, so set endpoint.allow_remote = true only if you mean it"),
+            ));
+        }
+        ctx.warnings.push(format!(
+            "{}: {key}: the endpoint listens on {addr}, beyond loopback (allow_remote = true)",
+            ctx.file.display()
+        ));
+    }
+    Ok(addr)
+}
+
+pub(super) fn resolve(
+    ctx: &mut Ctx<'_>,
+    raw: Option<&RawEndpoint>,
+    targets: &std::collections::BTreeMap<String, Target>,
+    socket: &std::path::Path,
+) -> Result<Option<EndpointSettings>, ConfigError> {
+    let Some(raw) = raw else {
+        if let Some(t) = targets.values().find(|t| t.container_path.is_some()) {
+            return Err(ctx.err(
+                &format!("targets.{}.container_path", t.name),
+                "needs an [endpoint] section to be served",
+            ));
+        }
+        return Ok(None);
+    };
+    let allow_remote = raw.allow_remote.unwrap_or(false);
+    let texts = raw
+        .listen
+        .clone()
+        .unwrap_or_else(|| vec!["127.0.0.1:9911".to_owned(), "[::1]:9911".to_owned()]);
+    if texts.is_empty() {
+        return Err(ctx.err("endpoint.listen", "expected at least one address"));
+    }
+    let mut listen = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        listen.push(address(
+            ctx,
+            &format!("endpoint.listen[{i}]"),
+            text,
+            allow_remote,
+        )?);
+    }
+    let health_listen = raw
+        .health_listen
+        .as_deref()
+        .map(|a| address(ctx, "endpoint.health_listen", a, allow_remote))
+        .transpose()?;
+    if let Some(name) = &raw.imds_target {
+        match targets.get(name).map(|t| &t.exchange) {
+            Some(Exchange::Aws(_)) => {}
+            Some(other) => {
+                return Err(ctx.err(
+                    "endpoint.imds_target",
+                    format!(
+                        "target \"{name}\" is of kind {}; the IMDS face serves AWS targets",
+                        other.kind()
+                    ),
+                ));
+            }
+            None => {
+                return Err(ctx.err(
+                    "endpoint.imds_target",
+                    format!("no target named \"{name}\""),
+                ));
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    for t in targets.values() {
+        let Some(path) = &t.container_path else {
+            continue;
+        };
+        let key = format!("targets.{}.container_path", t.name);
+        if !matches!(t.exchange, Exchange::Aws(_)) {
+            return Err(ctx.err(&key, "the container face serves AWS targets only"));
+        }
+        if !path.starts_with('/') || path.len() < 2 || path.contains(['?', '#', ' ']) {
+            return Err(ctx.err(
+                &key,
+                format!(
+                    "expected a path such as \"/aws/{}\", found \"{path}\"",
+                    t.name
+                ),
+            ));
+        }
+        if RESERVED
+            .iter()
+            .any(|r| path == r || path.starts_with(&format!("{r}/")))
+        {
+            return Err(ctx.err(
+                &key,
+                format!(
+                    "\"{path}\" is one of the endpoint's own paths ({})",
+                    RESERVED.join(", ")
+                ),
+            ));
+        }
+        if seen.contains(&path) {
+            return Err(ctx.err(&key, format!("\"{path}\" is used by another target too")));
+        }
+        seen.push(path);
+    }
+    let container_token_file = match &raw.container_token_file {
+        Some(p) => ctx.path("endpoint.container_token_file", p)?,
+        None => socket
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("container-token"),
+    };
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        return Err(ctx.err("endpoint.max_connections", "expected at least 1"));
+    }
+    Ok(Some(EndpointSettings {
+        listen,
+        imds_target: raw.imds_target.clone(),
+        imds_v1: raw.imds_v1.unwrap_or(false),
+        health_listen,
+        container_token_file,
+        container_token_group: raw
+            .container_token_group
+            .as_deref()
+            .map(|g| perm::group(ctx, "endpoint.container_token_group", g))
+            .transpose()?,
+        max_connections,
+        request_timeout: ctx.duration(
+            "endpoint.request_timeout",
+            raw.request_timeout,
+            Duration::from_secs(10),
+        )?,
+    }))
+}

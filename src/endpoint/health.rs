@@ -1,0 +1,155 @@
+//! `/healthz` (the process answers), `/readyz` (every target holds a usable credential: 503 with
+//! the reasons until then) and `/metrics` (Prometheus text format).
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyfed_core::clock::unix_seconds;
+
+use super::{Face, Shared};
+use crate::engine::{LATENCY_BUCKETS, Phase};
+
+pub async fn healthz(State(shared): State<Shared>) -> Response {
+    shared.count(Face::Health, StatusCode::OK);
+    "ok\n".into_response()
+}
+
+pub async fn readyz(State(shared): State<Shared>) -> Response {
+    let served = shared.served();
+    let now = shared.clock.now();
+    let mut waiting = String::new();
+    for target in served.engine.targets() {
+        let s = target.snapshot();
+        let usable = s
+            .expires_at
+            .is_some_and(|e| now + crate::engine::EXPIRY_MARGIN < e);
+        if !usable {
+            let why = s
+                .last_error
+                .unwrap_or_else(|| "no credential yet".to_owned());
+            let _ = writeln!(waiting, "{}: {why}", target.name());
+        }
+    }
+    let status = if waiting.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    shared.count(Face::Health, status);
+    let body = if waiting.is_empty() {
+        "ready\n".to_owned()
+    } else {
+        waiting
+    };
+    (status, body).into_response()
+}
+
+pub async fn metrics(State(shared): State<Shared>) -> Response {
+    shared.count(Face::Health, StatusCode::OK);
+    let mut response = render(&shared).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn render(shared: &Shared) -> String {
+    let served = shared.served();
+    let snapshots: Vec<_> = served
+        .engine
+        .targets()
+        .map(|t| (t.name().to_owned(), t.snapshot()))
+        .collect();
+    let mut out = String::new();
+
+    let name = "keyfed_credential_expiry_timestamp_seconds";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "When the target's current credential expires (Unix time).",
+    );
+    for (target, s) in &snapshots {
+        if let Some(e) = s.expires_at {
+            let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", unix_seconds(e));
+        }
+    }
+    let name = "keyfed_last_refresh_success_timestamp_seconds";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "When the target last refreshed successfully (Unix time).",
+    );
+    for (target, s) in &snapshots {
+        if let Some(t) = s.stats.last_success {
+            let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", unix_seconds(t));
+        }
+    }
+    let name = "keyfed_target_up";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "1 while the target holds a usable credential.",
+    );
+    for (target, s) in &snapshots {
+        let up = s.phase != Phase::Expired && s.expires_at.is_some();
+        let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", u8::from(up));
+    }
+    let name = "keyfed_refreshes_total";
+    family(&mut out, name, "counter", "Refresh attempts by outcome.");
+    for (target, s) in &snapshots {
+        for (result, n) in [
+            ("success", s.stats.refreshes_ok),
+            ("failure", s.stats.refreshes_failed),
+        ] {
+            let _ = writeln!(out, "{name}{{target=\"{target}\",result=\"{result}\"}} {n}");
+        }
+    }
+    let name = "keyfed_upstream_request_duration_seconds";
+    family(
+        &mut out,
+        name,
+        "histogram",
+        "Time one refresh attempt took (Keycloak and the cloud together).",
+    );
+    for (target, s) in &snapshots {
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(s.stats.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{target=\"{target}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let st = &s.stats;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{target=\"{target}\",le=\"+Inf\"}} {}",
+            st.latency_count
+        );
+        let _ = writeln!(out, "{name}_sum{{target=\"{target}\"}} {}", st.latency_sum);
+        let _ = writeln!(
+            out,
+            "{name}_count{{target=\"{target}\"}} {}",
+            st.latency_count
+        );
+    }
+    let name = "keyfed_endpoint_requests_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Endpoint requests by face and status.",
+    );
+    for ((face, status), count) in shared.request_counts() {
+        let _ = writeln!(out, "{name}{{face=\"{face}\",status=\"{status}\"}} {count}");
+    }
+    out
+}

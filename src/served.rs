@@ -1,0 +1,83 @@
+//! What the daemon serves, built from one configuration and replaced as a whole on reload: the
+//! engine, and for each target who may have its credentials and where the endpoint serves it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyfed_core::clock::Clock;
+
+use crate::config::{Access, Config};
+use crate::engine::{Engine, TargetEngine};
+use crate::sources;
+
+#[derive(Debug)]
+pub struct Served {
+    pub engine: Engine,
+    pub access: BTreeMap<String, Access>,
+    /// Container face path → target name.
+    pub container_paths: BTreeMap<String, String>,
+    pub imds_target: Option<String>,
+    /// Each target's kind ("token", "aws").
+    pub kinds: BTreeMap<String, &'static str>,
+}
+
+impl Served {
+    pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let access = config
+            .targets
+            .values()
+            .map(|t| (t.name.clone(), t.access.clone()))
+            .collect();
+        let container_paths = config
+            .targets
+            .values()
+            .filter_map(|t| t.container_path.clone().map(|p| (p, t.name.clone())))
+            .collect();
+        let imds_target = config.endpoint.as_ref().and_then(|e| e.imds_target.clone());
+        let kinds = config
+            .targets
+            .values()
+            .map(|t| (t.name.clone(), t.exchange.kind()))
+            .collect();
+        Ok(Self {
+            engine: sources::engine(config, clock)?,
+            access,
+            container_paths,
+            imds_target,
+            kinds,
+        })
+    }
+
+    /// Where the target's credentials can be had besides its output files.
+    pub fn faces(&self, name: &str) -> Vec<String> {
+        let mut faces = vec!["control socket".to_owned()];
+        if self.imds_target.as_deref() == Some(name) {
+            faces.push("imds".to_owned());
+        }
+        for (path, target) in &self.container_paths {
+            if target == name {
+                faces.push(format!("container {path}"));
+            }
+        }
+        faces
+    }
+
+    /// The target `name` if `uid` may have its credentials: `Err(true)` when it exists but is
+    /// refused, `Err(false)` when there is no such target.
+    pub fn target_for(&self, name: &str, uid: Option<u32>) -> Result<&Arc<TargetEngine>, bool> {
+        let target = self.engine.target(name).ok_or(false)?;
+        let open = self.access.get(name).is_none_or(Access::is_open);
+        match uid {
+            _ if open => Ok(target),
+            Some(uid)
+                if self
+                    .access
+                    .get(name)
+                    .is_some_and(|a| crate::access::allowed(a, uid)) =>
+            {
+                Ok(target)
+            }
+            _ => Err(true),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Benchmark: keyfed's container-credentials face against nginx serving a same-sized static file.
+
+Prints a Markdown table. Not a test: nothing here passes or fails.
+
+  1. wrk (2 threads, 64 connections, 20 s, --latency) against `GET /aws/demo` on a `keyfed run`
+     with three targets, then against nginx serving a JSON file of the same size on loopback,
+     one after the other in the same run;
+  2. the daemon's resident memory idle and after the load, and its CPU time and context
+     switches over 60 idle seconds.
+
+Usage: tests/bench/endpoint.py [--seconds 20] [--idle 60]
+Needs a release build (cargo build --release), and wrk and nginx (apt-get install wrk nginx).
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port, listening, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYFED = ROOT / "target" / "release" / "keyfed"
+
+
+
+
+
+
+
+
+def status(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
+
+
+def wrk(url, seconds, header=None):
+    cmd = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url]
+    if header:
+        cmd[1:1] = ["-H", header]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, float(p99.group(1)) * scale, int(errors.group(1)) if errors else 0
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--idle", type=int, default=60)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"install {tool} first: apt-get install wrk nginx")
+    if not KEYFED.exists():
+        sys.exit("build first: cargo build --release")
+
+    work = Path(tempfile.mkdtemp(prefix="keyfed-bench-"))
+    work.chmod(0o755)
+    procs = []
+    try:
+        demo_dir, run_dir = work / "demo", work / "run"
+        procs.append(subprocess.Popen([str(KEYFED), "demo", "--dir", str(demo_dir)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: (demo_dir / "aws" / "credential-process.json").exists(), "keyfed demo")
+        # A daemon of its own against the demo's emulators, with the demo's three targets.
+        port = free_port()
+        config = (demo_dir / "keyfed.toml").read_text()
+        config = config.replace('client_secret_file = "client-secret"',
+                                f'client_secret_file = "{demo_dir / "client-secret"}"')
+        config = re.sub(r'listen = \["127.0.0.1:\d+"\]', f'listen = ["127.0.0.1:{port}"]', config)
+        run_dir.mkdir()
+        (run_dir / "keyfed.toml").write_text(config)
+        daemon = subprocess.Popen([str(KEYFED), "--config", str(run_dir / "keyfed.toml"), "run"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(daemon)
+        wait_for(lambda: listening(port), "keyfed run")
+        token = (run_dir / "container-token").read_text()
+        url = f"http://127.0.0.1:{port}/aws/demo"
+        body = subprocess.run(["curl", "-s", "-H", f"Authorization: {token}", url],
+                              capture_output=True, check=True).stdout
+        time.sleep(1)
+        rss_idle = status(daemon.pid, "VmRSS")
+
+        static = work / "static"
+        (static / "aws").mkdir(parents=True)
+        (static / "aws" / "demo").write_bytes(body)
+        for path in (static, static / "aws", static / "aws" / "demo"):
+            path.chmod(0o755)
+        nginx_port = free_port()
+        (work / "nginx.conf").write_text(f"""
+worker_processes auto;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        root {static};
+        default_type application/json;
+    }}
+}}
+""")
+        procs.append(subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: listening(nginx_port), "nginx")
+
+        k_rps, k_p99, k_err = wrk(url, args.seconds, f"Authorization: {token}")
+        n_rps, n_p99, n_err = wrk(f"http://127.0.0.1:{nginx_port}/aws/demo", args.seconds)
+        rss_loaded = status(daemon.pid, "VmRSS")
+
+        cpu0, switches0 = cpu_seconds(daemon.pid), (
+            status(daemon.pid, "voluntary_ctxt_switches") + status(daemon.pid, "nonvoluntary_ctxt_switches"))
+        threads = sorted(Path(f"/proc/{daemon.pid}/task").iterdir())
+        tswitch0 = sum(status(f"{daemon.pid}/task/{t.name}", "voluntary_ctxt_switches") for t in threads)
+        time.sleep(args.idle)
+        cpu1 = cpu_seconds(daemon.pid)
+        tswitch1 = sum(status(f"{daemon.pid}/task/{t.name}", "voluntary_ctxt_switches") for t in threads)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"| wrk, 2 threads, 64 connections, {args.seconds} s, {len(body)}-byte JSON | requests/s | p99 | non-2xx |")
+    print("|---|---|---|---|")
+    print(f"| keyfed container face (`GET /aws/demo` with Authorization) | {k_rps:,.0f} | {k_p99:.2f} ms | {k_err} |")
+    print(f"| nginx, same-sized static file | {n_rps:,.0f} | {n_p99:.2f} ms | {n_err} |")
+    print(f"| ratio keyfed / nginx | {k_rps / n_rps:.2f}× | {k_p99 / n_p99:.2f}× | |")
+    print()
+    print("| daemon with three targets | value |")
+    print("|---|---|")
+    print(f"| resident memory, idle after start | {rss_idle / 1024:.1f} MiB |")
+    print(f"| resident memory, after the wrk run | {rss_loaded / 1024:.1f} MiB |")
+    print(f"| CPU time over {args.idle} idle seconds | {cpu1 - cpu0:.2f} s |")
+    print(f"| thread wakeups (voluntary context switches) over {args.idle} idle seconds | {tswitch1 - tswitch0} |")
+
+
+if __name__ == "__main__":
+    main()
