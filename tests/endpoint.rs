@@ -512,3 +512,46 @@ async fn the_control_socket_checks_the_callers_uid_too() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn health_and_metrics_can_have_a_listener_of_their_own() {
+    let fx = fixture().await;
+    let health_port = crate::util::free_port();
+    let base = fx.endpoint_config(
+        "",
+        &format!("health_listen = \"127.0.0.1:{health_port}\"\n"),
+    );
+    let daemon = fx.daemon().await;
+    let http = client();
+    let health = format!("http://127.0.0.1:{health_port}");
+    for _ in 0..100 {
+        if status_of(http.get(format!("{health}/readyz"))).await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_of(http.get(format!("{health}/readyz"))).await, 200);
+    assert_eq!(status_of(http.get(format!("{health}/metrics"))).await, 200);
+    assert_eq!(
+        status_of(
+            http.get(format!("{health}/aws/app"))
+                .header("Authorization", fx.container_token())
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        status_of(http.get(format!("{base}/metrics"))).await,
+        404,
+        "not on the credential listener"
+    );
+    assert_eq!(
+        status_of(
+            http.get(format!("{base}/aws/app"))
+                .header("Authorization", fx.container_token())
+        )
+        .await,
+        200
+    );
+    daemon.stop().await;
+}
