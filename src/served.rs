@@ -19,10 +19,29 @@ pub struct Served {
     pub imds_target: Option<String>,
     /// Each target's kind ("token", "aws").
     pub kinds: BTreeMap<String, &'static str>,
+    /// Each target's settings with its issuer's (secrets redacted): a reload keeps a target's
+    /// credential only while these stay the same.
+    fingerprints: BTreeMap<String, String>,
 }
 
 impl Served {
-    pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    /// Builds from `config`; targets unchanged since `previous` keep their credentials.
+    pub fn build(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        previous: Option<&Served>,
+    ) -> anyhow::Result<Self> {
+        let fingerprints: BTreeMap<String, String> = config
+            .targets
+            .values()
+            .map(|t| {
+                let issuer = config
+                    .issuers
+                    .get(&t.issuer)
+                    .map(|i| format!("{:?}", i.settings));
+                (t.name.clone(), format!("{t:?}{issuer:?}"))
+            })
+            .collect();
         let access = config
             .targets
             .values()
@@ -39,12 +58,23 @@ impl Served {
             .values()
             .map(|t| (t.name.clone(), t.exchange.kind()))
             .collect();
+        let engine = sources::engine(config, clock)?;
+        if let Some(previous) = previous {
+            for target in engine.targets() {
+                let name = target.name();
+                let same = previous.fingerprints.get(name) == fingerprints.get(name);
+                if let (true, Some(old)) = (same, previous.engine.target(name)) {
+                    target.adopt(old);
+                }
+            }
+        }
         Ok(Self {
-            engine: sources::engine(config, clock)?,
+            engine,
             access,
             container_paths,
             imds_target,
             kinds,
+            fingerprints,
         })
     }
 

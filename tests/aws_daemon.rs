@@ -117,7 +117,8 @@ async fn merged_credentials_file_keeps_every_other_byte() {
     let before = "# managed by hand\n[default]\nregion = eu-west-1\naws_access_key_id = OLD\n\n[other]\n; keep\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other-secret\n";
     std::fs::create_dir_all(fx.path(".aws")).unwrap_or_else(|e| panic!("{e}"));
     fx.write(".aws/credentials", before);
-    crate::util::set_mode(&fx.path(".aws/credentials"), 0o640);
+    // A hand-made file that others may read: keyfed keeps its mode but takes their access away.
+    crate::util::set_mode(&fx.path(".aws/credentials"), 0o644);
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "aws-credentials", path = ".aws/credentials", profile = "default", merge = true }"#,
@@ -142,7 +143,7 @@ async fn merged_credentials_file_keeps_every_other_byte() {
     assert_eq!(
         mode(&fx.path(".aws/credentials")),
         0o640,
-        "the existing mode is kept"
+        "the existing mode is kept, less access for others"
     );
 }
 
@@ -298,4 +299,51 @@ async fn even_trace_logging_never_shows_the_token_or_the_keys() {
         "the STS request body leaked"
     );
     assert!(!run.stderr.contains("eyJ"), "a JWT leaked");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_valid_credentials_of_unchanged_targets() {
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target("aws", ""));
+    let daemon = fx.daemon().await;
+    let before = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
+    let calls = fx.sts().assume_role_calls();
+    daemon.signal(rustix::process::Signal::HUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
+    assert_eq!(before["AccessKeyId"], after["AccessKeyId"]);
+    assert_eq!(
+        fx.sts().assume_role_calls(),
+        calls,
+        "no refresh storm on reload"
+    );
+    let log = daemon.stop().await;
+    assert!(
+        log.stderr.contains("configuration reloaded"),
+        "{}",
+        log.stderr
+    );
+}
+
+#[tokio::test]
+async fn credentials_are_never_cached_in_a_folder_others_can_reach() {
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target("aws", ""));
+    let runtime = fx.path("runtime");
+    std::fs::create_dir_all(runtime.join("keyfed")).unwrap_or_else(|e| panic!("{e}"));
+    crate::util::set_mode(&runtime.join("keyfed"), 0o755);
+    let config = fx.path("keyfed.toml");
+    fx.keyfed_raw(
+        &[
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "credential-process",
+            "aws",
+        ],
+        &[("XDG_RUNTIME_DIR", runtime.to_str().unwrap_or_default())],
+    )
+    .await
+    .fails_with(1)
+    .says("must belong to this user with mode 0700");
+    assert_eq!(fx.sts().assume_role_calls(), 0);
 }

@@ -342,8 +342,8 @@ async fn aws_cli_and_boto3_through_imds_v2() {
 #[tokio::test]
 async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
     // 15-minute credentials sit inside botocore's refresh window, so the client asks the
-    // container face again on each call; a forced refresh (SIGHUP builds a new engine) must
-    // reach it without an error.
+    // container face again on each call; a forced refresh (a changed target, reloaded with
+    // SIGHUP) must reach it without an error.
     let moto = moto().await;
     let (fx, base) = endpoint_fixture(&moto, "long-lived", "15m").await;
     let daemon = fx.daemon().await;
@@ -372,6 +372,12 @@ async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
         tokio::io::BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout"))).lines();
     let first = lines.next_line().await.ok().flatten().unwrap_or_default();
     let first_key = fx.keyfed(&["credential-process", "aws"]).await.stdout;
+    // A changed target (a new session name) gets new credentials at once on reload.
+    let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
+    fx.write(
+        "keyfed.toml",
+        &config.replace("\"long-lived\"", "\"long-lived-2\""),
+    );
     daemon.signal(rustix::process::Signal::HUP);
     let mut second_key = first_key.clone();
     for _ in 0..100 {
@@ -403,7 +409,8 @@ async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
     let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/long-lived");
     let (arn1, key1) = first.split_once(' ').unwrap_or_default();
     let (arn2, key2) = second.split_once(' ').unwrap_or_default();
-    assert_eq!((arn1, arn2), (expected.as_str(), expected.as_str()));
+    assert_eq!(arn1, expected);
+    assert_eq!(arn2, format!("{expected}-2"));
     assert_ne!(
         key1, key2,
         "the live client now signs with the refreshed key"

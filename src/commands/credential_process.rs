@@ -8,7 +8,7 @@
 //! the cache makes concurrent calls share one exchange.
 
 use std::hash::{Hash as _, Hasher as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,13 +73,24 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
         .into());
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let cache = cache_file(path, target_name);
+    let cache = cache_file(path, target_name)?;
     let dir = cache.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the cache folder {}", dir.display()))?;
+    // Credentials are cached only in a folder of our own that nobody else can reach.
+    let meta =
+        std::fs::metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "the cache folder {} must belong to this user with mode 0700 (it has uid {} and mode {:04o})",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -133,15 +144,15 @@ fn fresh_cached(cache: &Path, now: std::time::SystemTime) -> Option<String> {
 }
 
 /// `<runtime or cache dir>/keyfed/<target>-<hash of the config path>.json`.
-fn cache_file(config: &Path, target: &str) -> PathBuf {
+fn cache_file(config: &Path, target: &str) -> anyhow::Result<PathBuf> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .filter(|d| !d.is_empty())
         .map(|d| PathBuf::from(d).join("keyfed"))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/keyfed")))
-        .unwrap_or_else(|| PathBuf::from("/tmp/keyfed-cache"));
+        .context("neither XDG_RUNTIME_DIR nor HOME is set, so there is no private place to cache credentials")?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::path::absolute(config)
         .unwrap_or_else(|_| config.to_path_buf())
         .hash(&mut hasher);
-    base.join(format!("{target}-{:016x}.json", hasher.finish()))
+    Ok(base.join(format!("{target}-{:016x}.json", hasher.finish())))
 }

@@ -33,21 +33,22 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     let socket = config.control.clone();
     let endpoint = config.endpoint.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let served = Arc::new(Served::build(config, Arc::clone(&clock))?);
+    let served = Arc::new(Served::build(config, Arc::clone(&clock), None)?);
+    let (publish, current) = watch::channel(Arc::clone(&served));
+    // The endpoint first: once the control socket exists, everything is up.
+    let listeners = match endpoint.clone() {
+        Some(settings) => {
+            Some(crate::endpoint::start(settings, current.clone(), Arc::clone(&clock)).await?)
+        }
+        None => None,
+    };
     let listener = server::bind(&socket).await.with_context(|| {
         format!(
             "cannot listen on the control socket {}",
             socket.path.display()
         )
     })?;
-    let (publish, current) = watch::channel(Arc::clone(&served));
-    let control = tokio::spawn(server::serve(listener, current.clone()));
-    let listeners = match endpoint.clone() {
-        Some(settings) => {
-            Some(crate::endpoint::start(settings, current, Arc::clone(&clock)).await?)
-        }
-        None => None,
-    };
+    let control = tokio::spawn(server::serve(listener, current));
     let mut loops = served.engine.spawn();
     tracing::info!(
         targets = served.engine.targets().count(),
@@ -66,7 +67,8 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     systemd::notify("RELOADING=1");
-                    if let Some(fresh) = reload(path, &socket, endpoint.as_ref(), &clock) {
+                    let running = Arc::clone(&publish.borrow());
+                    if let Some(fresh) = reload(path, &socket, endpoint.as_ref(), &clock, &running) {
                         loops = fresh.engine.spawn();
                         let _ = publish.send(fresh);
                     }
@@ -93,6 +95,7 @@ fn reload(
     socket: &SocketSpec,
     endpoint: Option<&EndpointSettings>,
     clock: &Arc<dyn Clock>,
+    running: &Served,
 ) -> Option<Arc<Served>> {
     let config = match super::load(path) {
         Ok(c) => c,
@@ -106,7 +109,7 @@ fn reload(
             "the [control] or [endpoint] settings changed; they take effect at the next restart"
         );
     }
-    match Served::build(config, Arc::clone(clock)) {
+    match Served::build(config, Arc::clone(clock), Some(running)) {
         Ok(served) => {
             tracing::info!("configuration reloaded");
             Some(Arc::new(served))

@@ -57,7 +57,10 @@ impl Engine {
         let mut set = tokio::task::JoinSet::new();
         for target in self.targets.values() {
             let target = Arc::clone(target);
-            set.spawn(async move { (target.name().to_owned(), target.refresh().await) });
+            set.spawn(async move {
+                let outcome = target.refresh().await;
+                (target.name().to_owned(), outcome)
+            });
         }
         let mut outcomes = Vec::new();
         while let Some(joined) = set.join_next().await {

@@ -153,19 +153,17 @@ impl TargetEngine {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A credential for a consumer: the current one while it is not due for refresh;
-    /// otherwise the outcome of a refresh (shared with every concurrent caller), falling back
-    /// to the current one while it is still valid. During backoff no upstream call is made.
-    pub async fn credential(&self) -> Result<Arc<Issued>, Unavailable> {
+    /// A credential for a consumer: the current one whenever it is usable — refreshing it is
+    /// the background loop's job, so a slow upstream never holds a consumer up while a good
+    /// credential exists. Without one, the outcome of a refresh shared with every concurrent
+    /// caller; during backoff no upstream call is made.
+    pub async fn credential(self: &Arc<Self>) -> Result<Arc<Issued>, Unavailable> {
         let now = self.clock.now();
         let (current, backing_off) = {
             let s = self.lock();
             (s.current.clone(), s.retry_at.is_some_and(|t| now < t))
         };
-        if let Some(c) = current
-            .as_ref()
-            .filter(|c| now < c.refresh_at && c.usable_at(now))
-        {
+        if let Some(c) = current.as_ref().filter(|c| c.usable_at(now)) {
             return Ok(Arc::clone(c));
         }
         let reason = if backing_off {
@@ -201,7 +199,21 @@ impl TargetEngine {
     }
 
     /// One refresh. Callers arriving while one is under way wait for it and share its outcome.
-    pub async fn refresh(&self) -> Result<Arc<Issued>, FetchError> {
+    /// The refresh runs as a task of its own, so a caller that gives up (an SDK timing out and
+    /// closing its connection) cannot cancel it halfway and leave the next caller to start
+    /// another upstream call.
+    pub async fn refresh(self: &Arc<Self>) -> Result<Arc<Issued>, FetchError> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.refresh_in_flight().await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(FetchError {
+                    message: format!("the refresh task failed: {e}"),
+                })
+            })
+    }
+
+    async fn refresh_in_flight(&self) -> Result<Arc<Issued>, FetchError> {
         let seen = self.lock().attempts;
         let _flight = self.flight.lock().await;
         {
@@ -299,6 +311,15 @@ impl TargetEngine {
             "refreshed"
         );
         Ok(issued)
+    }
+
+    /// Takes over a credential (and counters) from the engine this one replaces on reload, so
+    /// a reload neither drops a valid credential nor refreshes every target at once.
+    pub fn adopt(&self, previous: &TargetEngine) {
+        let old = previous.lock();
+        let mut s = self.lock();
+        s.current = old.current.clone();
+        s.stats = old.stats.clone();
     }
 
     /// When the background loop should act next.

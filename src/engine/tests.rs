@@ -3,7 +3,7 @@
 //! within one backoff step, and makes one upstream call for a burst of demand.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use keyfed_aws::AwsCredentials;
@@ -20,7 +20,7 @@ struct Fake {
     lifetime: Duration,
     calls: AtomicU32,
     failing: AtomicBool,
-    delay: Duration,
+    delay_ms: AtomicU64,
 }
 
 impl Fake {
@@ -30,7 +30,7 @@ impl Fake {
             lifetime,
             calls: AtomicU32::new(0),
             failing: AtomicBool::new(false),
-            delay: Duration::ZERO,
+            delay_ms: AtomicU64::new(0),
         })
     }
 }
@@ -43,8 +43,9 @@ impl Source for Shared {
         Box::pin(async move {
             let fake = &self.0;
             fake.calls.fetch_add(1, Ordering::SeqCst);
-            if !fake.delay.is_zero() {
-                tokio::time::sleep(fake.delay).await;
+            let delay = fake.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             if fake.failing.load(Ordering::SeqCst) {
                 return Err(FetchError {
@@ -202,11 +203,8 @@ async fn demand_during_backoff_does_not_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_demand_makes_one_upstream_call() {
     let clock = start();
-    let fake = Arc::new(Fake {
-        delay: Duration::from_millis(300),
-        ..Arc::into_inner(Fake::new(&clock, Duration::from_secs(3600)))
-            .unwrap_or_else(|| panic!("unshared"))
-    });
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    fake.delay_ms.store(300, Ordering::SeqCst);
     let t = target(&clock, &fake);
     let callers: Vec<_> = (0..1000)
         .map(|_| {
@@ -219,4 +217,49 @@ async fn a_burst_of_demand_makes_one_upstream_call() {
         assert!(got.is_ok(), "{got:?}");
     }
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
+    // Regression: consumers used to wait for a due refresh; with a hanging upstream the SDKs'
+    // 1–2 s timeouts expired although a good credential was at hand.
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let t = target(&clock, &fake);
+    let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(Duration::from_secs(50 * 60)); // past 2/3 of the lifetime: a refresh is due
+    // From now on the upstream hangs; a refresh is under way.
+    fake.delay_ms.store(30_000, Ordering::SeqCst);
+    let hanging = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.refresh().await.is_ok() }
+    });
+    settle().await;
+    let served = tokio::time::timeout(Duration::from_millis(200), t.credential())
+        .await
+        .unwrap_or_else(|_| panic!("the consumer waited for the refresh"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&served, &first));
+    hanging.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_giving_up_does_not_cancel_the_refresh() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    fake.delay_ms.store(300, Ordering::SeqCst);
+    let t = target(&clock, &fake);
+    let impatient = {
+        let t = Arc::clone(&t);
+        tokio::spawn(async move { t.credential().await.is_ok() })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    impatient.abort();
+    let patient = t.credential().await;
+    assert!(patient.is_ok(), "{patient:?}");
+    assert_eq!(
+        fake.calls.load(Ordering::SeqCst),
+        1,
+        "the abandoned refresh was not repeated"
+    );
 }

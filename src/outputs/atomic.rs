@@ -46,16 +46,18 @@ pub fn write_atomic(path: &Path, content: &[u8], spec: FileSpec) -> std::io::Res
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    // An unpredictable name, created exclusively and never through a symlink: in a folder
+    // others can write to, nobody can plant the temporary file or redirect the write.
     let tmp = dir.join(format!(
-        ".{}.keyfed-tmp-{}",
+        ".{}.keyfed-tmp-{:016x}",
         name.to_string_lossy(),
-        std::process::id()
+        rand::random::<u64>()
     ));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(o_nofollow())
             .mode(0o600)
             .open(&tmp)?;
         if spec.owner.is_some() || spec.group.is_some() {
@@ -71,6 +73,11 @@ pub fn write_atomic(path: &Path, content: &[u8], spec: FileSpec) -> std::io::Res
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `O_NOFOLLOW`, through rustix so no `unsafe` or libc binding is needed.
+pub fn o_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 #[cfg(test)]

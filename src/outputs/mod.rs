@@ -5,10 +5,10 @@
 mod atomic;
 mod aws_ini;
 
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-pub use atomic::{FileSpec, write_atomic};
+pub use atomic::{FileSpec, o_nofollow, write_atomic};
 
 use crate::credential::{Credential, credential_process_json, profile_lines};
 
@@ -101,7 +101,7 @@ impl Output {
     }
 
     /// Merges one profile into the shared credentials file under an exclusive lock, keeping the
-    /// existing file's mode and owner unless the configuration sets them.
+    /// existing file's owner and mode (less any access for others) unless configured.
     fn merge(&self, profile: &str, keys: &[(&str, String)]) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::DirBuilder::new().recursive(true).create(dir)?;
@@ -115,6 +115,8 @@ impl Output {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(o_nofollow())
+            .mode(0o600)
             .open(&lock_path)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
         let (existing, spec) = match std::fs::read_to_string(&self.path) {
@@ -122,8 +124,9 @@ impl Output {
                 let meta = std::fs::metadata(&self.path)?;
                 let spec = match self.mode {
                     Some(_) => self.spec(),
+                    // The existing mode, but never access for others: credentials go in.
                     None => FileSpec {
-                        mode: meta.mode() & 0o7777,
+                        mode: (meta.mode() & 0o770) | 0o600,
                         owner: self.owner.or(Some(meta.uid())),
                         group: self.group.or(Some(meta.gid())),
                     },
