@@ -16,7 +16,8 @@ pub struct Served {
     pub access: BTreeMap<String, Access>,
     /// Container face path → target name.
     pub container_paths: BTreeMap<String, String>,
-    pub imds_target: Option<String>,
+    /// Targets some listen address serves on its IMDSv2 face.
+    pub imds_targets: std::collections::BTreeSet<String>,
     /// Each target's kind ("token", "aws").
     pub kinds: BTreeMap<String, &'static str>,
     /// Each target's settings with its issuer's (secrets redacted): a reload keeps a target's
@@ -52,7 +53,11 @@ impl Served {
             .values()
             .filter_map(|t| t.container_path.clone().map(|p| (p, t.name.clone())))
             .collect();
-        let imds_target = config.endpoint.as_ref().and_then(|e| e.imds_target.clone());
+        let imds_targets = config
+            .endpoint
+            .iter()
+            .flat_map(|e| e.listen.iter().filter_map(|l| l.imds_target.clone()))
+            .collect();
         let kinds = config
             .targets
             .values()
@@ -72,7 +77,7 @@ impl Served {
             engine,
             access,
             container_paths,
-            imds_target,
+            imds_targets,
             kinds,
             fingerprints,
         })
@@ -81,7 +86,7 @@ impl Served {
     /// Where the target's credentials can be had besides its output files.
     pub fn faces(&self, name: &str) -> Vec<String> {
         let mut faces = vec!["control socket".to_owned()];
-        if self.imds_target.as_deref() == Some(name) {
+        if self.imds_targets.contains(name) {
             faces.push("imds".to_owned());
         }
         for (path, target) in &self.container_paths {

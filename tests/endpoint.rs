@@ -555,3 +555,54 @@ async fn health_and_metrics_can_have_a_listener_of_their_own() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn each_listen_address_can_serve_its_own_imds_target() {
+    let fx = fixture().await;
+    let (one, two) = (crate::util::free_port(), crate::util::free_port());
+    let second = fx.aws_target("other", "");
+    fx.daemon_config(&format!(
+        "{}\n{second}\n[endpoint]\nlisten = [\"127.0.0.1:{one}\", {{ address = \"127.0.0.1:{two}\", imds_target = \"other\" }}]\nimds_target = \"aws\"\ncontainer_token_file = \"container-token\"\n",
+        fx.aws_target("aws", "")
+    ));
+    fx.keyfed(&["check"])
+        .await
+        .ok()
+        .prints("imds_target = \"other\"");
+    let daemon = fx.daemon().await;
+    let http = client();
+    for (port, role) in [(one, "aws"), (two, "other")] {
+        let base = format!("http://127.0.0.1:{port}");
+        let token = imds_token(&http, &base).await;
+        let roles = format!("{base}/latest/meta-data/iam/security-credentials/");
+        let listed = http
+            .get(&roles)
+            .header("X-aws-ec2-metadata-token", &token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert_eq!(listed, role);
+        let other = if role == "aws" { "other" } else { "aws" };
+        assert_eq!(
+            status_of(
+                http.get(format!("{roles}{other}"))
+                    .header("X-aws-ec2-metadata-token", &token)
+            )
+            .await,
+            404,
+            "{port} serves only {role}"
+        );
+        assert_eq!(
+            status_of(
+                http.get(format!("{roles}{role}"))
+                    .header("X-aws-ec2-metadata-token", &token)
+            )
+            .await,
+            200
+        );
+    }
+    daemon.stop().await;
+}

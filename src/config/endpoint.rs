@@ -13,9 +13,7 @@ use super::{ConfigError, perm};
 /// Where and how the local endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSettings {
-    pub listen: Vec<SocketAddr>,
-    /// The AWS target the IMDSv2 face serves (none: the face is off).
-    pub imds_target: Option<String>,
+    pub listen: Vec<Listen>,
     /// Also answer IMDSv1 (no session token). Off by default.
     pub imds_v1: bool,
     /// A separate listener for /healthz, /readyz and /metrics; `None` serves them on `listen`.
@@ -26,6 +24,13 @@ pub struct EndpointSettings {
     pub max_connections: usize,
     /// Limit on reading a request's headers (slow clients are cut off).
     pub request_timeout: Duration,
+}
+
+/// One listen address and the AWS target its IMDSv2 face serves (none: the face is off there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub address: SocketAddr,
+    pub imds_target: Option<String>,
 }
 
 /// Paths the endpoint itself answers; a target's `container_path` may not take them.
@@ -60,6 +65,25 @@ fn address(
     Ok(addr)
 }
 
+fn check_imds_target(
+    ctx: &Ctx<'_>,
+    key: &str,
+    name: &str,
+    targets: &std::collections::BTreeMap<String, Target>,
+) -> Result<(), ConfigError> {
+    match targets.get(name).map(|t| &t.exchange) {
+        Some(Exchange::Aws(_)) => Ok(()),
+        Some(other) => Err(ctx.err(
+            key,
+            format!(
+                "target \"{name}\" is of kind {}; the IMDS face serves AWS targets",
+                other.kind()
+            ),
+        )),
+        None => Err(ctx.err(key, format!("no target named \"{name}\""))),
+    }
+}
+
 pub(super) fn resolve(
     ctx: &mut Ctx<'_>,
     raw: Option<&RawEndpoint>,
@@ -76,47 +100,40 @@ pub(super) fn resolve(
         return Ok(None);
     };
     let allow_remote = raw.allow_remote.unwrap_or(false);
-    let texts = raw
-        .listen
-        .clone()
-        .unwrap_or_else(|| vec!["127.0.0.1:9911".to_owned(), "[::1]:9911".to_owned()]);
-    if texts.is_empty() {
+    let defaults = ["127.0.0.1:9911", "[::1]:9911"].map(|a| super::raw::RawListen {
+        address: a.to_owned(),
+        imds_target: None,
+    });
+    let entries = raw.listen.as_deref().unwrap_or(&defaults);
+    if entries.is_empty() {
         return Err(ctx.err("endpoint.listen", "expected at least one address"));
     }
-    let mut listen = Vec::new();
-    for (i, text) in texts.iter().enumerate() {
-        listen.push(address(
-            ctx,
-            &format!("endpoint.listen[{i}]"),
-            text,
-            allow_remote,
-        )?);
+    if let Some(name) = &raw.imds_target {
+        check_imds_target(ctx, "endpoint.imds_target", name, targets)?;
+    }
+    let mut listen: Vec<Listen> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("endpoint.listen[{i}]");
+        let addr = address(ctx, &key, &entry.address, allow_remote)?;
+        if listen.iter().any(|l| l.address == addr) {
+            return Err(ctx.err(&key, format!("{addr} is listed twice")));
+        }
+        if let Some(name) = &entry.imds_target {
+            check_imds_target(ctx, &format!("{key}.imds_target"), name, targets)?;
+        }
+        listen.push(Listen {
+            address: addr,
+            imds_target: entry
+                .imds_target
+                .clone()
+                .or_else(|| raw.imds_target.clone()),
+        });
     }
     let health_listen = raw
         .health_listen
         .as_deref()
         .map(|a| address(ctx, "endpoint.health_listen", a, allow_remote))
         .transpose()?;
-    if let Some(name) = &raw.imds_target {
-        match targets.get(name).map(|t| &t.exchange) {
-            Some(Exchange::Aws(_)) => {}
-            Some(other) => {
-                return Err(ctx.err(
-                    "endpoint.imds_target",
-                    format!(
-                        "target \"{name}\" is of kind {}; the IMDS face serves AWS targets",
-                        other.kind()
-                    ),
-                ));
-            }
-            None => {
-                return Err(ctx.err(
-                    "endpoint.imds_target",
-                    format!("no target named \"{name}\""),
-                ));
-            }
-        }
-    }
     let mut seen = Vec::new();
     for t in targets.values() {
         let Some(path) = &t.container_path else {
@@ -165,7 +182,6 @@ pub(super) fn resolve(
     }
     Ok(Some(EndpointSettings {
         listen,
-        imds_target: raw.imds_target.clone(),
         imds_v1: raw.imds_v1.unwrap_or(false),
         health_listen,
         container_token_file,

@@ -22,7 +22,7 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
-    pub listen: Option<Vec<String>>,
+    pub listen: Option<Vec<RawListen>>,
     pub allow_remote: Option<bool>,
     pub imds_target: Option<String>,
     pub imds_v1: Option<bool>,
@@ -31,6 +31,51 @@ pub struct RawEndpoint {
     pub container_token_group: Option<String>,
     pub max_connections: Option<usize>,
     pub request_timeout: Option<HumanDuration>,
+}
+
+/// `"127.0.0.1:9911"`, or `{ address = "…", imds_target = "…" }` to serve another target on
+/// that address's IMDS face.
+#[derive(Debug)]
+pub struct RawListen {
+    pub address: String,
+    pub imds_target: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenTable {
+    address: String,
+    imds_target: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address string or a table { address, imds_target }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawListen {
+                    address: v.to_owned(),
+                    imds_target: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let t =
+                    RawListenTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawListen {
+                    address: t.address,
+                    imds_target: t.imds_target,
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -127,6 +127,9 @@ pub fn show(config: &Config) -> String {
         duration(config.engine.attempt_timeout).into(),
     );
     root.insert("engine".into(), Value::Table(engine));
+    if let Some(e) = &config.endpoint {
+        root.insert("endpoint".into(), Value::Table(show_endpoint(e)));
+    }
     toml::to_string(&root).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
 }
 
@@ -182,5 +185,46 @@ fn show_output(o: &Output) -> Table {
     if let Some(gid) = o.group {
         t.insert("group".into(), i64::from(gid).into());
     }
+    t
+}
+
+fn show_endpoint(e: &super::EndpointSettings) -> Table {
+    let mut t = Table::new();
+    let listen: Vec<Value> = e
+        .listen
+        .iter()
+        .map(|l| {
+            let mut entry = Table::new();
+            entry.insert("address".into(), l.address.to_string().into());
+            entry.insert(
+                "imds_target".into(),
+                l.imds_target
+                    .clone()
+                    .unwrap_or_else(|| "(none: IMDS off)".to_owned())
+                    .into(),
+            );
+            Value::Table(entry)
+        })
+        .collect();
+    t.insert("listen".into(), Value::Array(listen));
+    t.insert("imds_v1".into(), e.imds_v1.into());
+    t.insert(
+        "health_listen".into(),
+        e.health_listen
+            .map_or("(the listen addresses)".to_owned(), |a| a.to_string())
+            .into(),
+    );
+    t.insert(
+        "container_token_file".into(),
+        e.container_token_file.display().to_string().into(),
+    );
+    if let Some(gid) = e.container_token_group {
+        t.insert("container_token_group".into(), i64::from(gid).into());
+    }
+    t.insert(
+        "max_connections".into(),
+        i64::try_from(e.max_connections).unwrap_or(i64::MAX).into(),
+    );
+    t.insert("request_timeout".into(), duration(e.request_timeout).into());
     t
 }

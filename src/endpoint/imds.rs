@@ -104,15 +104,24 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-pub async fn roles(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    let result = authorize(&shared, &headers).and_then(|()| {
-        shared
-            .served()
-            .imds_target
-            .clone()
-            .map(IntoResponse::into_response)
-            .ok_or(Refusal::NotFound)
-    });
+/// The target the listener a request arrived on serves on its IMDS face.
+fn target_at<'a>(shared: &'a Shared, peer: &super::server::Peer) -> Result<&'a str, Refusal> {
+    shared
+        .settings
+        .listen
+        .iter()
+        .find(|l| l.address == peer.local)
+        .and_then(|l| l.imds_target.as_deref())
+        .ok_or(Refusal::NotFound)
+}
+
+pub async fn roles(
+    State(shared): State<Shared>,
+    peer: axum::Extension<super::server::Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let result = authorize(&shared, &headers)
+        .and_then(|()| target_at(&shared, &peer.0).map(|t| t.to_owned().into_response()));
     shared.answer(Face::Imds, result)
 }
 
@@ -125,7 +134,7 @@ pub async fn credentials(
     let result = async {
         authorize(&shared, &headers)?;
         let served = shared.served();
-        if served.imds_target.as_deref() != Some(role.as_str()) {
+        if target_at(&shared, &peer.0)? != role {
             return Err(Refusal::NotFound);
         }
         let issued = shared.credential(&served, &role, peer.0).await?;

@@ -241,15 +241,15 @@ pub async fn start(
     };
     match shared.settings.health_listen {
         Some(addr) => {
-            for addr in shared.settings.listen.clone() {
-                bind(addr, credentials.clone())?;
+            for listen in shared.settings.listen.clone() {
+                bind(listen.address, credentials.clone())?;
             }
             bind(addr, health_routes(&shared))?;
         }
         None => {
             let both = credentials.merge(health_routes(&shared));
-            for addr in shared.settings.listen.clone() {
-                bind(addr, both.clone())?;
+            for listen in shared.settings.listen.clone() {
+                bind(listen.address, both.clone())?;
             }
         }
     }
