@@ -64,6 +64,9 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetu
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Refreshes are minutes apart: a pooled idle connection would only keep a reaper timer
+        // waking the idle daemon.
+        .pool_max_idle_per_host(0)
         .https_only(false);
     if let Some(path) = &settings.ca_file {
         let pem = std::fs::read(path).map_err(|source| HttpSetupError::CaFileRead {
