@@ -91,6 +91,19 @@ async fn fixture_against(moto: &Moto, outputs: &str, session: &str) -> Fixture {
     fx
 }
 
+/// `aws sts get-caller-identity` against `endpoint` with `env`; the ARN it answers.
+async fn cli_caller_arn(fx: &Fixture, endpoint: &str, env: &[(&str, String)]) -> String {
+    let args = [
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        endpoint,
+        "--output",
+        "json",
+    ];
+    caller_arn(&tool("aws", &args, env, fx).await)
+}
+
 fn caller_arn(json: &str) -> String {
     let doc: serde_json::Value =
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
@@ -111,25 +124,16 @@ async fn aws_cli_with_credential_process_through_the_daemon() {
             config.display()
         ),
     );
-    let out = tool(
-        "aws",
-        &[
-            "sts",
-            "get-caller-identity",
-            "--endpoint-url",
-            &moto.url,
-            "--output",
-            "json",
-        ],
-        &[(
-            "AWS_CONFIG_FILE",
-            fx.path("aws-config").display().to_string(),
-        )],
-        &fx,
-    )
-    .await;
     assert_eq!(
-        caller_arn(&out),
+        cli_caller_arn(
+            &fx,
+            &moto.url,
+            &[(
+                "AWS_CONFIG_FILE",
+                fx.path("aws-config").display().to_string(),
+            )]
+        )
+        .await,
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/cli-process")
     );
     daemon.stop().await;
@@ -145,29 +149,20 @@ async fn aws_cli_with_the_shared_credentials_file_keyfed_writes() {
     )
     .await;
     fx.keyfed(&["once"]).await.ok();
-    let out = tool(
-        "aws",
-        &[
-            "sts",
-            "get-caller-identity",
-            "--endpoint-url",
-            &moto.url,
-            "--output",
-            "json",
-        ],
-        &[
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                fx.path("aws/credentials").display().to_string(),
-            ),
-            ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
-            ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
-        ],
-        &fx,
-    )
-    .await;
     assert_eq!(
-        caller_arn(&out),
+        cli_caller_arn(
+            &fx,
+            &moto.url,
+            &[
+                (
+                    "AWS_SHARED_CREDENTIALS_FILE",
+                    fx.path("aws/credentials").display().to_string(),
+                ),
+                ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+                ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+            ]
+        )
+        .await,
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/cli-file")
     );
 }
@@ -212,17 +207,7 @@ async fn the_aws_cli_accepts_what_keyfed_demo_serves() {
     // The README's demo instruction: the AWS CLI with the profile `keyfed demo` writes, calling
     // the demo's STS emulator with credentials from `credential_process`.
     let fx = Fixture::new();
-    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
-        .args(["demo", "--dir", "demo"])
-        .env_clear()
-        .env("HOME", fx.dir.path())
-        .current_dir(fx.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start keyfed demo: {e}"));
+    let mut demo = fx.spawn(&["demo", "--dir", "demo"]);
     let ready = fx.path("demo/aws/credential-process.json");
     for _ in 0..500 {
         if ready.exists() {
@@ -306,16 +291,7 @@ async fn cli_and_boto3_assume(
     session: &str,
 ) {
     let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/{session}");
-    let args = [
-        "sts",
-        "get-caller-identity",
-        "--endpoint-url",
-        &moto.url,
-        "--output",
-        "json",
-    ];
-    let cli = tool("aws", &args, &env, fx).await;
-    assert_eq!(caller_arn(&cli), expected);
+    assert_eq!(cli_caller_arn(fx, &moto.url, &env).await, expected);
     env.push(("MOTO", moto.url.clone()));
     let boto = tool("python", &["-c", BOTO3_ARN], &env, fx).await;
     assert_eq!(boto.trim(), expected);

@@ -336,11 +336,11 @@ impl Fixture {
         ))
     }
 
-    /// Starts `keyfed run` and waits for its control socket.
-    pub async fn daemon(&self) -> Daemon {
-        let config = self.path("keyfed.toml");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
-            .args(["--config", config.to_str().unwrap_or_default(), "run"])
+    /// Starts a long-running `keyfed ARGS` in the fixture's folder (output captured), killed
+    /// when the handle is dropped.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
+            .args(args)
             .env_clear()
             .env("HOME", self.dir.path())
             .env("KEYFED_LOG", "debug")
@@ -350,7 +350,13 @@ impl Fixture {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start keyfed run: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start keyfed {args:?}: {e}"))
+    }
+
+    /// Starts `keyfed run` and waits for its control socket.
+    pub async fn daemon(&self) -> Daemon {
+        let config = self.path("keyfed.toml");
+        let child = self.spawn(&["--config", config.to_str().unwrap_or_default(), "run"]);
         let socket = self.path("keyfed.sock");
         for _ in 0..500 {
             if tokio::net::UnixStream::connect(&socket).await.is_ok() {
