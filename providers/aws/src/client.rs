@@ -70,7 +70,16 @@ impl StsClient {
                     .operation_timeout(settings.http.timeout)
                     .build(),
             )
-            .http_client(http_client::build(&settings.http).map_err(AwsError::Setup)?);
+            .http_client(
+                http_client::build(
+                    &settings.http,
+                    settings
+                        .endpoint_url
+                        .as_ref()
+                        .is_some_and(http::is_loopback),
+                )
+                .map_err(AwsError::Setup)?,
+            );
         if let Ok(name) = AppName::new("keyfed") {
             config = config.app_name(name);
         }
@@ -188,6 +197,19 @@ impl StsClient {
             detail,
             timed_out,
         };
+        if let SdkError::ResponseError(context) = &error
+            && has_source::<http_client::BodyTooLarge>(&error)
+        {
+            return AwsError::InvalidResponse {
+                role_arn,
+                endpoint,
+                detail: format!(
+                    "{} (HTTP {}); keyfed reads at most 1 MiB",
+                    http_client::BodyTooLarge,
+                    context.raw().status().as_u16()
+                ),
+            };
+        }
         match &error {
             SdkError::ServiceError(context) => {
                 let status = context.raw().status().as_u16();
@@ -262,6 +284,18 @@ impl StsClient {
             _ => transport(error_chain(&error), false),
         }
     }
+}
+
+/// True when `E` is somewhere in `error`'s chain of sources.
+fn has_source<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Refuses what STS would refuse anyway, before a token is spent on it; returns the duration

@@ -461,6 +461,111 @@ async fn a_malformed_answer_backs_off() {
     assert_eq!(e.retry(), Retry::Backoff);
 }
 
+/// issue 7: STS answers were buffered whatever their size; the README promises 1 MiB.
+#[tokio::test]
+async fn an_answer_over_1_mib_is_refused() {
+    let w = world(|r| r).await;
+    for status in [200, 500] {
+        w.sts.control().inject(
+            "/",
+            Fault::Status {
+                status,
+                body: "x".repeat(2 << 20),
+            },
+            Some(1),
+        );
+        let e = refused(w.assume(Duration::from_secs(3600)).await);
+        assert!(matches!(e, AwsError::InvalidResponse { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("STS answered with more than 1 MiB")
+                && text.contains(&format!("HTTP {status}")),
+            "{text}"
+        );
+        assert!(
+            text.len() < 1000,
+            "the body is not quoted: {} bytes",
+            text.len()
+        );
+        assert_eq!(e.retry(), Retry::Backoff);
+    }
+    // Exactly 1 MiB is read (and is not an STS answer).
+    w.sts.control().inject(
+        "/",
+        Fault::Status {
+            status: 200,
+            body: "x".repeat(1 << 20),
+        },
+        Some(1),
+    );
+    let e = refused(w.assume(Duration::from_secs(3600)).await);
+    assert!(!e.to_string().contains("more than 1 MiB"), "{e}");
+}
+
+/// issue 7: an answer without a length (chunked) that never ends is cut at 1 MiB, not read
+/// until the timeout with memory growing all the while.
+#[tokio::test]
+async fn an_endless_chunked_answer_is_cut_at_1_mib() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&sent);
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut request = vec![0u8; 64 << 10];
+        let _ = stream.read(&mut request).await;
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/xml\r\ntransfer-encoding: chunked\r\n\r\n";
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = format!("4000\r\n{}\r\n", "<".repeat(0x4000));
+        while stream.write_all(chunk.as_bytes()).await.is_ok() {
+            counter.fetch_add(0x4000, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let client = StsClient::new(StsSettings {
+        region: "eu-west-1".to_owned(),
+        endpoint_url: Some(
+            Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap_or_else(|e| panic!("{e}")),
+        ),
+        fips: false,
+        http: HttpSettings {
+            // Far beyond what the cap needs: a test that hit it would have failed the cap.
+            timeout: Duration::from_secs(300),
+            ..HttpSettings::default()
+        },
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let request = AssumeRoleRequest {
+        role_arn: "arn:aws:iam::123456789012:role/onprem-web".to_owned(),
+        session_name: "web-01".to_owned(),
+        duration: Duration::from_secs(3600),
+        policy: None,
+        policy_arns: Vec::new(),
+    };
+    let e = refused(
+        client
+            .assume_role_with_web_identity(&request, &SecretString::from("not.a.jwt"))
+            .await,
+    );
+    assert!(
+        e.to_string().contains("STS answered with more than 1 MiB"),
+        "{e}"
+    );
+    // The server wrote into socket buffers; keyfed stopped reading shortly after 1 MiB.
+    let written = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(written < 16 << 20, "{written} bytes were taken");
+}
+
 #[tokio::test]
 async fn a_slow_sts_times_out_and_backs_off() {
     let w = world(|r| r).await;
@@ -543,7 +648,7 @@ fn signed_client(sts: &StsEmulator, creds: &AwsCredentials) -> aws_sdk_sts::Clie
         "keyfed-test",
     );
     let http =
-        crate::http_client::build(&HttpSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+        crate::http_client::build(&HttpSettings::default(), true).unwrap_or_else(|e| panic!("{e}"));
     let config = aws_sdk_sts::Config::builder()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
         .region(aws_sdk_sts::config::Region::new("eu-west-1"))

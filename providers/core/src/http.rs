@@ -1,9 +1,12 @@
 //! The one way keyfed's providers build their outbound HTTP client, and check the URLs they are
 //! given. TLS is rustls with the host's trust store (rustls-platform-verifier) plus an optional
-//! extra CA bundle; `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` are honoured as reqwest reads them;
-//! redirects are not followed (a token endpoint that redirects is misconfigured, and following it
-//! would send credentials elsewhere); plain `http://` is accepted only for loopback hosts unless
-//! the caller explicitly allows it.
+//! extra CA bundle; `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (upper or lower
+//! case) are honoured as reqwest reads them, except that loopback hosts (`localhost`,
+//! 127.0.0.0/8, `::1`) are never reached through a proxy: a loopback issuer's requests, client
+//! secret included, stay on the host; redirects are not followed (a token endpoint that
+//! redirects is misconfigured, and following it would send credentials elsewhere); plain
+//! `http://` is accepted only for loopback hosts unless the caller explicitly allows it; response
+//! bodies are read through [`read_limited`].
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -55,10 +58,85 @@ pub enum HttpSetupError {
     InsecureUrl { url: String },
     #[error("{url}: only https:// (or http:// to loopback) URLs are supported")]
     UnsupportedScheme { url: String },
+    /// The variable's value is not quoted: a proxy URL may hold a password.
+    #[error("the proxy in {variable} is not a URL keyfed can use")]
+    Proxy { variable: &'static str },
+}
+
+/// What [`no_proxy`] always adds to `NO_PROXY`: the loopback hosts.
+pub const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.0/8,::1";
+
+/// The proxies the environment asks for, read the way reqwest and the AWS SDK read them
+/// (hyper-util's rules): the upper-case name first, `ALL_PROXY` for a scheme without its own,
+/// nothing at all under CGI (`REQUEST_METHOD` set, where `HTTP_PROXY` may come from a request
+/// header). Each entry is `(variable, proxy URL)`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProxyEnv {
+    pub http: Option<(&'static str, String)>,
+    pub https: Option<(&'static str, String)>,
+    /// `NO_PROXY` as set (without the loopback hosts).
+    pub no_proxy: String,
+}
+
+impl ProxyEnv {
+    pub fn read(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        if env("REQUEST_METHOD").is_some() {
+            return Self::default();
+        }
+        let first = |names: [&'static str; 2]| {
+            names
+                .into_iter()
+                .find_map(|name| env(name).map(|value| (name, value)))
+                .filter(|(_, value)| !value.trim().is_empty())
+        };
+        let all = first(["ALL_PROXY", "all_proxy"]);
+        Self {
+            http: first(["HTTP_PROXY", "http_proxy"]).or_else(|| all.clone()),
+            https: first(["HTTPS_PROXY", "https_proxy"]).or(all),
+            no_proxy: first(["NO_PROXY", "no_proxy"])
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// `NO_PROXY` from the environment with the loopback hosts added.
+pub fn no_proxy(env_no_proxy: &str) -> String {
+    let env_no_proxy = env_no_proxy.trim().trim_end_matches(',');
+    if env_no_proxy.is_empty() {
+        LOOPBACK_NO_PROXY.to_owned()
+    } else {
+        format!("{env_no_proxy},{LOOPBACK_NO_PROXY}")
+    }
+}
+
+/// The environment's proxies as reqwest proxies that skip [`no_proxy`]'s hosts.
+fn proxies(env: &ProxyEnv) -> Result<Vec<reqwest::Proxy>, HttpSetupError> {
+    let bypass = reqwest::NoProxy::from_string(&no_proxy(&env.no_proxy));
+    let mut proxies = Vec::new();
+    if let Some((variable, url)) = &env.http {
+        let proxy =
+            reqwest::Proxy::http(url.as_str()).map_err(|_| HttpSetupError::Proxy { variable })?;
+        proxies.push(proxy.no_proxy(bypass.clone()));
+    }
+    if let Some((variable, url)) = &env.https {
+        let proxy =
+            reqwest::Proxy::https(url.as_str()).map_err(|_| HttpSetupError::Proxy { variable })?;
+        proxies.push(proxy.no_proxy(bypass));
+    }
+    Ok(proxies)
 }
 
 /// Builds the client every request to one upstream goes through.
 pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetupError> {
+    build_client_with(settings, &ProxyEnv::read(&|name| std::env::var(name).ok()))
+}
+
+/// [`build_client`] with the proxy settings given rather than read from the environment.
+pub fn build_client_with(
+    settings: &HttpSettings,
+    proxy_env: &ProxyEnv,
+) -> Result<reqwest::Client, HttpSetupError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("keyfed/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(settings.connect_timeout)
@@ -67,7 +145,12 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, HttpSetu
         // Refreshes are minutes apart: a pooled idle connection would only keep a reaper timer
         // waking the idle daemon.
         .pool_max_idle_per_host(0)
-        .https_only(false);
+        .https_only(false)
+        // reqwest's own reading of the environment cannot exempt loopback; these proxies do.
+        .no_proxy();
+    for proxy in proxies(proxy_env)? {
+        builder = builder.proxy(proxy);
+    }
     if let Some(path) = &settings.ca_file {
         let pem = std::fs::read(path).map_err(|source| HttpSetupError::CaFileRead {
             path: path.clone(),
@@ -158,6 +241,128 @@ mod tests {
         assert!(t.ends_with('…') && t.chars().count() == 301);
     }
 
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> ProxyEnv {
+        ProxyEnv::read(&|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn proxies_are_read_like_reqwest_reads_them() {
+        let env = env_of(&[
+            ("http_proxy", "http://lower:1"),
+            ("HTTP_PROXY", "http://upper:1"),
+            ("all_proxy", "http://all:1"),
+            ("no_proxy", "corp.example"),
+        ]);
+        assert_eq!(env.http, Some(("HTTP_PROXY", "http://upper:1".to_owned())));
+        assert_eq!(env.https, Some(("all_proxy", "http://all:1".to_owned())));
+        assert_eq!(
+            no_proxy(&env.no_proxy),
+            format!("corp.example,{LOOPBACK_NO_PROXY}")
+        );
+        assert_eq!(no_proxy(""), LOOPBACK_NO_PROXY);
+        // Under CGI, HTTP_PROXY may come from a request's "Proxy:" header (httpoxy).
+        let cgi = env_of(&[("REQUEST_METHOD", "GET"), ("HTTPS_PROXY", "http://p:1")]);
+        assert_eq!(cgi, ProxyEnv::default());
+        let empty = env_of(&[("HTTPS_PROXY", " ")]);
+        assert_eq!(empty.https, None);
+    }
+
+    #[test]
+    fn an_unusable_proxy_is_named_not_quoted() {
+        let env = ProxyEnv {
+            https: Some(("HTTPS_PROXY", "http://user:pa ss@[bad".to_owned())),
+            ..ProxyEnv::default()
+        };
+        let err = build_client_with(&HttpSettings::default(), &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("HTTPS_PROXY") && !err.contains("pa ss"),
+            "{err}"
+        );
+    }
+
+    /// A TCP listener that counts the connections it gets and answers each with `status`.
+    async fn counting_server(status: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = std::sync::Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (port, count)
+    }
+
+    /// issue 7: with HTTP(S)_PROXY set and no NO_PROXY, a loopback issuer was reached through
+    /// the proxy; other hosts still are, and NO_PROXY still applies to them.
+    #[tokio::test]
+    async fn loopback_hosts_bypass_the_proxy_others_do_not() {
+        let (proxy_port, proxied) = counting_server(502).await;
+        let (server_port, direct) = counting_server(204).await;
+        let proxy = format!("http://127.0.0.1:{proxy_port}");
+        let env = ProxyEnv {
+            http: Some(("HTTP_PROXY", proxy.clone())),
+            https: Some(("HTTPS_PROXY", proxy)),
+            no_proxy: "direct.invalid".to_owned(),
+        };
+        let settings = HttpSettings {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            ..HttpSettings::default()
+        };
+        let client = build_client_with(&settings, &env).unwrap_or_else(|e| panic!("{e}"));
+        use std::sync::atomic::Ordering::SeqCst;
+        for host in ["127.0.0.1", "localhost", "127.1.2.3"] {
+            let response = client
+                .get(format!("http://{host}:{server_port}/"))
+                .send()
+                .await;
+            // 127.1.2.3 may not be routed to the listener on 127.0.0.1; it must not reach the
+            // proxy either way.
+            if host != "127.1.2.3" {
+                let status = response.map(|r| r.status().as_u16()).ok();
+                assert_eq!(status, Some(204), "{host}");
+            }
+        }
+        assert_eq!(
+            proxied.load(SeqCst),
+            0,
+            "a loopback request went to the proxy"
+        );
+        assert!(direct.load(SeqCst) >= 2);
+
+        let via_proxy = client
+            .get("http://sso.example.com/realms/x")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        assert_eq!(via_proxy, Some(502));
+        assert_eq!(proxied.load(SeqCst), 1);
+        // NO_PROXY still applies to other hosts: no proxy, and the name does not resolve.
+        assert!(client.get("http://direct.invalid/").send().await.is_err());
+        assert_eq!(proxied.load(SeqCst), 1);
+    }
+
     #[test]
     fn missing_ca_file_is_named() {
         let settings = HttpSettings {
@@ -181,7 +386,7 @@ pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
 pub enum ReadError {
     #[error("{}", error_chain(.0))]
     Transport(reqwest::Error),
-    #[error("the response body exceeds {0} bytes")]
+    #[error("the answer is larger than {}, the most keyfed reads", size(*.0))]
     TooLarge(usize),
 }
 
@@ -207,6 +412,15 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// `n` bytes as people say it: "1 MiB", "64 KiB", "1000 bytes".
+fn size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 /// An error and all its sources on one line, `outer: inner: innermost`, without repeats.

@@ -258,6 +258,24 @@ impl StsEmulator {
             .clone()
     }
 
+    /// The SecretAccessKey and SessionToken of every set of credentials issued so far, for
+    /// tests that check these secrets never show up in keyfed's output.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        use keyfed_core::ExposeSecret as _;
+        self.state
+            .issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flat_map(|i| {
+                [
+                    i.secret_access_key.expose_secret().to_owned(),
+                    i.session_token.expose_secret().to_owned(),
+                ]
+            })
+            .collect()
+    }
+
     /// Every set of credentials issued so far, oldest first.
     pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
         self.state

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 /// Something an emulator does instead of (or before) answering normally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -15,6 +17,78 @@ pub enum Fault {
     Malformed,
     /// Close the connection without answering.
     Drop,
+    /// Wait until the latch is released, then answer normally: a test makes its callers
+    /// arrive while an upstream request is provably under way.
+    Hold(Latch),
+}
+
+/// A gate that held requests wait at until the test releases it; clones share the gate. Once
+/// released it stays open: later requests pass at once.
+#[derive(Debug, Clone)]
+pub struct Latch {
+    open: Arc<watch::Sender<bool>>,
+    waiting: Arc<watch::Sender<usize>>,
+}
+
+impl PartialEq for Latch {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.open, &other.open)
+    }
+}
+
+impl Eq for Latch {}
+
+impl Default for Latch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts a held request for as long as it waits, even if its connection goes away.
+struct Waiting<'a>(&'a watch::Sender<usize>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Latch {
+    pub fn new() -> Self {
+        Self {
+            open: Arc::new(watch::Sender::new(false)),
+            waiting: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// Lets every held request through, and every later one.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// How many requests are waiting at the latch right now.
+    pub fn waiting(&self) -> usize {
+        *self.waiting.borrow()
+    }
+
+    /// Completes once at least `n` requests are waiting at the latch (no polling: the count
+    /// is watched). Tests bound it with a timeout of their own.
+    pub async fn until_waiting(&self, n: usize) {
+        let mut count = self.waiting.subscribe();
+        let _ = count.wait_for(|&waiting| waiting >= n).await;
+    }
+
+    /// Waits until released (at once when it already is).
+    pub(crate) async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        if *open.borrow_and_update() {
+            return;
+        }
+        self.waiting.send_modify(|n| *n += 1);
+        let _counted = Waiting(&self.waiting);
+        // The sender lives in `self`, so this ends only when the latch opens.
+        let _ = open.wait_for(|&released| released).await;
+    }
 }
 
 #[derive(Debug)]
@@ -49,6 +123,14 @@ impl Control {
             fault,
             remaining: times,
         });
+    }
+
+    /// Holds requests whose path contains `path_contains` until the returned latch is
+    /// released (a [`Fault::Hold`] that stays until [`Control::clear_faults`]).
+    pub fn hold(&self, path_contains: &str) -> Latch {
+        let latch = Latch::new();
+        self.inject(path_contains, Fault::Hold(latch.clone()), None);
+        latch
     }
 
     pub fn clear_faults(&self) {
@@ -110,5 +192,38 @@ mod tests {
         }
         c.clear_faults();
         assert_eq!(c.on_request("/token"), None);
+    }
+
+    #[tokio::test]
+    async fn a_latch_holds_requests_until_released_and_counts_them() {
+        let c = Control::default();
+        let latch = c.hold("/token");
+        let Some(Fault::Hold(held)) = c.on_request("/realms/a/token") else {
+            panic!("the rule did not apply");
+        };
+        assert_eq!(held, latch);
+        let first = tokio::spawn({
+            let held = held.clone();
+            async move { held.pass().await }
+        });
+        let second = tokio::spawn({
+            let held = held.clone();
+            async move { held.pass().await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), latch.until_waiting(2))
+            .await
+            .unwrap_or_else(|_| panic!("{} waiting, not 2", latch.waiting()));
+        assert!(!first.is_finished() && !second.is_finished());
+        // A held request whose connection goes away stops counting.
+        second.abort();
+        let _ = second.await;
+        assert_eq!(latch.waiting(), 1);
+        latch.release();
+        first.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(latch.waiting(), 0);
+        // Open for good: later requests pass at once.
+        tokio::time::timeout(Duration::from_secs(10), latch.pass())
+            .await
+            .unwrap_or_else(|_| panic!("a released latch held a request"));
     }
 }

@@ -6,6 +6,6 @@ mod control;
 mod server;
 mod tls;
 
-pub use control::{Control, Fault};
+pub use control::{Control, Fault, Latch};
 pub use server::{RunningServer, serve};
 pub use tls::TestCa;

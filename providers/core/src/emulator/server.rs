@@ -150,6 +150,7 @@ async fn handle(
             return answer(StatusCode::OK, r#"{"access_token":"eyJ"#.to_owned());
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Hold(latch)) => latch.pass().await,
         None => {}
     }
     let response: Result<_, Infallible> = router.oneshot(req.map(Body::new)).await;

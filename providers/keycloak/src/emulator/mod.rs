@@ -9,12 +9,14 @@ mod realm;
 mod routes;
 mod signer;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keyfed_core::clock::{Clock, SystemClock};
 use keyfed_core::emulator::{Control, RunningServer, TestCa, serve};
+use keyfed_core::{ExposeSecret as _, SecretString};
 
 pub use realm::{ClientScope, ClientSpec, Credential, Realm};
 pub use signer::Signer;
@@ -44,7 +46,12 @@ pub(crate) struct State {
     pub clock: Arc<dyn Clock>,
     pub used_jtis: Mutex<auth::JtiStore>,
     pub last_request: Mutex<Option<SeenRequest>>,
+    /// Every access token issued, newest last (at most [`ISSUED_KEPT`]), for tests' leak checks.
+    pub issued: Mutex<VecDeque<SecretString>>,
 }
+
+/// How many issued tokens the emulator remembers: enough for any test, bounded for a long demo.
+pub(crate) const ISSUED_KEPT: usize = 4096;
 
 impl State {
     pub fn issuer(&self) -> String {
@@ -115,6 +122,7 @@ impl Builder {
             clock: self.clock,
             used_jtis: Mutex::new(auth::JtiStore::default()),
             last_request: Mutex::new(None),
+            issued: Mutex::new(VecDeque::new()),
         });
         let router = routes::router(Arc::clone(&state));
         let server = serve(router, listener, self.tls, control.clone())?;
@@ -165,6 +173,23 @@ impl KeycloakEmulator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Every access token issued so far (the most recent few thousand), oldest first: tests
+    /// check that none of them shows up in keyfed's output.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state
+            .issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|t| t.expose_secret().to_owned())
+            .collect()
+    }
+
+    /// Requests for the JWKS (`…/protocol/openid-connect/certs`) so far.
+    pub fn jwks_requests(&self) -> u64 {
+        self.control.hits("/protocol/openid-connect/certs")
     }
 
     /// Starts signing with a new key (published in the JWKS alongside the old one).

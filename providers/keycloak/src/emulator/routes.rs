@@ -199,6 +199,13 @@ fn issue(
         error: "server_error",
         description: e,
     })?;
+    {
+        let mut issued = state.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        if issued.len() >= super::ISSUED_KEPT {
+            issued.pop_front();
+        }
+        issued.push_back(keyfed_core::SecretString::from(access_token.clone()));
+    }
     Ok(json!({
         "access_token": access_token,
         "expires_in": lifespan,
