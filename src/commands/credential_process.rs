@@ -5,7 +5,9 @@
 //! It asks the running daemon over the control socket. With no daemon it performs the exchange
 //! itself and keeps the result in a 0600 cache (`$XDG_RUNTIME_DIR/keyfed/`, else
 //! `~/.cache/keyfed/`), so repeated CLI calls do not reach Keycloak and STS each time; a lock on
-//! the cache makes concurrent calls share one exchange.
+//! the cache makes concurrent calls share one exchange. The wait for that lock is bounded: a
+//! call whose exchange hangs holds it at most one attempt timeout, and a call that waited longer
+//! exchanges without it.
 
 use std::hash::{Hash as _, Hasher as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
@@ -28,8 +30,15 @@ use crate::sources;
 /// How long to wait for the daemon (it may be mid-refresh).
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How much longer than one attempt a call waits for the cache lock (another call's exchange
+/// and its cache write).
+const LOCK_SLACK: Duration = Duration::from_secs(5);
+
+/// How often a waiting call tries the cache lock again.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
 pub async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
-    let socket = config::control_socket(path, &super::env_var, &super::host());
+    let socket = config::control_socket(path, &super::env_var, &super::host())?;
     let request = Request::Credential {
         target: target.to_owned(),
     };
@@ -91,15 +100,8 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
             meta.mode() & 0o7777
         );
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(cache.with_extension("lock"))
-        .context("cannot open the cache lock")?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .context("cannot lock the cache")?;
+    let attempt_timeout = config.engine.attempt_timeout;
+    let _lock = lock_cache(&cache.with_extension("lock"), attempt_timeout + LOCK_SLACK).await?;
     if let Some(document) = fresh_cached(&cache, clock.now()) {
         println!("{document}");
         return Ok(());
@@ -110,7 +112,14 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
         .cloned()
         .context("the configuration lost the target's issuer")?;
     let source = sources::source(keycloak, &target)?;
-    let credential = source.fetch().await?;
+    let credential = tokio::time::timeout(attempt_timeout, source.fetch())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer within {} s (engine.attempt_timeout)",
+                attempt_timeout.as_secs_f32()
+            )
+        })??;
     let Credential::Aws(aws) = &credential else {
         anyhow::bail!("target \"{target_name}\" did not produce AWS credentials");
     };
@@ -129,6 +138,45 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
     }
     println!("{document}");
     Ok(())
+}
+
+/// Takes the cache lock, waiting at most `wait` for another call's exchange; `None` when it
+/// is still held then (this call exchanges without it rather than fail or hang). The lock file
+/// sits in the private cache folder and is opened without following a symlink or blocking.
+async fn lock_cache(path: &Path, wait: Duration) -> anyhow::Result<Option<std::fs::File>> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .with_context(|| format!("cannot open the cache lock {}", path.display()))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut waiting = false;
+    loop {
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(lock)),
+            Err(rustix::io::Errno::WOULDBLOCK) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        if !waiting {
+            tracing::debug!("waiting for the cache lock: another call is exchanging");
+            waiting = true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "the cache lock {} is still held after {} s; exchanging without it",
+                path.display(),
+                wait.as_secs()
+            );
+            return Ok(None);
+        }
+        tokio::time::sleep(LOCK_POLL).await;
+    }
 }
 
 /// The cached document while it is not yet due for refresh by keyfed's own schedule.

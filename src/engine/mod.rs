@@ -1,7 +1,8 @@
 //! The engine keeps every target fresh: one background task per target refreshes its
 //! credential on schedule (`schedule.rs`), backs off after failures (`backoff.rs`), and lets
-//! consumers ask for a credential at any time with one upstream call per refresh
-//! (`target.rs`). Time comes from an injected clock; upstreams from a [`Source`].
+//! consumers ask for a credential at any time with one upstream call per refresh, and writes
+//! outputs on a thread of its own (`target.rs`). Time comes from an injected clock; upstreams
+//! from a [`Source`].
 
 mod backoff;
 mod schedule;
@@ -52,7 +53,23 @@ impl Engine {
         set
     }
 
-    /// Refreshes every target once, concurrently; returns each target's outcome.
+    /// Retires every target when a reload replaces this engine: none writes outputs any more,
+    /// and their background loops stop.
+    pub fn retire(&self) {
+        for target in self.targets.values() {
+            target.retire();
+        }
+    }
+
+    /// Completes once every target's outputs hold its latest credential (or failed to).
+    pub async fn outputs_written(&self) {
+        for target in self.targets.values() {
+            target.outputs_written().await;
+        }
+    }
+
+    /// Refreshes every target once, concurrently, and waits for their outputs to be written;
+    /// returns each target's outcome.
     pub async fn refresh_all(&self) -> Vec<(String, Result<Arc<Issued>, FetchError>)> {
         let mut set = tokio::task::JoinSet::new();
         for target in self.targets.values() {
@@ -74,6 +91,7 @@ impl Engine {
                 )),
             }
         }
+        self.outputs_written().await;
         outcomes.sort_by(|a, b| a.0.cmp(&b.0));
         outcomes
     }

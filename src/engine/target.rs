@@ -1,19 +1,27 @@
 //! One target kept fresh: its current credential, a single-flight refresh (however many
 //! callers want a credential during a refresh, one upstream call is made and all of them get
-//! its outcome), backoff after failures, and the rule that a credential is never handed out or
-//! written once expired. Written outputs are replaced only by a fresh credential.
+//! its outcome), backoff after failures (which no caller can shorten), and the rule that a
+//! credential is never handed out or written once expired.
+//!
+//! Outputs are written on a blocking thread of their own, after the credential is published and
+//! outside the single-flight lock, so a slow or stuck file (a merge lock held by someone else)
+//! delays neither consumers nor the next refresh. One writer per target takes the newest
+//! credential handed to it: files are replaced only by a fresh credential and never go back to
+//! an older one. An engine retired by a reload writes nothing more.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keyfed_core::clock::{Clock, rfc3339};
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::backoff::Backoff;
 use super::schedule::refresh_at;
 use super::source::{FetchError, Source};
 use crate::credential::Credential;
-use crate::outputs::Output;
+use crate::outputs::{Output, OutputError};
 
 /// A credential handed out within this margin of its expiry could expire in the consumer's
 /// hands; it counts as expired.
@@ -107,17 +115,67 @@ pub struct Snapshot {
     pub stats: Stats,
 }
 
+/// How one output is written: [`Output::write`], or a test's stand-in.
+type WriteFn = dyn Fn(&Output, &Credential) -> Result<(), OutputError> + Send + Sync;
+
+/// The output writer's queue: at most one credential waits, the newest handed over.
+#[derive(Debug, Default)]
+struct Writes {
+    /// The newest credential not yet taken by the writer, with its sequence number.
+    pending: Option<(u64, Arc<Issued>)>,
+    /// The sequence number of the newest credential handed over.
+    handed: u64,
+    /// Whether a blocking thread is writing (it takes whatever is pending before it stops).
+    busy: bool,
+}
+
 /// The engine for one target.
-#[derive(Debug)]
 pub struct TargetEngine {
     name: String,
     source: Box<dyn Source>,
     outputs: Vec<Output>,
+    write: Box<WriteFn>,
     clock: Arc<dyn Clock>,
     backoff: Backoff,
     attempt_timeout: Duration,
     state: Mutex<State>,
     flight: tokio::sync::Mutex<()>,
+    writes: Mutex<Writes>,
+    /// The sequence number of the newest credential the writer is done with.
+    written: watch::Sender<u64>,
+    /// Set when a reload replaces this engine: it writes no more outputs, and its background
+    /// loop stops.
+    retired: AtomicBool,
+    retired_signal: watch::Sender<bool>,
+    /// Callers waiting for a refresh (they had no usable credential).
+    waiting: AtomicUsize,
+}
+
+/// Counts a caller waiting for a refresh for as long as it waits, even if it gives up.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for TargetEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetEngine")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("outputs", &self.outputs)
+            .field("retired", &self.retired)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TargetEngine {
@@ -133,12 +191,28 @@ impl TargetEngine {
             name,
             source,
             outputs,
+            write: Box::new(Output::write),
             clock,
             backoff,
             attempt_timeout,
             state: Mutex::new(State::default()),
             flight: tokio::sync::Mutex::new(()),
+            writes: Mutex::new(Writes::default()),
+            written: watch::Sender::new(0),
+            retired: AtomicBool::new(false),
+            retired_signal: watch::Sender::new(false),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Writes outputs with `write` instead of [`Output::write`] (tests: a write that blocks).
+    #[cfg(test)]
+    pub fn with_output_writer(
+        mut self,
+        write: impl Fn(&Output, &Credential) -> Result<(), OutputError> + Send + Sync + 'static,
+    ) -> Self {
+        self.write = Box::new(write);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -153,15 +227,44 @@ impl TargetEngine {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn writes(&self) -> MutexGuard<'_, Writes> {
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Retires the engine when a reload replaces it: an in-flight refresh may still finish
+    /// (and answer the callers waiting for it), but no output is written from now on and the
+    /// background loop stops.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.retired_signal.send_replace(true);
+    }
+
+    /// How many callers wait for a refresh to end right now (tests: callers provably arrived
+    /// during a refresh).
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
     /// A credential for a consumer: the current one whenever it is usable — refreshing it is
     /// the background loop's job, so a slow upstream never holds a consumer up while a good
     /// credential exists. Without one, the outcome of a refresh shared with every concurrent
     /// caller; during backoff no upstream call is made.
     pub async fn credential(self: &Arc<Self>) -> Result<Arc<Issued>, Unavailable> {
         let now = self.clock.now();
-        let (current, backing_off) = {
+        // What the caller saw, and how many attempts had ended when it saw it, in one look: a
+        // refresh ending after this look is one the caller shares rather than repeats.
+        let (current, backing_off, seen) = {
             let s = self.lock();
-            (s.current.clone(), s.retry_at.is_some_and(|t| now < t))
+            (
+                s.current.clone(),
+                s.retry_at.is_some_and(|t| now < t),
+                s.attempts,
+            )
         };
         if let Some(c) = current.as_ref().filter(|c| c.usable_at(now)) {
             return Ok(Arc::clone(c));
@@ -173,7 +276,9 @@ impl TargetEngine {
                 .map(|e| e.message.clone())
                 .unwrap_or_default()
         } else {
-            match self.refresh().await {
+            tracing::debug!(target = %self.name, "no usable credential: waiting for a refresh");
+            let _waiting = Waiting::new(&self.waiting);
+            match self.refresh_after(seen).await {
                 Ok(fresh) => return Ok(fresh),
                 Err(e) => e.message,
             }
@@ -201,10 +306,18 @@ impl TargetEngine {
     /// One refresh. Callers arriving while one is under way wait for it and share its outcome.
     /// The refresh runs as a task of its own, so a caller that gives up (an SDK timing out and
     /// closing its connection) cannot cancel it halfway and leave the next caller to start
-    /// another upstream call.
+    /// another upstream call. During backoff it makes no upstream call and returns the last
+    /// error.
     pub async fn refresh(self: &Arc<Self>) -> Result<Arc<Issued>, FetchError> {
+        let seen = self.lock().attempts;
+        self.refresh_after(seen).await
+    }
+
+    /// A refresh for a caller that saw `seen` attempts ended: if another ends before this one
+    /// gets its turn, its outcome is the caller's too.
+    async fn refresh_after(self: &Arc<Self>, seen: u64) -> Result<Arc<Issued>, FetchError> {
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.refresh_in_flight().await })
+        tokio::spawn(async move { me.refresh_in_flight(seen).await })
             .await
             .unwrap_or_else(|e| {
                 Err(FetchError {
@@ -213,11 +326,10 @@ impl TargetEngine {
             })
     }
 
-    async fn refresh_in_flight(&self) -> Result<Arc<Issued>, FetchError> {
-        let seen = self.lock().attempts;
+    async fn refresh_in_flight(self: Arc<Self>, seen: u64) -> Result<Arc<Issued>, FetchError> {
         let _flight = self.flight.lock().await;
         {
-            let s = self.lock();
+            let mut s = self.lock();
             if s.attempts != seen {
                 return match (&s.last_error, &s.current) {
                     (None, Some(current)) => Ok(Arc::clone(current)),
@@ -227,11 +339,33 @@ impl TargetEngine {
                     }),
                 };
             }
+            // Nothing reaches the upstream sooner than the backoff allows, whoever asks.
+            if s.retry_at.is_some_and(|t| self.clock.now() < t) {
+                return Err(s.last_error.clone().unwrap_or_else(|| FetchError {
+                    message: "backing off after a failed refresh".to_owned(),
+                }));
+            }
+            s.refreshing = true;
         }
-        self.lock().refreshing = true;
         let span = tracing::info_span!("refresh", target = %self.name);
         let started = std::time::Instant::now();
-        let outcome = self.attempt().instrument(span).await;
+        // The attempt runs as a task of its own so that a panic in it (a bug) ends as a failed
+        // attempt — backoff, last error, `refreshing` cleared — not as a target stuck
+        // "refreshing" that the background loop retries at once.
+        let attempt = tokio::spawn({
+            let me = Arc::clone(&self);
+            async move { me.attempt().await }.instrument(span)
+        });
+        let outcome = match attempt.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => Err(FetchError {
+                message: "the refresh panicked (a bug in keyfed; the log above has the details)"
+                    .to_owned(),
+            }),
+            Err(e) => Err(FetchError {
+                message: format!("the refresh task failed: {e}"),
+            }),
+        };
         let mut s = self.lock();
         s.refreshing = false;
         s.attempts += 1;
@@ -244,6 +378,10 @@ impl TargetEngine {
                 s.retry_at = None;
                 s.last_error = None;
                 s.current = Some(Arc::clone(&issued));
+                drop(s);
+                // Handed over while the flight lock is held, so credentials reach the writer
+                // in the order they were issued.
+                self.hand_to_writer(&issued);
                 Ok(issued)
             }
             Err(e) => {
@@ -294,14 +432,6 @@ impl TargetEngine {
             refresh_at: refresh_at(now, expires, jitter, self.source.consumer_window()),
             credential,
         });
-        let mut output_errors = Vec::new();
-        for output in &self.outputs {
-            if let Err(e) = output.write(&issued.credential) {
-                tracing::error!(target = %self.name, "{e}");
-                output_errors.push(e.to_string());
-            }
-        }
-        self.lock().output_errors = output_errors;
         tracing::info!(
             target = %self.name,
             credential = %issued.credential.describe(),
@@ -313,12 +443,106 @@ impl TargetEngine {
         Ok(issued)
     }
 
-    /// Takes over a credential (and counters) from the engine this one replaces on reload, so
-    /// a reload neither drops a valid credential nor refreshes every target at once.
+    /// Queues `issued` for the outputs, replacing any older credential still waiting, and
+    /// starts the writer thread unless it is running (it takes the queued credential when it
+    /// is done with the one in hand).
+    fn hand_to_writer(self: &Arc<Self>, issued: &Arc<Issued>) {
+        if self.outputs.is_empty() {
+            return;
+        }
+        if self.is_retired() {
+            tracing::debug!(target = %self.name, "retired by a reload: outputs left to the new configuration");
+            return;
+        }
+        let start = {
+            let mut w = self.writes();
+            w.handed += 1;
+            w.pending = Some((w.handed, Arc::clone(issued)));
+            !std::mem::replace(&mut w.busy, true)
+        };
+        if start {
+            let me = Arc::clone(self);
+            tokio::task::spawn_blocking(move || me.drain_writes());
+        }
+    }
+
+    /// The writer thread: writes queued credentials, newest only, until none is left.
+    fn drain_writes(&self) {
+        loop {
+            let (seq, issued) = {
+                let mut w = self.writes();
+                match w.pending.take() {
+                    Some(next) => next,
+                    None => {
+                        w.busy = false;
+                        return;
+                    }
+                }
+            };
+            if let Some(errors) = self.write_outputs(&issued) {
+                self.lock().output_errors = errors;
+            }
+            self.written.send_replace(seq);
+        }
+    }
+
+    /// Writes every output with `issued`; `None` when it stopped early (the engine was
+    /// retired, the credential expired in the meantime, or a newer one is waiting and will
+    /// be written over it).
+    fn write_outputs(&self, issued: &Issued) -> Option<Vec<String>> {
+        let mut errors = Vec::new();
+        for output in &self.outputs {
+            if self.is_retired() {
+                tracing::debug!(target = %self.name, "retired by a reload: outputs left to the new configuration");
+                return None;
+            }
+            if self.writes().pending.is_some() {
+                return None;
+            }
+            if !issued.usable_at(self.clock.now()) {
+                tracing::warn!(target = %self.name, "the credential expired before its outputs could be written");
+                return None;
+            }
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (self.write)(output, &issued.credential)
+            }));
+            let error = match written {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "writing the {} output {} panicked (a bug in keyfed)",
+                    output.name,
+                    output.path.display()
+                ),
+            };
+            tracing::error!(target = %self.name, "{error}");
+            errors.push(error);
+        }
+        Some(errors)
+    }
+
+    /// Completes once every credential handed to the outputs so far has been written (or
+    /// passed over for a newer one); `keyfed once` waits for it before reporting.
+    pub async fn outputs_written(&self) {
+        let handed = self.writes().handed;
+        let _ = self
+            .written
+            .subscribe()
+            .wait_for(|&written| written >= handed)
+            .await;
+    }
+
+    /// Takes over the state of the engine this one replaces on reload — credential, backoff,
+    /// last error, output errors and counters — so a reload neither drops a valid credential,
+    /// nor refreshes every target at once, nor cuts a failing target's backoff short.
     pub fn adopt(&self, previous: &TargetEngine) {
         let old = previous.lock();
         let mut s = self.lock();
         s.current = old.current.clone();
+        s.failures = old.failures;
+        s.last_error = old.last_error.clone();
+        s.retry_at = old.retry_at;
+        s.output_errors = old.output_errors.clone();
         s.stats = old.stats.clone();
     }
 
@@ -332,14 +556,18 @@ impl TargetEngine {
         }
     }
 
-    /// Keeps the target fresh until the task is dropped.
+    /// Keeps the target fresh until the task is dropped or the engine retired.
     pub async fn run(self: Arc<Self>) {
-        loop {
+        let mut retired = self.retired_signal.subscribe();
+        while !self.is_retired() {
             let due = self.due_at();
             if self.clock.now() >= due {
                 let _ = self.refresh().await;
             } else {
-                self.clock.sleep_until(due).await;
+                tokio::select! {
+                    () = self.clock.sleep_until(due) => {}
+                    _ = retired.wait_for(|&r| r) => {}
+                }
             }
         }
     }

@@ -1,9 +1,12 @@
 //! The engine's rules with time driven by the test: refreshes on schedule for a simulated day,
 //! keeps serving the last good credential through an outage but never past its expiry, recovers
-//! within one backoff step, and makes one upstream call for a burst of demand.
+//! within one backoff step, makes one upstream call for a burst of demand (callers held at a
+//! latch while the upstream call is under way), never retries sooner than the backoff allows,
+//! survives a panicking source, writes outputs off the refresh path and never backwards, and
+//! hands its state on at a reload.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keyfed_aws::AwsCredentials;
@@ -11,6 +14,7 @@ use keyfed_core::clock::{Clock, ManualClock};
 
 use super::*;
 use crate::credential::Credential;
+use crate::outputs::{Output, OutputError, OutputKind};
 
 const T0: u64 = 1_800_000_000;
 
@@ -20,7 +24,9 @@ struct Fake {
     lifetime: Duration,
     calls: AtomicU32,
     failing: AtomicBool,
-    delay_ms: AtomicU64,
+    /// A latch: while closed, fetches wait (counted in `held`) until the test opens it.
+    gate: tokio::sync::watch::Sender<bool>,
+    held: AtomicU32,
 }
 
 impl Fake {
@@ -30,8 +36,32 @@ impl Fake {
             lifetime,
             calls: AtomicU32::new(0),
             failing: AtomicBool::new(false),
-            delay_ms: AtomicU64::new(0),
+            gate: tokio::sync::watch::Sender::new(true),
+            held: AtomicU32::new(0),
         })
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn close(&self) {
+        self.gate.send_replace(false);
+    }
+
+    fn open(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// Lets tasks run until `n` fetches wait at the closed gate.
+    async fn until_held(&self, n: u32) {
+        for _ in 0..100_000 {
+            if self.held.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} fetches held, not {n}", self.held.load(Ordering::SeqCst));
     }
 }
 
@@ -43,9 +73,11 @@ impl Source for Shared {
         Box::pin(async move {
             let fake = &self.0;
             fake.calls.fetch_add(1, Ordering::SeqCst);
-            let delay = fake.delay_ms.load(Ordering::SeqCst);
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+            let mut gate = fake.gate.subscribe();
+            if !*gate.borrow_and_update() {
+                fake.held.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.wait_for(|&open| open).await;
+                fake.held.fetch_sub(1, Ordering::SeqCst);
             }
             if fake.failing.load(Ordering::SeqCst) {
                 return Err(FetchError {
@@ -200,25 +232,6 @@ async fn demand_during_backoff_does_not_reach_the_upstream() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_demand_makes_one_upstream_call() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    fake.delay_ms.store(300, Ordering::SeqCst);
-    let t = target(&clock, &fake);
-    let callers: Vec<_> = (0..1000)
-        .map(|_| {
-            let t = Arc::clone(&t);
-            tokio::spawn(async move { t.credential().await.map(|c| c.credential.expires_at()) })
-        })
-        .collect();
-    for caller in callers {
-        let got = caller.await.unwrap_or_else(|e| panic!("{e}"));
-        assert!(got.is_ok(), "{got:?}");
-    }
-    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-}
-
 #[tokio::test]
 async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
     // Regression: consumers used to wait for a due refresh; with a hanging upstream the SDKs'
@@ -229,13 +242,14 @@ async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
     let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
     clock.advance(Duration::from_secs(50 * 60)); // past 2/3 of the lifetime: a refresh is due
     // From now on the upstream hangs; a refresh is under way.
-    fake.delay_ms.store(30_000, Ordering::SeqCst);
+    fake.close();
     let hanging = tokio::spawn({
         let t = Arc::clone(&t);
         async move { t.refresh().await.is_ok() }
     });
-    settle().await;
-    let served = tokio::time::timeout(Duration::from_millis(200), t.credential())
+    fake.until_held(1).await;
+    // The held refresh never ends on its own: a consumer waiting for it would hit the bound.
+    let served = tokio::time::timeout(Duration::from_secs(10), t.credential())
         .await
         .unwrap_or_else(|_| panic!("the consumer waited for the refresh"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -247,19 +261,522 @@ async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
 async fn a_caller_giving_up_does_not_cancel_the_refresh() {
     let clock = start();
     let fake = Fake::new(&clock, Duration::from_secs(3600));
-    fake.delay_ms.store(300, Ordering::SeqCst);
+    fake.close();
     let t = target(&clock, &fake);
     let impatient = {
         let t = Arc::clone(&t);
         tokio::spawn(async move { t.credential().await.is_ok() })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    fake.until_held(1).await;
     impatient.abort();
+    let _ = impatient.await;
+    fake.open();
     let patient = t.credential().await;
     assert!(patient.is_ok(), "{patient:?}");
+    assert_eq!(fake.calls(), 1, "the abandoned refresh was not repeated");
+}
+
+/// A caller that asks for a credential `hops` scheduler turns from now (each hop is a task
+/// that starts the next).
+fn caller_after(hops: u32, t: Arc<TargetEngine>) -> tokio::task::JoinHandle<bool> {
+    tokio::spawn(async move {
+        if hops == 0 {
+            t.credential().await.is_ok()
+        } else {
+            caller_after(hops - 1, t).await.unwrap_or(false)
+        }
+    })
+}
+
+/// issue 7 (single flight): a caller that finds no usable credential just as a held refresh
+/// completes must share that refresh, not start a second upstream call. The caller used to read
+/// the attempt counter only inside the spawned refresh task, after the refresh it raced with
+/// had already counted itself, and so made another upstream call. The caller arrives a
+/// different number of scheduler turns after the release each round, so it lands at every
+/// point of the completing refresh.
+#[tokio::test]
+async fn issue_7_a_caller_arriving_as_a_refresh_completes_shares_it() {
+    for hops in 0..16 {
+        for inline in [true, false] {
+            let clock = start();
+            let fake = Fake::new(&clock, Duration::from_secs(3600));
+            fake.close();
+            let t = target(&clock, &fake);
+            let first = caller_after(0, Arc::clone(&t));
+            fake.until_held(1).await;
+            fake.open();
+            let second = if inline {
+                for _ in 0..hops {
+                    tokio::task::yield_now().await;
+                }
+                t.credential().await.is_ok()
+            } else {
+                caller_after(hops, Arc::clone(&t))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            };
+            assert!(second, "{hops} hops");
+            assert!(first.await.unwrap_or_else(|e| panic!("{e}")), "{hops} hops");
+            assert_eq!(
+                fake.calls(),
+                1,
+                "{hops} hops ({}): a second upstream call",
+                if inline { "inline" } else { "spawned" }
+            );
+        }
+    }
+}
+
+/// Starts `n` callers and waits until every one of them waits for the refresh under way
+/// (besides `already` callers waiting before them).
+async fn callers_during_a_held_refresh(
+    t: &Arc<TargetEngine>,
+    fake: &Fake,
+    n: usize,
+    already: usize,
+) -> Vec<tokio::task::JoinHandle<Result<String, String>>> {
+    let callers: Vec<_> = (0..n)
+        .map(|_| {
+            let t = Arc::clone(t);
+            tokio::spawn(async move {
+                t.credential()
+                    .await
+                    .map(|c| match &c.credential {
+                        Credential::Aws(aws) => aws.access_key_id.clone(),
+                        Credential::Token(_) => String::new(),
+                    })
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for _ in 0..1_000_000 {
+        if t.waiting() >= already + n {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(t.waiting(), already + n, "callers waiting for the refresh");
     assert_eq!(
-        fake.calls.load(Ordering::SeqCst),
+        fake.held.load(Ordering::SeqCst),
         1,
-        "the abandoned refresh was not repeated"
+        "the upstream call is held"
     );
+    callers
+}
+
+async fn all_got(callers: Vec<tokio::task::JoinHandle<Result<String, String>>>, key: &str) {
+    for caller in callers {
+        let got = caller.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.as_deref(), Ok(key));
+    }
+}
+
+/// issue 7 (single flight): a thousand callers that arrive while the first fetch is held at
+/// the upstream all wait for it and share its outcome: one upstream call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_callers_during_a_held_first_fetch_share_one_upstream_call() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    fake.close();
+    let t = target(&clock, &fake);
+    let first = {
+        let t = Arc::clone(&t);
+        tokio::spawn(async move { t.credential().await.is_ok() })
+    };
+    fake.until_held(1).await;
+    let callers = callers_during_a_held_refresh(&t, &fake, 1000, 1).await;
+    assert_eq!(fake.calls(), 1);
+    fake.open();
+    all_got(callers, "ASIA1").await;
+    assert!(first.await.unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(fake.calls(), 1);
+    assert_eq!(t.waiting(), 0);
+}
+
+/// issue 7 (single flight): the same for a renewal — the credential has expired (after failed
+/// refreshes), the background loop's retry is held at the upstream, and callers arriving now
+/// share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_callers_during_a_held_renewal_share_one_upstream_call() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let t = target(&clock, &fake);
+    let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    clock.set(first.credential.expires_at());
+    fake.close();
+    // The background loop finds the refresh due and starts it; it waits at the upstream.
+    let task = tokio::spawn(Arc::clone(&t).run());
+    fake.until_held(1).await;
+    let callers = callers_during_a_held_refresh(&t, &fake, 1000, 0).await;
+    assert_eq!(fake.calls(), 2);
+    fake.open();
+    all_got(callers, "ASIA2").await;
+    assert_eq!(fake.calls(), 2, "one upstream call for the renewal");
+    task.abort();
+}
+
+/// issue 7 (single flight): while a renewal is held at the upstream and the old credential
+/// is still usable, callers get the old one at once and cause no upstream call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_callers_during_a_held_renewal_of_a_usable_credential_are_served_at_once() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let t = target(&clock, &fake);
+    let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    clock.set(first.refresh_at);
+    fake.close();
+    let task = tokio::spawn(Arc::clone(&t).run());
+    fake.until_held(1).await;
+    for _ in 0..1000 {
+        let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(Arc::ptr_eq(&served, &first));
+    }
+    assert_eq!(t.snapshot().phase, Phase::Refreshing);
+    fake.open();
+    for _ in 0..100_000 {
+        if t.snapshot().phase == Phase::Fresh && fake.calls() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let renewed = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!Arc::ptr_eq(&renewed, &first));
+    assert_eq!(fake.calls(), 2);
+    task.abort();
+}
+
+/// issue 7 (defect 10): however many callers ask during a failure period, the upstream is
+/// reached only when the backoff allows — never before the retry time the engine announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_demand_during_an_outage_never_retries_sooner_than_the_backoff() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    fake.failing.store(true, Ordering::SeqCst);
+    let t = target(&clock, &fake);
+    let task = tokio::spawn(Arc::clone(&t).run());
+    let mut retries = 0;
+    for _ in 0..600 {
+        settle().await;
+        let before = fake.calls();
+        let retry_at = t.snapshot().next_refresh;
+        // Twenty callers at once, then the clock moves half a second.
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                tokio::spawn(async move { t.credential().await.is_ok() })
+            })
+            .collect();
+        for caller in callers {
+            assert!(!caller.await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        settle().await;
+        let after = fake.calls();
+        match retry_at {
+            Some(at) if clock.now() < at => {
+                assert_eq!(
+                    after, before,
+                    "an upstream call during backoff, before {at:?}"
+                );
+            }
+            _ => {
+                assert!(after <= before + 1, "{} calls at once", after - before);
+                retries += after - before;
+            }
+        }
+        clock.advance(Duration::from_millis(500));
+    }
+    // Five minutes of outage with backoff ceilings 1, 2, 4 … 256 s: a handful of attempts,
+    // not thousands.
+    assert!((2..=60).contains(&retries), "{retries} retries");
+    task.abort();
+}
+
+#[derive(Debug)]
+struct Panicking;
+
+impl Source for Panicking {
+    fn fetch(&self) -> Fetch<'_> {
+        Box::pin(async { panic!("a bug in the source (on purpose)") })
+    }
+
+    fn consumer_window(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// issue 7 (defect 9): a panicking attempt is a failed attempt — backoff, last error, not left
+/// "refreshing" for the background loop to retry at once.
+#[tokio::test]
+async fn issue_7_a_panicking_attempt_counts_as_a_failure_with_backoff() {
+    let clock = start();
+    let calls = Arc::new(AtomicU32::new(0));
+    #[derive(Debug)]
+    struct Counting(Arc<AtomicU32>);
+    impl Source for Counting {
+        fn fetch(&self) -> Fetch<'_> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Panicking.fetch()
+        }
+        fn consumer_window(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+    let t = Arc::new(TargetEngine::new(
+        "t".to_owned(),
+        Box::new(Counting(Arc::clone(&calls))),
+        Vec::new(),
+        Arc::new(clock.clone()),
+        Backoff::DEFAULT,
+        Duration::from_secs(60),
+    ));
+    let task = tokio::spawn(Arc::clone(&t).run());
+    // Until the attempt ends (or, as before the fix, the loop retries at once).
+    until("the first attempt ends", || {
+        t.snapshot().stats.refreshes_failed > 0 || calls.load(Ordering::SeqCst) > 1
+    })
+    .await;
+    settle().await;
+    let s = t.snapshot();
+    assert_eq!(s.phase, Phase::BackingOff);
+    assert_eq!(s.stats.refreshes_failed, 1);
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("the refresh panicked")),
+        "{:?}",
+        s.last_error
+    );
+    assert!(s.next_refresh.is_some_and(|at| at > clock.now()));
+    // Neither the loop nor a caller retries before the backoff ends.
+    let err = t
+        .credential()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("the refresh panicked"), "{err}");
+    settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // After the backoff, the loop tries again, and the failures count up.
+    clock.advance(Duration::from_secs(2));
+    until("the retry after the backoff", || {
+        t.snapshot().stats.refreshes_failed > 1
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    task.abort();
+}
+
+/// A gate a blocking output write waits at; the writes it let through, in order.
+#[derive(Debug, Default)]
+struct Disk {
+    open: Mutex<bool>,
+    opened: Condvar,
+    blocked: AtomicU32,
+    written: Mutex<Vec<String>>,
+    fail: AtomicBool,
+}
+
+impl Disk {
+    fn write(&self, credential: &Credential) -> Result<(), OutputError> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*open {
+            self.blocked.fetch_add(1, Ordering::SeqCst);
+            // Bounded only so that a failing test (a write holding a runtime worker) ends.
+            let (guard, _) = self
+                .opened
+                .wait_timeout_while(open, Duration::from_secs(120), |open| !*open)
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(guard);
+            self.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(OutputError {
+                name: "credential-process-json",
+                path: "/nowhere/process.json".into(),
+                detail: "the disk is full".to_owned(),
+            });
+        }
+        if let Credential::Aws(aws) = credential {
+            self.written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(aws.access_key_id.clone());
+        }
+        Ok(())
+    }
+
+    fn set_open(&self, open: bool) {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = open;
+        self.opened.notify_all();
+    }
+
+    fn written(&self) -> Vec<String> {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn with_disk(clock: &ManualClock, fake: &Arc<Fake>, disk: &Arc<Disk>) -> Arc<TargetEngine> {
+    let output = Output {
+        name: "credential-process-json",
+        kind: OutputKind::CredentialProcessJson,
+        path: "/nowhere/process.json".into(),
+        mode: None,
+        owner: None,
+        group: None,
+    };
+    let disk = Arc::clone(disk);
+    Arc::new(
+        TargetEngine::new(
+            "t".to_owned(),
+            Box::new(Shared(Arc::clone(fake))),
+            vec![output],
+            Arc::new(clock.clone()),
+            Backoff::DEFAULT,
+            Duration::from_secs(60),
+        )
+        .with_output_writer(move |_, credential| disk.write(credential)),
+    )
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// issue 7 (defect 3, engine side): an output whose write hangs (a merge lock held by someone
+/// else) delays neither consumers nor the next refresh; when it frees up, the newest credential
+/// is written and the file never goes back to an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_stuck_output_delays_neither_consumers_nor_refreshes() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let disk = Arc::new(Disk::default());
+    let t = with_disk(&clock, &fake, &disk);
+
+    // Bounded, so that a write on the refresh path fails the test instead of hanging it.
+    // The first credential is published while its write hangs.
+    let first = tokio::time::timeout(Duration::from_secs(10), t.credential())
+        .await
+        .unwrap_or_else(|_| panic!("the first caller waited for the stuck output"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    until("the write blocks", || {
+        disk.blocked.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&served, &first));
+
+    // Two more refreshes complete while that write still hangs.
+    clock.set(first.refresh_at);
+    let second = tokio::time::timeout(Duration::from_secs(10), t.refresh())
+        .await
+        .unwrap_or_else(|_| panic!("the second refresh waited for the stuck output"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.set(second.refresh_at);
+    let third = tokio::time::timeout(Duration::from_secs(10), t.refresh())
+        .await
+        .unwrap_or_else(|_| panic!("the third refresh waited for the stuck output"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&served, &third), "consumers get the newest");
+    assert_eq!(disk.blocked.load(Ordering::SeqCst), 1, "one writer thread");
+    assert!(disk.written().is_empty());
+
+    // Unblocked: the hung write ends, then the newest credential is written; the middle one,
+    // overtaken while it waited, never is.
+    disk.set_open(true);
+    tokio::time::timeout(Duration::from_secs(30), t.outputs_written())
+        .await
+        .unwrap_or_else(|_| panic!("the outputs were never written"));
+    assert_eq!(disk.written(), ["ASIA1", "ASIA3"]);
+    assert!(t.snapshot().output_errors.is_empty());
+
+    // A failing write reaches the snapshot; the credential is still served.
+    disk.fail.store(true, Ordering::SeqCst);
+    clock.set(third.refresh_at);
+    let fourth = t.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    t.outputs_written().await;
+    let errors = t.snapshot().output_errors;
+    assert!(
+        errors.len() == 1 && errors[0].contains("the disk is full"),
+        "{errors:?}"
+    );
+    let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&served, &fourth));
+}
+
+/// issue 7 (defect 9): after a reload retires an engine, a refresh of its still in flight
+/// completes for its callers but writes none of the old configuration's outputs, and its
+/// background loop stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_retired_engine_writes_no_outputs_and_stops_its_loop() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let disk = Arc::new(Disk::default());
+    disk.set_open(true);
+    let t = with_disk(&clock, &fake, &disk);
+    fake.close();
+    let task = tokio::spawn(Arc::clone(&t).run());
+    fake.until_held(1).await;
+    t.retire();
+    fake.open();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap_or_else(|_| panic!("the retired engine's loop kept running"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The refresh in flight still completed for whoever waits for it…
+    let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fake.calls(), 1);
+    assert!(served.usable_at(clock.now()));
+    // …but nothing was written.
+    t.outputs_written().await;
+    assert!(disk.written().is_empty(), "{:?}", disk.written());
+}
+
+/// issue 7 (reload): a target unchanged by a reload keeps its backoff and last error; the new
+/// engine makes no upstream call before the old backoff ends.
+#[tokio::test]
+async fn issue_7_adopt_keeps_backoff_and_the_last_error() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    fake.failing.store(true, Ordering::SeqCst);
+    let old = target(&clock, &fake);
+    assert!(old.credential().await.is_err());
+    let before = old.snapshot();
+    assert_eq!(before.phase, Phase::BackingOff);
+
+    let new = target(&clock, &fake);
+    new.adopt(&old);
+    old.retire();
+    let after = new.snapshot();
+    assert_eq!(after.phase, Phase::BackingOff);
+    assert_eq!(after.next_refresh, before.next_refresh);
+    assert_eq!(after.last_error, before.last_error);
+    assert_eq!(after.stats.refreshes_failed, 1);
+    let task = tokio::spawn(Arc::clone(&new).run());
+    settle().await;
+    for _ in 0..10 {
+        assert!(new.credential().await.is_err());
+    }
+    assert_eq!(fake.calls(), 1, "no retry before the backoff ends");
+    // When the backoff ends, the new engine retries.
+    fake.failing.store(false, Ordering::SeqCst);
+    if let Some(at) = before.next_refresh {
+        clock.set(at);
+    }
+    until("the retry after the backoff", || {
+        new.snapshot().phase == Phase::Fresh
+    })
+    .await;
+    assert_eq!(fake.calls(), 2);
+    task.abort();
 }
