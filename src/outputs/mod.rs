@@ -1,14 +1,19 @@
 //! Where a target's credentials go on disk, in the formats their consumers read. Every file is
-//! replaced atomically (`atomic.rs`); the AWS shared credentials file can instead have one
-//! profile merged into it under an exclusive lock (`aws_ini.rs`).
+//! replaced atomically (`atomic.rs`) through its folder held open (`folder.rs`); the AWS shared
+//! credentials file can instead have one profile merged into it under an exclusive lock
+//! (`aws_ini.rs`), which may be a user's own `~/.aws/credentials` written by a keyfed running as
+//! root: that file is read only if it is a regular file with one link owned by the output's
+//! `owner` (keyfed's user when unset), in a folder that is no symbolic link.
 
 mod atomic;
 mod aws_ini;
+mod folder;
 
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-pub use atomic::{FileSpec, o_nofollow, write_atomic};
+pub use atomic::{FileSpec, write_atomic};
+
+use folder::{Folder, LOCK_WAIT, euid};
 
 use crate::credential::{Credential, credential_process_json, profile_lines};
 
@@ -38,7 +43,8 @@ pub struct Output {
     pub name: &'static str,
     pub kind: OutputKind,
     pub path: PathBuf,
-    /// Mode and owner; `None` mode on a merged file keeps the existing file's mode and owner.
+    /// Mode and owner; a merged file without `mode` keeps the existing file's owner bits
+    /// (see `Output::merge`).
     pub mode: Option<u32>,
     pub owner: Option<u32>,
     pub group: Option<u32>,
@@ -100,44 +106,70 @@ impl Output {
         write_atomic(&self.path, content.as_bytes(), self.spec()).map_err(|e| fail(e.to_string()))
     }
 
-    /// Merges one profile into the shared credentials file under an exclusive lock, keeping the
-    /// existing file's owner and mode (less any access for others) unless configured.
+    /// Merges one profile into the shared credentials file under an exclusive lock. Without a
+    /// configured `mode`, the file keeps its owner's permission bits and loses every access for
+    /// group (unless `group` is configured) and others: credentials go in.
     fn merge(&self, profile: &str, keys: &[(&str, String)]) -> std::io::Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new().recursive(true).create(dir)?;
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let lock_path = dir.join(format!(".{name}.keyfed-lock"));
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(o_nofollow())
-            .mode(0o600)
-            .open(&lock_path)?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-        let (existing, spec) = match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                let meta = std::fs::metadata(&self.path)?;
+        let (dir, name) = atomic::split(&self.path)?;
+        // Whose file this is: as root with `owner = "alice"`, alice's; else keyfed's own.
+        let owner = self.owner.unwrap_or_else(euid);
+        let folder = Folder::open(dir, self.spec().new_folder(), Some(owner))?;
+        // Refuse a link, a hard-linked or a foreign file before creating anything beside it.
+        folder.check_file(name, owner)?;
+        let _lock = folder.lock(name, owner, LOCK_WAIT)?;
+        folder.remove_stale_temps(name, Some(owner));
+        let (existing, spec) = match folder.read_file(name, owner, MAX_MERGED_FILE)? {
+            Some(file) => {
+                let text = String::from_utf8(file.content).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is not UTF-8 text", self.path.display()),
+                    )
+                })?;
                 let spec = match self.mode {
-                    Some(_) => self.spec(),
-                    // The existing mode, but never access for others: credentials go in.
+                    Some(_) => FileSpec {
+                        owner: Some(owner),
+                        ..self.spec()
+                    },
                     None => FileSpec {
-                        mode: (meta.mode() & 0o770) | 0o600,
-                        owner: self.owner.or(Some(meta.uid())),
-                        group: self.group.or(Some(meta.gid())),
+                        mode: kept_mode(file.mode, self.group.is_some()),
+                        owner: Some(owner),
+                        group: self.group.or(Some(file.gid)),
                     },
                 };
                 (text, spec)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), self.spec()),
-            Err(e) => return Err(e),
+            None => (String::new(), self.spec()),
         };
         let merged = aws_ini::merge(&existing, profile, keys);
-        write_atomic(&self.path, merged.as_bytes(), spec)
-        // The lock is released when `lock` is dropped.
+        folder.replace(name, merged.as_bytes(), spec)
+        // The lock is released when `_lock` is dropped.
+    }
+}
+
+/// The largest shared credentials file keyfed merges into; a real one is a few KiB.
+const MAX_MERGED_FILE: u64 = 1 << 20;
+
+/// The mode of a merged file whose output configures none: its owner's bits (read and write at
+/// least), the group's only when the output names a group, never any for others.
+fn kept_mode(existing: u32, keep_group: bool) -> u32 {
+    let group = if keep_group { existing & 0o070 } else { 0 };
+    (existing & 0o700) | 0o600 | group
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7: a merged file kept group-read for a shared primary group.
+    #[test]
+    fn a_merged_file_loses_group_and_other_access_unless_a_group_is_configured() {
+        assert_eq!(kept_mode(0o644, false), 0o600);
+        assert_eq!(kept_mode(0o640, false), 0o600);
+        assert_eq!(kept_mode(0o400, false), 0o600);
+        assert_eq!(kept_mode(0o700, false), 0o700);
+        assert_eq!(kept_mode(0o664, true), 0o660);
+        assert_eq!(kept_mode(0o600, true), 0o600);
+        assert_eq!(kept_mode(0o4640, true), 0o640);
     }
 }
