@@ -2,6 +2,7 @@
 //! status (see `exit.rs` and the README for what each status means).
 
 mod access;
+mod caps;
 mod cli;
 mod commands;
 mod config;
@@ -12,6 +13,7 @@ mod engine;
 mod exit;
 mod logging;
 mod outputs;
+mod peer_uid;
 mod served;
 mod sources;
 mod systemd;

@@ -35,20 +35,42 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let served = Arc::new(Served::build(config, Arc::clone(&clock), None)?);
     let (publish, current) = watch::channel(Arc::clone(&served));
-    // The endpoint first: once the control socket exists, everything is up.
-    let listeners = match endpoint.clone() {
-        Some(settings) => {
-            Some(crate::endpoint::start(settings, current.clone(), Arc::clone(&clock)).await?)
-        }
-        None => None,
-    };
+    // Every address first, and nothing written before all of them are ours: a second
+    // `keyfed run` must fail without touching the running daemon's token file or socket.
+    let fd_limit = crate::caps::raise_fd_limit();
+    let bound = endpoint.clone().map(crate::endpoint::bind).transpose()?;
     let listener = server::bind(&socket).await.with_context(|| {
         format!(
             "cannot listen on the control socket {}",
             socket.path.display()
         )
     })?;
-    let control = tokio::spawn(server::serve(listener, current));
+    // The endpoint serves before the control socket answers: once that answers, all is up.
+    let listeners = match (bound, &endpoint) {
+        (Some(bound), Some(settings)) => {
+            let wanted = crate::caps::Limits {
+                total: settings.max_connections,
+                per_user: settings.max_connections_per_user,
+            };
+            let limits = crate::caps::fit(wanted, fd_limit, 2);
+            if limits != wanted {
+                tracing::warn!(
+                    fd_limit,
+                    "endpoint connection caps lowered to {} in all, {} per user, to stay below the file descriptor limit",
+                    limits.total,
+                    limits.per_user
+                );
+            }
+            Some(crate::endpoint::start(
+                bound,
+                limits,
+                current.clone(),
+                Arc::clone(&clock),
+            )?)
+        }
+        _ => None,
+    };
+    let control = tokio::spawn(server::serve(listener, current, fd_limit));
     let mut loops = served.engine.spawn();
     tracing::info!(
         targets = served.engine.targets().count(),
@@ -69,8 +91,12 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
                     systemd::notify("RELOADING=1");
                     let running = Arc::clone(&publish.borrow());
                     if let Some(fresh) = reload(path, &socket, endpoint.as_ref(), &clock, &running) {
+                        // The old engines stop writing the old configuration's outputs (a
+                        // refresh of theirs still in flight finishes without them) and their
+                        // loops stop; the new ones took over their state.
+                        running.engine.retire();
+                        let _ = publish.send(Arc::clone(&fresh));
                         loops = fresh.engine.spawn();
-                        let _ = publish.send(fresh);
                     }
                     systemd::notify("READY=1");
                 }
@@ -121,7 +147,12 @@ fn reload(
     }
 }
 
-/// Waits until every target has finished its first attempt, successful or not.
+/// How long readiness waits for the first round's output files: writes run on threads of
+/// their own and a stuck one (a merge lock held by someone else) must not hold READY=1 back.
+const FIRST_WRITES: Duration = Duration::from_secs(10);
+
+/// Waits until every target has finished its first attempt, successful or not, and (for a
+/// while) until its outputs are written.
 async fn first_round(engine: &Engine) {
     loop {
         let pending = engine.targets().any(|t| {
@@ -129,8 +160,14 @@ async fn first_round(engine: &Engine) {
             matches!(s.phase, Phase::Pending | Phase::Refreshing) && s.last_error.is_none()
         });
         if !pending {
-            return;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if tokio::time::timeout(FIRST_WRITES, engine.outputs_written())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some outputs are still being written; ready without them");
     }
 }

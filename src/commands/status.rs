@@ -9,13 +9,18 @@ use crate::control::client::ask;
 use crate::control::{Request, Response};
 
 pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
-    let socket = config::control_socket(path, &super::env_var, &super::host());
-    let targets = match ask(&socket, &Request::Status, Duration::from_secs(10)).await? {
-        Response::Status { targets } => targets,
+    let socket = config::control_socket(path, &super::env_var, &super::host())?;
+    let (targets, hidden) = match ask(&socket, &Request::Status, Duration::from_secs(10)).await? {
+        Response::Status { targets, hidden } => (targets, hidden),
         Response::Error { message, .. } => anyhow::bail!("{message}"),
         Response::Credential { .. } => anyhow::bail!("the daemon answered something else"),
     };
     if json {
+        // An array of the targets this user may see, as before; the count of hidden ones goes
+        // to standard error so the document keeps its shape.
+        if hidden > 0 {
+            eprintln!("{hidden} more target(s) restricted to other users");
+        }
         println!("{}", serde_json::to_string_pretty(&targets)?);
         return Ok(());
     }
@@ -35,6 +40,9 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
             println!("    output: {o}");
         }
         println!("    served by: {}", t.faces.join(", "));
+    }
+    if hidden > 0 {
+        println!("({hidden} more target(s) restricted to other users)");
     }
     Ok(())
 }

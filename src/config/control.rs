@@ -1,6 +1,12 @@
 //! The `[control]` section: where the control socket lives and who may open it.
+//!
+//! The daemon and its clients (`keyfed credential-process`, `keyfed status`) find the socket
+//! the same way, so the default depends only on the configuration file and the user, never on
+//! a variable only the daemon's environment has. It never lies in `/tmp` or in any folder
+//! another user could create first: when none of the rules below applies, `[control] socket`
+//! must be set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::ConfigError;
 use super::perm;
@@ -8,23 +14,67 @@ use super::raw::RawControl;
 use super::resolve::Ctx;
 use crate::control::server::SocketSpec;
 
-/// The socket's default path: `/run/keyfed/keyfed.sock` for root; for other users
-/// `$XDG_RUNTIME_DIR/keyfed.sock`, else `~/.cache/keyfed/keyfed.sock`.
-pub fn default_socket(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
-    if is_root {
-        return PathBuf::from("/run/keyfed/keyfed.sock");
+/// The folder of the system-wide configuration; a configuration there belongs to the system
+/// daemon, whose socket is in [`SYSTEM_SOCKET`] whoever asks.
+const SYSTEM_CONFIG_DIR: &str = "/etc/keyfed";
+
+/// The system daemon's socket: the shipped unit's `RuntimeDirectory=keyfed`. Only root can
+/// create `/run/keyfed`, so no other user can plant a socket there.
+const SYSTEM_SOCKET: &str = "/run/keyfed/keyfed.sock";
+
+/// The socket's default path, first rule that applies:
+/// 1. `/run/keyfed/keyfed.sock` for root, or for a configuration in `/etc/keyfed/` (the shipped
+///    unit's `RuntimeDirectory=`, where the system daemon's clients look for it);
+/// 2. `$XDG_RUNTIME_DIR/keyfed.sock` (the user's private runtime folder);
+/// 3. `$RUNTIME_DIRECTORY/keyfed.sock`, its first entry, for a daemon systemd runs without
+///    `XDG_RUNTIME_DIR` (the home systemd gives it is often read-only or missing);
+/// 4. `~/.cache/keyfed/keyfed.sock` when `HOME` is an absolute path other than `/`.
+///
+/// Otherwise there is no safe default, and the error says to set `[control] socket`. The folder
+/// is checked (owner, mode, no symlink) when the daemon binds the socket.
+pub fn default_socket(
+    env: &dyn Fn(&str) -> Option<String>,
+    is_root: bool,
+    config_file: &Path,
+) -> Result<PathBuf, String> {
+    if is_root || is_system_config(config_file) {
+        return Ok(PathBuf::from(SYSTEM_SOCKET));
     }
-    match env("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("keyfed.sock"),
-        None => PathBuf::from(env("HOME").unwrap_or_else(|| "/tmp".to_owned()))
-            .join(".cache/keyfed/keyfed.sock"),
+    let absolute = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(dir) = absolute("XDG_RUNTIME_DIR") {
+        return Ok(dir.join("keyfed.sock"));
     }
+    // systemd joins several RuntimeDirectory= entries with ':'; the first is the unit's own.
+    if let Some(dir) = env("RUNTIME_DIRECTORY")
+        .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(dir.join("keyfed.sock"));
+    }
+    if let Some(home) = absolute("HOME").filter(|h| h != Path::new("/")) {
+        return Ok(home.join(".cache/keyfed/keyfed.sock"));
+    }
+    Err(
+        "no safe default for the control socket: keyfed runs as a user other than root with \
+         neither XDG_RUNTIME_DIR, RUNTIME_DIRECTORY nor a home folder; set [control] socket \
+         to a path in a folder only this user (or root) can write"
+            .to_owned(),
+    )
+}
+
+/// True for a configuration file in `/etc/keyfed/` (after making a relative path absolute).
+fn is_system_config(file: &Path) -> bool {
+    std::path::absolute(file)
+        .ok()
+        .and_then(|f| f.parent().map(|p| p == Path::new(SYSTEM_CONFIG_DIR)))
+        .unwrap_or(false)
 }
 
 pub fn resolve(ctx: &Ctx<'_>, raw: Option<&RawControl>) -> Result<SocketSpec, ConfigError> {
     let path = match raw.and_then(|r| r.socket.as_deref()) {
         Some(p) => ctx.path("control.socket", p)?,
-        None => default_socket(ctx.env, ctx.host.is_root),
+        None => default_socket(ctx.env, ctx.host.is_root, ctx.file)
+            .map_err(|message| ctx.err("control.socket", message))?,
     };
     let mode = match raw.and_then(|r| r.mode.as_deref()) {
         Some(m) => perm::mode(ctx, "control.mode", m)?,
@@ -35,4 +85,92 @@ pub fn resolve(ctx: &Ctx<'_>, raw: Option<&RawControl>) -> Result<SocketSpec, Co
         .map(|g| perm::group(ctx, "control.group", g))
         .transpose()?;
     Ok(SocketSpec { path, mode, group })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default(pairs: &[(&str, &str)], is_root: bool, file: &str) -> Result<PathBuf, String> {
+        let env = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        default_socket(&env, is_root, Path::new(file))
+    }
+
+    fn path(p: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(p))
+    }
+
+    const USER_FILE: &str = "/home/alice/.config/keyfed/keyfed.toml";
+
+    #[test]
+    fn root_and_the_system_configuration_use_run_keyfed() {
+        let xdg = [("XDG_RUNTIME_DIR", "/run/user/0"), ("HOME", "/root")];
+        assert_eq!(default(&xdg, true, USER_FILE), path(SYSTEM_SOCKET));
+        // issue 7: the shipped unit runs as User=keyfed with /etc/keyfed/keyfed.toml; its
+        // clients (other users, other units with a RuntimeDirectory= of their own) must find
+        // the same socket.
+        let unit = [("RUNTIME_DIRECTORY", "/run/keyfed"), ("HOME", "/")];
+        let system = "/etc/keyfed/keyfed.toml";
+        assert_eq!(default(&unit, false, system), path(SYSTEM_SOCKET));
+        let consumer = [
+            ("RUNTIME_DIRECTORY", "/run/my-app"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ];
+        assert_eq!(default(&consumer, false, system), path(SYSTEM_SOCKET));
+        assert_eq!(
+            default(&[], false, "/etc/keyfed/other.toml"),
+            path(SYSTEM_SOCKET)
+        );
+        assert_eq!(
+            default(
+                &[("HOME", "/home/alice")],
+                false,
+                "/etc/keyfed/sub/keyfed.toml"
+            ),
+            path("/home/alice/.cache/keyfed/keyfed.sock")
+        );
+    }
+
+    #[test]
+    fn other_users_get_their_runtime_folder_then_systemd_s_then_their_home() {
+        let all = [
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("RUNTIME_DIRECTORY", "/run/keyfed-alice:/run/other"),
+            ("HOME", "/home/alice"),
+        ];
+        assert_eq!(
+            default(&all, false, USER_FILE),
+            path("/run/user/1000/keyfed.sock")
+        );
+        assert_eq!(
+            default(&all[1..], false, USER_FILE),
+            path("/run/keyfed-alice/keyfed.sock")
+        );
+        assert_eq!(
+            default(&all[2..], false, USER_FILE),
+            path("/home/alice/.cache/keyfed/keyfed.sock")
+        );
+    }
+
+    #[test]
+    fn no_safe_default_is_an_error_never_tmp() {
+        // issue 7: without HOME the old default was /tmp/.cache/keyfed/keyfed.sock, a folder
+        // any local user could create first.
+        for env in [
+            &[][..],
+            &[("HOME", "/")][..],
+            &[("HOME", "")][..],
+            &[("HOME", "relative")][..],
+            &[("XDG_RUNTIME_DIR", ""), ("RUNTIME_DIRECTORY", "")][..],
+            &[("XDG_RUNTIME_DIR", "run/user/1000")][..],
+        ] {
+            let err = default(env, false, USER_FILE).err().unwrap_or_default();
+            assert!(err.contains("set [control] socket"), "{env:?}: {err}");
+        }
+    }
 }

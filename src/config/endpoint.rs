@@ -21,7 +21,13 @@ pub struct EndpointSettings {
     /// The file holding the container face's Authorization token.
     pub container_token_file: PathBuf,
     pub container_token_group: Option<u32>,
+    /// Connections open at once, in all and per local user (lowered at start to fit the file
+    /// descriptor limit: see `crate::caps`).
     pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    /// Names besides the listen addresses and `localhost` that a request's `Host` may give
+    /// (lower case, no port): the DNS-rebinding check in `crate::endpoint::guard`.
+    pub allowed_hosts: Vec<String>,
     /// Limit on reading a request's headers (slow clients are cut off).
     pub request_timeout: Duration,
 }
@@ -63,6 +69,27 @@ fn address(
         ));
     }
     Ok(addr)
+}
+
+/// A host name or IP address, without port or scheme: what a `Host` header may name.
+fn allowed_host(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<String, ConfigError> {
+    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+    let is_name = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if is_ip || is_name {
+        Ok(name)
+    } else {
+        Err(ctx.err(
+            key,
+            format!(
+                "expected a host name or IP address without port, such as \"metadata.google.internal\" or \"169.254.169.254\", found \"{text}\""
+            ),
+        ))
+    }
 }
 
 fn check_imds_target(
@@ -180,6 +207,23 @@ pub(super) fn resolve(
     if max_connections == 0 {
         return Err(ctx.err("endpoint.max_connections", "expected at least 1"));
     }
+    let max_connections_per_user = raw
+        .max_connections_per_user
+        .unwrap_or(max_connections.div_ceil(4));
+    if max_connections_per_user == 0 || max_connections_per_user > max_connections {
+        return Err(ctx.err(
+            "endpoint.max_connections_per_user",
+            format!("expected 1 to max_connections ({max_connections})"),
+        ));
+    }
+    let mut allowed_hosts = Vec::new();
+    for (i, name) in raw.allowed_hosts.iter().flatten().enumerate() {
+        allowed_hosts.push(allowed_host(
+            ctx,
+            &format!("endpoint.allowed_hosts[{i}]"),
+            name,
+        )?);
+    }
     Ok(Some(EndpointSettings {
         listen,
         imds_v1: raw.imds_v1.unwrap_or(false),
@@ -191,6 +235,8 @@ pub(super) fn resolve(
             .map(|g| perm::group(ctx, "endpoint.container_token_group", g))
             .transpose()?,
         max_connections,
+        max_connections_per_user,
+        allowed_hosts,
         request_timeout: ctx.duration(
             "endpoint.request_timeout",
             raw.request_timeout,

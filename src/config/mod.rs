@@ -1,7 +1,7 @@
 //! keyfed's configuration: where the file is found, how it is read, and the checked,
 //! resolved form the rest of keyfed uses. Reads the `KEYFED_CONFIG`, `XDG_CONFIG_HOME`,
-//! `XDG_RUNTIME_DIR` and `HOME` environment variables to find the file and the control socket,
-//! and any variable a `${VAR}` in a path or URL names.
+//! `XDG_RUNTIME_DIR`, `RUNTIME_DIRECTORY` and `HOME` environment variables to find the file and
+//! the control socket, and any variable a `${VAR}` in a path or URL names.
 //!
 //! Reading happens in two steps (raw serde structs that refuse unknown keys, then validation and
 //! resolution), so every error names the file, the key and what was expected.
@@ -90,12 +90,12 @@ pub fn load(
 
 /// The control socket's settings, read without loading secrets, so that a user who may not
 /// read the client secret can still reach the daemon; the default socket when the file cannot
-/// be read or parsed.
+/// be read or parsed (an error when there is no safe default).
 pub fn control_socket(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     host: &Host,
-) -> std::path::PathBuf {
+) -> Result<std::path::PathBuf, ConfigError> {
     let from_file = std::fs::read_to_string(file)
         .ok()
         .and_then(|text| parse(file, &text).ok())
@@ -108,10 +108,11 @@ pub fn control_socket(
             };
             control::resolve(&ctx, raw.control.as_ref()).ok()
         });
-    from_file.map_or_else(
-        || control::default_socket(env, host.is_root),
-        |spec| spec.path,
-    )
+    match from_file {
+        Some(spec) => Ok(spec.path),
+        None => control::default_socket(env, host.is_root, file)
+            .map_err(|message| ConfigError::at(file, "control.socket", message)),
+    }
 }
 
 fn parse(file: &Path, text: &str) -> Result<raw::RawConfig, ConfigError> {

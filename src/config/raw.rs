@@ -30,6 +30,8 @@ pub struct RawEndpoint {
     pub container_token_file: Option<String>,
     pub container_token_group: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
+    pub allowed_hosts: Option<Vec<String>>,
     pub request_timeout: Option<HumanDuration>,
 }
 

@@ -225,6 +225,18 @@ fn show_endpoint(e: &super::EndpointSettings) -> Table {
         "max_connections".into(),
         i64::try_from(e.max_connections).unwrap_or(i64::MAX).into(),
     );
+    t.insert(
+        "max_connections_per_user".into(),
+        i64::try_from(e.max_connections_per_user)
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
+    let hosts = std::iter::once("localhost".to_owned())
+        .chain(e.listen.iter().map(|l| l.address.ip().to_string()))
+        .chain(e.allowed_hosts.iter().cloned())
+        .map(Value::from)
+        .collect();
+    t.insert("allowed_hosts".into(), Value::Array(hosts));
     t.insert("request_timeout".into(), duration(e.request_timeout).into());
     t
 }

@@ -46,8 +46,11 @@ pub enum Response {
         kind: String,
         document: String,
     },
+    /// The targets the asking uid may have, and how many others there are.
     Status {
         targets: Vec<TargetStatus>,
+        #[serde(default)]
+        hidden: usize,
     },
     Error {
         code: ErrorCode,

@@ -1,6 +1,6 @@
 //! The daemon's side of the control socket.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use keyfed_core::clock::rfc3339;
 
 use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
+use crate::caps::{Caps, Limits};
 use crate::credential::{Credential, credential_process_json};
 use crate::engine::{Phase, TargetEngine};
 use crate::served::Served;
@@ -27,10 +28,11 @@ pub struct SocketSpec {
     pub group: Option<u32>,
 }
 
-/// Binds the socket, replacing a stale one left by a previous run (but never a live one).
+/// Binds the socket, replacing a stale one left by a previous run (but never a live one). The
+/// socket's folder is created if missing and must be keyfed's own (see [`socket_folder`]).
 pub async fn bind(spec: &SocketSpec) -> std::io::Result<UnixListener> {
-    if let Some(dir) = spec.path.parent() {
-        std::fs::DirBuilder::new().recursive(true).create(dir)?;
+    if let Some(dir) = spec.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        socket_folder(dir, spec.group)?;
     }
     if spec.path.exists() {
         if UnixStream::connect(&spec.path).await.is_ok() {
@@ -52,10 +54,102 @@ pub async fn bind(spec: &SocketSpec) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Makes sure the socket's folder is keyfed's own. A missing folder (and missing parents) is
+/// created 0700, or 0750 with the socket's group, mode and group set explicitly whatever the
+/// umask. An existing one is opened without following a symlink and checked on the open
+/// descriptor: owned by keyfed's uid or root, and writable by nobody else — else another user
+/// could have created it first, or could swap the socket for one of their own.
+fn socket_folder(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let refuse = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing the control socket's folder {}: {why}",
+                dir.display()
+            ),
+        )
+    };
+    if !dir.exists() && dir.symlink_metadata().is_err() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        if group.is_some() {
+            std::os::unix::fs::fchown(&fd, None, group)?;
+        }
+        let mode = if group.is_some() { 0o750 } else { 0o700 };
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)?;
+    }
+    let fd = match rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR)
+            if dir
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            return Err(refuse("it is a symlink".to_owned()));
+        }
+        Err(e) => return Err(std::io::Error::from(e)),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(std::io::Error::from)?;
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != me && st.st_uid != 0 {
+        return Err(refuse(format!(
+            "owned by uid {}, expected {me} (keyfed) or root",
+            st.st_uid
+        )));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "its mode {mode:04o} lets others create or replace the socket"
+        )));
+    }
+    Ok(())
+}
+
+/// Control connections open at once, in all and per uid: enough for a burst of parallel
+/// `credential_process` calls from one user; each lives at most the request timeout plus one
+/// refresh, and the caps keep a local user from holding descriptors the refreshes need.
+const CONTROL_LIMITS: Limits = Limits {
+    total: 256,
+    per_user: 128,
+};
+
 /// Answers requests until the task is dropped; `served` follows configuration reloads.
-pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>) {
+/// Connections past the caps (under a soft descriptor limit of `fd_limit`) are closed at once;
+/// accept errors pause the loop instead of spinning it.
+pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>, fd_limit: u64) {
+    let caps = Caps::new(crate::caps::fit(CONTROL_LIMITS, fd_limit, 2));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!("control socket cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        let Some(slot) = caps.admit(uid) else {
             continue;
         };
         let served = Arc::clone(&served.borrow());
@@ -63,6 +157,7 @@ pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>)
             if let Err(e) = answer(stream, &served).await {
                 tracing::debug!("control socket client: {e}");
             }
+            drop(slot);
         });
     }
 }
@@ -84,8 +179,15 @@ async fn answer(stream: UnixStream, served: &Served) -> std::io::Result<()> {
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await
+    // A client that stops reading cannot hold the connection: the answer goes out in time or
+    // not at all.
+    let sent = async {
+        write.write_all(&out).await?;
+        write.shutdown().await
+    };
+    tokio::time::timeout(READ_TIMEOUT, sent)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing"))?
 }
 
 fn bad(message: &str) -> Response {
@@ -97,9 +199,17 @@ fn bad(message: &str) -> Response {
 
 async fn handle(request: Request, served: &Served, uid: u32) -> Response {
     match request {
-        Request::Status => Response::Status {
-            targets: served.engine.targets().map(|t| status(served, t)).collect(),
-        },
+        // Only the targets this uid may have: a status names paths and upstream errors.
+        Request::Status => {
+            let (mine, others): (Vec<_>, Vec<_>) = served
+                .engine
+                .targets()
+                .partition(|t| served.target_for(t.name(), Some(uid)).is_ok());
+            Response::Status {
+                targets: mine.into_iter().map(|t| status(served, t)).collect(),
+                hidden: others.len(),
+            }
+        }
         Request::Credential { target } => {
             let t = match served.target_for(&target, Some(uid)) {
                 Ok(t) => t,
@@ -171,4 +281,71 @@ fn status(served: &Served, target: &TargetEngine) -> TargetStatus {
 /// Removes the socket file when the daemon stops.
 pub fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn refusal(dir: &Path) -> String {
+        match socket_folder(dir, None) {
+            Ok(()) => panic!("{} was accepted", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_missing_folder_is_created_private_and_with_the_socket_s_group() {
+        let base = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = base.path().join("a/b/run");
+        socket_folder(&dir, None).unwrap_or_else(|e| panic!("{e}"));
+        let meta = std::fs::metadata(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        let parent = std::fs::metadata(base.path().join("a")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parent.mode() & 0o777, 0o700);
+        // An existing folder of ours passes again (a restart).
+        socket_folder(&dir, None).unwrap_or_else(|e| panic!("{e}"));
+
+        let gid = rustix::process::getegid().as_raw();
+        let grouped = base.path().join("grouped");
+        socket_folder(&grouped, Some(gid)).unwrap_or_else(|e| panic!("{e}"));
+        let meta = std::fs::metadata(&grouped).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, gid));
+    }
+
+    /// issue 7: a socket folder another user could write to, or that points elsewhere, is
+    /// refused with its name, owner and mode.
+    #[test]
+    fn a_folder_others_control_is_refused() {
+        let base = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for (name, mode, needle) in [
+            ("world", 0o777, "mode 0777"),
+            ("sticky", 0o1777, "mode 1777"),
+            ("group", 0o770, "mode 0770"),
+        ] {
+            let dir = base.path().join(name);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let text = refusal(&dir);
+            assert!(
+                text.contains(&dir.display().to_string()) && text.contains(needle),
+                "{text}"
+            );
+        }
+        let target = base.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap_or_else(|e| panic!("{e}"));
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap_or_else(|e| panic!("{e}"));
+        assert!(refusal(&link).contains("is a symlink"));
+
+        let theirs = base.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::chown(&theirs, Some(12345), Some(12345))
+            .unwrap_or_else(|e| panic!("chown needs root (tests run as root): {e}"));
+        let text = refusal(&theirs);
+        assert!(text.contains("owned by uid 12345"), "{text}");
+    }
 }

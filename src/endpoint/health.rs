@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (every target holds a usable credential: 503 with
-//! the reasons until then) and `/metrics` (Prometheus text format).
+//! the reasons until then — named only for targets the caller may have, since reasons carry
+//! upstream errors and paths) and `/metrics` (Prometheus text format).
 
 use std::fmt::Write as _;
 
@@ -16,21 +17,33 @@ pub async fn healthz(State(shared): State<Shared>) -> Response {
     "ok\n".into_response()
 }
 
-pub async fn readyz(State(shared): State<Shared>) -> Response {
+pub async fn readyz(
+    State(shared): State<Shared>,
+    peer: axum::Extension<super::server::Peer>,
+) -> Response {
     let served = shared.served();
     let now = shared.clock.now();
     let mut waiting = String::new();
+    let mut hidden = 0usize;
     for target in served.engine.targets() {
         let s = target.snapshot();
         let usable = s
             .expires_at
             .is_some_and(|e| now + crate::engine::EXPIRY_MARGIN < e);
-        if !usable {
+        if !usable && served.target_for(target.name(), peer.uid).is_err() {
+            hidden += 1;
+        } else if !usable {
             let why = s
                 .last_error
                 .unwrap_or_else(|| "no credential yet".to_owned());
             let _ = writeln!(waiting, "{}: {why}", target.name());
         }
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            waiting,
+            "{hidden} target(s) restricted to other users: not ready"
+        );
     }
     let status = if waiting.is_empty() {
         StatusCode::OK
@@ -46,9 +59,12 @@ pub async fn readyz(State(shared): State<Shared>) -> Response {
     (status, body).into_response()
 }
 
-pub async fn metrics(State(shared): State<Shared>) -> Response {
+pub async fn metrics(
+    State(shared): State<Shared>,
+    peer: axum::Extension<super::server::Peer>,
+) -> Response {
     shared.count(Face::Health, StatusCode::OK);
-    let mut response = render(&shared).into_response();
+    let mut response = render(&shared, peer.uid).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -60,11 +76,14 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn render(shared: &Shared) -> String {
+/// The metrics of the targets `uid` may have (restricted targets' names and states are theirs
+/// alone), and the endpoint's request counts.
+fn render(shared: &Shared, uid: Option<u32>) -> String {
     let served = shared.served();
     let snapshots: Vec<_> = served
         .engine
         .targets()
+        .filter(|t| served.target_for(t.name(), uid).is_ok())
         .map(|t| (t.name().to_owned(), t.snapshot()))
         .collect();
     let mut out = String::new();

@@ -71,7 +71,6 @@ pub async fn token(State(shared): State<Shared>, headers: HeaderMap) -> Response
 }
 
 fn issue(shared: &Shared, headers: &HeaderMap) -> Result<Response, Refusal> {
-    super::refuse_forwarded(headers)?;
     let ttl = headers.get(TTL_HEADER).ok_or(Refusal::BadTtl(format!(
         "the {TTL_HEADER} header is required"
     )))?;
@@ -95,7 +94,6 @@ fn issue(shared: &Shared, headers: &HeaderMap) -> Result<Response, Refusal> {
 
 /// The session token check every metadata read passes.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
-    super::refuse_forwarded(headers)?;
     match headers.get(TOKEN_HEADER).and_then(|t| t.to_str().ok()) {
         Some(token) if shared.lock_tokens().valid(token) => Ok(()),
         Some(_) => Err(Refusal::BadToken),
@@ -120,8 +118,18 @@ pub async fn roles(
     peer: axum::Extension<super::server::Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let result = authorize(&shared, &headers)
-        .and_then(|()| target_at(&shared, &peer.0).map(|t| t.to_owned().into_response()));
+    let result = authorize(&shared, &headers).and_then(|()| {
+        let target = target_at(&shared, &peer.0)?;
+        // The role's name is the target's: listed only to whoever may have its credentials.
+        match shared.served().target_for(target, peer.0.uid) {
+            Ok(_) => Ok(target.to_owned().into_response()),
+            Err(true) => Err(Refusal::Forbidden {
+                target: target.to_owned(),
+                uid: peer.0.uid,
+            }),
+            Err(false) => Err(Refusal::NotFound),
+        }
+    });
     shared.answer(Face::Imds, result)
 }
 

@@ -1,15 +1,19 @@
 //! The local metadata endpoint: one HTTP listener (loopback by default) serving the AWS IMDSv2
 //! face (`imds.rs`), the AWS container face (`container.rs`), and health, readiness and
-//! Prometheus metrics (`health.rs`), each face checking its SDK's header or secret and refusing
-//! `X-Forwarded-For`. Statuses come from one place (`refusal.rs`); per-target access control
-//! from `crate::access`. Reads the `[endpoint]` configuration section.
+//! Prometheus metrics (`health.rs`). Every request first passes the DNS-rebinding guard
+//! (`guard.rs`: `Host` must name this endpoint; no `Origin`, `Sec-Fetch-*` or
+//! `X-Forwarded-For`); each face then checks its SDK's header or secret. Statuses come from one place
+//! (`refusal.rs`); per-target access control from `crate::access`; connection caps from
+//! `crate::caps`. Reads the `[endpoint]` configuration section.
 
 mod container;
 mod documents;
+mod guard;
 mod health;
 mod imds;
 mod refusal;
 mod server;
+mod timed_io;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,15 +21,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use keyfed_core::SecretString;
 use keyfed_core::clock::Clock;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::caps::{Caps, Limits};
 use crate::config::EndpointSettings;
 use crate::engine::Issued;
 use crate::outputs::{FileSpec, write_atomic};
@@ -43,6 +49,15 @@ pub enum Face {
 }
 
 impl Face {
+    /// The face a path belongs to, for counting requests refused before any face saw them.
+    fn of_path(path: &str) -> Self {
+        match path {
+            "/healthz" | "/readyz" | "/metrics" => Self::Health,
+            p if p.starts_with("/latest/") => Self::Imds,
+            _ => Self::Other,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::Imds => "imds",
@@ -58,6 +73,7 @@ impl Face {
 pub struct Inner {
     served: watch::Receiver<Arc<Served>>,
     settings: EndpointSettings,
+    hosts: guard::Hosts,
     tokens: Mutex<imds::Tokens>,
     container_token: SecretString,
     requests: Mutex<BTreeMap<(Face, u16), u64>>,
@@ -116,12 +132,7 @@ impl Inner {
         target: &str,
         peer: Peer,
     ) -> Result<Arc<Issued>, Refusal> {
-        let restricted = served.access.get(target).is_some_and(|a| !a.is_open());
-        let uid = if restricted {
-            crate::access::tcp_peer_uid(peer.remote, peer.local)
-        } else {
-            None
-        };
+        let uid = peer.uid;
         let engine = served.target_for(target, uid).map_err(|exists| {
             if exists {
                 Refusal::Forbidden {
@@ -136,15 +147,6 @@ impl Inner {
             .credential()
             .await
             .map_err(|e| Refusal::Unavailable(e.to_string()))
-    }
-}
-
-/// A request relayed by a proxy (an SSRF) is refused on every credential face.
-fn refuse_forwarded(headers: &HeaderMap) -> Result<(), Refusal> {
-    if headers.contains_key("x-forwarded-for") {
-        Err(Refusal::Forwarded)
-    } else {
-        Ok(())
     }
 }
 
@@ -199,12 +201,82 @@ fn health_routes(shared: &Shared) -> Router {
         .with_state(Arc::clone(shared))
 }
 
-/// Writes the container token file, binds every listener and serves until the set is dropped.
-pub async fn start(
+/// The endpoint's listeners, bound but not yet serving.
+#[derive(Debug)]
+pub struct Bound {
     settings: EndpointSettings,
+    listeners: Vec<BoundListener>,
+}
+
+#[derive(Debug)]
+struct BoundListener {
+    listener: std::net::TcpListener,
+    /// Serves the credential faces (IMDS, container).
+    credentials: bool,
+    /// Serves /healthz, /readyz and /metrics.
+    health: bool,
+}
+
+/// Binds every listener. Nothing is written before every address is ours, so a second
+/// `keyfed run` fails here without touching the running daemon's files.
+pub fn bind(settings: EndpointSettings) -> anyhow::Result<Bound> {
+    let mut listeners = Vec::new();
+    let open = |addr, credentials, health| -> anyhow::Result<BoundListener> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listener.set_nonblocking(true)?;
+        Ok(BoundListener {
+            listener,
+            credentials,
+            health,
+        })
+    };
+    for listen in &settings.listen {
+        listeners.push(open(
+            listen.address,
+            true,
+            settings.health_listen.is_none(),
+        )?);
+    }
+    if let Some(addr) = settings.health_listen {
+        listeners.push(open(addr, false, true)?);
+    }
+    Ok(Bound {
+        settings,
+        listeners,
+    })
+}
+
+/// Refuses, before any face sees it, a request from a web page or naming a foreign `Host`.
+async fn guard(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let local = request.extensions().get::<Peer>().map(|p| p.local);
+    let absolute = request.uri().authority().map(|a| a.as_str());
+    let checked = match local {
+        Some(local) => guard::check(&shared.hosts, absolute, request.headers(), local),
+        None => Err(Refusal::NotFound),
+    };
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let face = Face::of_path(request.uri().path());
+            tracing::debug!(face = face.label(), "endpoint request refused: {refusal:?}");
+            shared.answer(face, Err(refusal))
+        }
+    }
+}
+
+/// Writes the container token file and serves on `bound` until the set is dropped; at most
+/// `limits` connections are open at once.
+pub fn start(
+    bound: Bound,
+    limits: Limits,
     served: watch::Receiver<Arc<Served>>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<JoinSet<()>> {
+    let Bound {
+        settings,
+        listeners,
+    } = bound;
     let token = random_token();
     let spec = FileSpec {
         mode: 0o640,
@@ -217,8 +289,15 @@ pub async fn start(
             settings.container_token_file.display()
         )
     })?;
+    let hosts = guard::Hosts::new(
+        listeners
+            .iter()
+            .filter_map(|b| b.listener.local_addr().ok()),
+        &settings.allowed_hosts,
+    );
     let shared = Arc::new(Inner {
         served,
+        hosts,
         tokens: Mutex::new(imds::Tokens::default()),
         container_token: SecretString::from(token),
         requests: Mutex::new(BTreeMap::new()),
@@ -226,32 +305,26 @@ pub async fn start(
         clock,
         settings,
     });
-    let cap = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let caps = Caps::new(limits);
     let timeout = shared.settings.request_timeout;
-    let credentials = credential_routes(&shared);
     let mut tasks = JoinSet::new();
-    let mut bind = |addr, router: Router| -> anyhow::Result<()> {
-        let std_listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener)?;
-        tracing::info!(address = %addr, "endpoint listening");
-        tasks.spawn(server::serve(listener, router, Arc::clone(&cap), timeout));
-        Ok(())
-    };
-    match shared.settings.health_listen {
-        Some(addr) => {
-            for listen in shared.settings.listen.clone() {
-                bind(listen.address, credentials.clone())?;
-            }
-            bind(addr, health_routes(&shared))?;
+    for bound in listeners {
+        let mut router = Router::new();
+        if bound.credentials {
+            router = router.merge(credential_routes(&shared));
         }
-        None => {
-            let both = credentials.merge(health_routes(&shared));
-            for listen in shared.settings.listen.clone() {
-                bind(listen.address, both.clone())?;
-            }
+        if bound.health {
+            router = router.merge(health_routes(&shared));
         }
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            guard,
+        ));
+        let listener = TcpListener::from_std(bound.listener)?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, "endpoint listening");
+        }
+        tasks.spawn(server::serve(listener, router, Arc::clone(&caps), timeout));
     }
     Ok(tasks)
 }

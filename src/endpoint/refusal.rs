@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 pub enum Refusal {
     /// `X-Forwarded-For` marks a request relayed by a proxy: an SSRF, never an SDK.
     Forwarded,
+    /// `Host` names neither a listen address, `localhost` nor an allowed name: DNS rebinding.
+    ForeignHost(String),
+    /// `Origin` or `Sec-Fetch-*`: a web page's request, never an SDK's.
+    FromBrowser,
     /// The face's required header is missing (named).
     MissingHeader(&'static str),
     /// The IMDS session token or container token is wrong or expired.
@@ -29,6 +33,8 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Forwarded => StatusCode::FORBIDDEN,
+            Self::ForeignHost(_) => StatusCode::FORBIDDEN,
+            Self::FromBrowser => StatusCode::FORBIDDEN,
             Self::MissingHeader(_) => StatusCode::UNAUTHORIZED,
             Self::BadToken => StatusCode::UNAUTHORIZED,
             Self::BadTtl(_) => StatusCode::BAD_REQUEST,
@@ -41,6 +47,13 @@ impl Refusal {
     fn reason(&self) -> String {
         match self {
             Self::Forwarded => "requests carrying X-Forwarded-For are refused".to_owned(),
+            Self::ForeignHost(host) => format!(
+                "the Host header {host:?} names no address of this endpoint (add the name to endpoint.allowed_hosts if it is yours)"
+            ),
+            Self::FromBrowser => {
+                "requests carrying Origin or Sec-Fetch-* (made by a web page) are refused"
+                    .to_owned()
+            }
             Self::MissingHeader(name) => format!("the {name} header is required"),
             Self::BadToken => "the token is invalid or expired".to_owned(),
             Self::BadTtl(why) => why.clone(),
@@ -74,6 +87,8 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(Refusal::Forwarded.status(), 403);
+        assert_eq!(Refusal::ForeignHost(String::new()).status(), 403);
+        assert_eq!(Refusal::FromBrowser.status(), 403);
         assert_eq!(Refusal::MissingHeader("X").status(), 401);
         assert_eq!(Refusal::BadToken.status(), 401);
         assert_eq!(Refusal::BadTtl(String::new()).status(), 400);
