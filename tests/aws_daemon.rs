@@ -117,7 +117,8 @@ async fn merged_credentials_file_keeps_every_other_byte() {
     let before = "# managed by hand\n[default]\nregion = eu-west-1\naws_access_key_id = OLD\n\n[other]\n; keep\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other-secret\n";
     std::fs::create_dir_all(fx.path(".aws")).unwrap_or_else(|e| panic!("{e}"));
     fx.write(".aws/credentials", before);
-    // A hand-made file that others may read: keyfed keeps its mode but takes their access away.
+    // A hand-made file that group and others may read: keyfed takes their access away (issue 7:
+    // a shared primary group kept read access).
     crate::util::set_mode(&fx.path(".aws/credentials"), 0o644);
     fx.daemon_config(&fx.aws_target(
         "aws",
@@ -142,8 +143,8 @@ async fn merged_credentials_file_keeps_every_other_byte() {
     assert!(!after.contains("OLD"));
     assert_eq!(
         mode(&fx.path(".aws/credentials")),
-        0o640,
-        "the existing mode is kept, less access for others"
+        0o600,
+        "the owner's bits are kept, group and others lose access"
     );
 }
 
@@ -251,12 +252,14 @@ async fn without_a_daemon_credential_process_exchanges_once_and_caches() {
 async fn sighup_with_a_broken_config_keeps_serving() {
     let fx = fixture().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
-    let daemon = fx.daemon().await;
+    let mut daemon = fx.daemon().await;
     fx.keyfed(&["credential-process", "aws"]).await.ok();
     let good = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
     fx.write("keyfed.toml", &format!("{good}\nbogus_key = 1\n"));
     daemon.signal(rustix::process::Signal::HUP);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon
+        .wait_for_log("reload refused, keeping the running configuration")
+        .await;
     fx.write("keyfed.toml", &good);
     fx.keyfed(&["credential-process", "aws"]).await.ok();
     let log = daemon.stop().await;
@@ -305,11 +308,11 @@ async fn even_trace_logging_never_shows_the_token_or_the_keys() {
 async fn a_reload_keeps_valid_credentials_of_unchanged_targets() {
     let fx = fixture().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
-    let daemon = fx.daemon().await;
+    let mut daemon = fx.daemon().await;
     let before = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
     let calls = fx.sts().assume_role_calls();
     daemon.signal(rustix::process::Signal::HUP);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.wait_for_log("configuration reloaded").await;
     let after = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
     assert_eq!(before["AccessKeyId"], after["AccessKeyId"]);
     assert_eq!(
@@ -346,4 +349,128 @@ async fn credentials_are_never_cached_in_a_folder_others_can_reach() {
     .fails_with(1)
     .says("must belong to this user with mode 0700");
     assert_eq!(fx.sts().assume_role_calls(), 0);
+}
+
+/// STS's answer when it does not take the token (DESIGN §9: fetch a new token, try once more).
+fn sts_refuses_the_token(code: &str) -> Fault {
+    Fault::Status {
+        status: 400,
+        body: format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+             <Code>{code}</Code><Message>the token was refused for this test</Message></Error>\
+             <RequestId>c0ffee00-0000-4000-8000-000000000000</RequestId></ErrorResponse>"
+        ),
+    }
+}
+
+/// issue 7: the "fresh token, retry once" loop. Refused once: a second Keycloak token and a
+/// second STS request, and success.
+#[tokio::test]
+async fn sts_refusing_the_token_once_gets_a_fresh_token_and_one_more_try() {
+    for code in ["InvalidIdentityToken", "ExpiredTokenException"] {
+        let fx = fixture().await;
+        fx.daemon_config(&fx.aws_target("aws", ""));
+        fx.sts()
+            .control()
+            .inject("/", sts_refuses_the_token(code), Some(1));
+        fx.keyfed(&["once"])
+            .await
+            .ok()
+            .says("retrying once with a new one");
+        assert_eq!(fx.keycloak().token_requests(), 2, "{code}: a fresh token");
+        assert_eq!(fx.sts().control().hits("/"), 2, "{code}: two STS requests");
+        assert_eq!(
+            fx.sts().assume_role_calls(),
+            1,
+            "{code}: the second succeeded"
+        );
+    }
+}
+
+/// issue 7: refused twice, keyfed stops after the second try, not later.
+#[tokio::test]
+async fn sts_refusing_the_token_twice_fails_after_two_tries() {
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target("aws", ""));
+    fx.sts()
+        .control()
+        .inject("/", sts_refuses_the_token("InvalidIdentityToken"), Some(2));
+    fx.keyfed(&["once"])
+        .await
+        .fails_with(1)
+        .prints("FAILED  aws: ")
+        .prints("InvalidIdentityToken")
+        .says("1 target(s) failed: aws");
+    assert_eq!(fx.keycloak().token_requests(), 2);
+    assert_eq!(fx.sts().control().hits("/"), 2);
+}
+
+/// issue 7: a socket file left by a run that died (nobody listening) is replaced at start.
+#[tokio::test]
+async fn a_stale_control_socket_is_replaced() {
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target("aws", ""));
+    drop(
+        std::os::unix::net::UnixListener::bind(fx.path("keyfed.sock"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert!(fx.path("keyfed.sock").exists(), "a stale socket file");
+    let daemon = fx.daemon().await;
+    fx.keyfed(&["credential-process", "aws"]).await.ok();
+    daemon.stop().await.fails_with(0);
+}
+
+/// issue 7: a second `keyfed run` on a live control socket stops, naming it, and the first
+/// keeps serving.
+#[tokio::test]
+async fn a_second_daemon_on_a_live_control_socket_stops_and_the_first_keeps_serving() {
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target("aws", ""));
+    let first = fx.daemon().await;
+    let before = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
+    let config = fx.path("keyfed.toml");
+    let second = fx
+        .spawn(&["--config", config.to_str().unwrap_or_default(), "run"])
+        .wait()
+        .await;
+    assert_ne!(second.code, Some(0), "{}", second.stderr);
+    second.says(&fx.path("keyfed.sock").display().to_string());
+    // Served by the first daemon: the same credential, no new exchange.
+    let calls = fx.sts().assume_role_calls();
+    let after = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
+    assert_eq!(before["AccessKeyId"], after["AccessKeyId"]);
+    assert_eq!(fx.sts().assume_role_calls(), calls);
+    let log = first.stop().await;
+    log.fails_with(0);
+    assert!(
+        !fx.path("keyfed.sock").exists(),
+        "the first removed its socket"
+    );
+}
+
+/// issue 7: run as root, keyfed gives an output file the configured owner and group.
+#[tokio::test]
+async fn outputs_get_their_configured_owner_and_group() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !crate::util::as_root_or_skip("outputs_get_their_configured_owner_and_group") {
+        return;
+    }
+    let fx = fixture().await;
+    fx.daemon_config(&fx.aws_target(
+        "aws",
+        r#"{ kind = "credential-process-json", path = "process.json", owner = "nobody", group = "nogroup", mode = "0640" },
+           { kind = "aws-credentials", path = "credentials", owner = "42" }"#,
+    ));
+    fx.keyfed(&["once"]).await.ok();
+    let meta = |name: &str| std::fs::metadata(fx.path(name)).unwrap_or_else(|e| panic!("{e}"));
+    let json = meta("process.json");
+    assert_eq!((json.uid(), json.gid()), (65534, 65534));
+    assert_eq!(json.mode() & 0o777, 0o640);
+    let ini = meta("credentials");
+    assert_eq!(
+        (ini.uid(), ini.gid()),
+        (42, 0),
+        "owner only: keyfed's group"
+    );
+    assert_eq!(ini.mode() & 0o777, 0o600);
 }

@@ -300,3 +300,37 @@ async fn endpoint_settings_are_checked() {
         .ok()
         .prints("valid (1 issuer, 2 targets)");
 }
+
+/// issue 7: an output mode giving others any access is refused with a clear error, and so is
+/// one that would keep keyfed from replacing its own file.
+#[tokio::test]
+async fn output_modes_giving_others_access_are_refused() {
+    let target = |mode: &str| {
+        format!(
+            "{}[targets.aws]\nissuer = \"corp\"\n\
+             aws = {{ role_arn = \"arn:aws:iam::123456789012:role/app\", region = \"eu-west-1\" }}\n\
+             outputs = [ {{ kind = \"credential-process-json\", path = \"out.json\", mode = \"{mode}\" }} ]\n",
+            issuer("corp", "host-secret", "client_secret_basic")
+        )
+    };
+    for mode in ["0644", "0604", "0601", "0666"] {
+        fixture_with(&target(mode))
+            .keyfed(&["check"])
+            .await
+            .fails_with(3)
+            .says("targets.aws.outputs[0].mode: ")
+            .says(&format!(
+                "mode {mode} gives others access; credentials are never world-accessible"
+            ));
+    }
+    fixture_with(&target("0400"))
+        .keyfed(&["check"])
+        .await
+        .fails_with(3)
+        .says("mode 0400 would keep keyfed itself from replacing the file");
+    fixture_with(&target("0640"))
+        .keyfed(&["check"])
+        .await
+        .ok()
+        .prints("mode = \"0640\"");
+}

@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
-use crate::util::{AWS_AUD, Fixture};
+use crate::util::{AWS_AUD, Fixture, Serves, wait_until};
 
 const ACCOUNT: &str = "123456789012";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/interop";
@@ -40,19 +39,17 @@ async fn moto() -> Moto {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start moto_server: {e}"));
     let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+    wait_until(&format!("moto_server to listen on {url}"), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
-        {
-            return Moto { _child: child, url };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moto_server did not listen on {url}");
+    })
+    .await;
+    Moto { _child: child, url }
 }
 
-/// Runs a program from the venv with a clean environment plus `env`; returns stdout.
+/// Runs a program from the venv with a clean environment plus `env`; returns stdout. Its
+/// output, and that of every keyfed it ran through [`Fixture::keyfed_wrapper`], is leak-checked.
 async fn tool(program: &str, args: &[&str], env: &[(&str, String)], fx: &Fixture) -> String {
     let output = tokio::process::Command::new(venv().join("bin").join(program))
         .args(args)
@@ -72,9 +69,8 @@ async fn tool(program: &str, args: &[&str], env: &[(&str, String)], fx: &Fixture
         output.status.success(),
         "{program} {args:?} failed:\n{stdout}\n{stderr}"
     );
-    for secret in fx.secrets() {
-        assert!(!stderr.contains(&secret), "a secret leaked:\n{stderr}");
-    }
+    fx.check_output(program, Serves::Nothing, &stdout, &stderr);
+    fx.check_wrapped();
     stdout
 }
 
@@ -120,7 +116,7 @@ async fn aws_cli_with_credential_process_through_the_daemon() {
         "aws-config",
         &format!(
             "[default]\ncredential_process = {} --config {} credential-process aws\nregion = us-east-1\n",
-            env!("CARGO_BIN_EXE_keyfed"),
+            fx.keyfed_wrapper().display(),
             config.display()
         ),
     );
@@ -136,6 +132,10 @@ async fn aws_cli_with_credential_process_through_the_daemon() {
         .await,
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/cli-process")
     );
+    assert!(
+        fx.check_wrapped() >= 1,
+        "the AWS CLI ran keyfed credential-process"
+    );
     daemon.stop().await;
 }
 
@@ -148,6 +148,8 @@ async fn aws_cli_with_the_shared_credentials_file_keyfed_writes() {
         "cli-file",
     )
     .await;
+    fx.known
+        .add_file(fx.path("aws/credentials"), crate::util::SecretFile::AwsIni);
     fx.keyfed(&["once"]).await.ok();
     assert_eq!(
         cli_caller_arn(
@@ -207,15 +209,23 @@ async fn the_aws_cli_accepts_what_keyfed_demo_serves() {
     // The README's demo instruction: the AWS CLI with the profile `keyfed demo` writes, calling
     // the demo's STS emulator with credentials from `credential_process`.
     let fx = Fixture::new();
-    let mut demo = fx.spawn(&["demo", "--dir", "demo"]);
+    fx.know_demo_secrets("demo", "keyfed-demo");
+    let demo = fx.spawn(&["demo", "--dir", "demo"]);
     let ready = fx.path("demo/aws/credential-process.json");
-    for _ in 0..500 {
-        if ready.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ready.exists(), "keyfed demo wrote no credentials");
+    wait_until("keyfed demo to write credentials", async || ready.exists()).await;
+    // The profile exactly as the demo wrote it, but keyfed run through the leak-checking
+    // wrapper (same binary, same arguments).
+    let config = fx.path("demo/aws/config");
+    let profile = std::fs::read_to_string(&config).unwrap_or_default();
+    assert!(profile.contains(env!("CARGO_BIN_EXE_keyfed")), "{profile}");
+    std::fs::write(
+        &config,
+        profile.replace(
+            env!("CARGO_BIN_EXE_keyfed"),
+            &fx.keyfed_wrapper().display().to_string(),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = tool(
         "aws",
         &[
@@ -238,7 +248,8 @@ async fn the_aws_cli_accepts_what_keyfed_demo_serves() {
         arn.starts_with(&format!("arn:aws:sts::{ACCOUNT}:assumed-role/keyfed-demo/")),
         "{arn}"
     );
-    let _ = demo.kill().await;
+    assert!(fx.check_wrapped() >= 1, "the AWS CLI ran keyfed");
+    demo.stop().await;
 }
 
 /// keyfed against moto with target "aws" on the container face and IMDS.
@@ -290,6 +301,8 @@ async fn cli_and_boto3_assume(
     mut env: Vec<(&'static str, String)>,
     session: &str,
 ) {
+    // The keys moto issued, learned through the control socket, so the leak check knows them.
+    fx.keyfed(&["credential-process", "aws"]).await.ok();
     let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/{session}");
     assert_eq!(cli_caller_arn(fx, &moto.url, &env).await, expected);
     env.push(("MOTO", moto.url.clone()));
@@ -355,18 +368,10 @@ async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
         &config.replace("\"long-lived\"", "\"long-lived-2\""),
     );
     daemon.signal(rustix::process::Signal::HUP);
-    let mut second_key = first_key.clone();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        second_key = fx.keyfed(&["credential-process", "aws"]).await.stdout;
-        if second_key != first_key {
-            break;
-        }
-    }
-    assert_ne!(
-        second_key, first_key,
-        "the forced refresh brought new credentials"
-    );
+    wait_until("the forced refresh to bring new credentials", async || {
+        fx.keyfed(&["credential-process", "aws"]).await.stdout != first_key
+    })
+    .await;
     let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
     stdin
         .write_all(b"go\n")
@@ -377,11 +382,9 @@ async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
         .wait_with_output()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        output.status.success(),
-        "boto3 failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "boto3 failed: {stderr}");
+    fx.check_output("boto3", Serves::Nothing, &first, &stderr);
     let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/long-lived");
     let (arn1, key1) = first.split_once(' ').unwrap_or_default();
     let (arn2, key2) = second.split_once(' ').unwrap_or_default();

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyfed_core::clock::ManualClock;
-use keyfed_core::emulator::TestCa;
+use keyfed_core::emulator::{Fault, Latch, TestCa};
 use keyfed_keycloak::emulator::KeycloakEmulator;
 
-use crate::util::{AWS_AUD, Fixture, issuer, target};
+use crate::util::{AWS_AUD, Fixture, issuer, target, wait_until};
 
 fn standard_config(fx: &Fixture, extra_target_keys: &str) {
     fx.write_credentials();
@@ -140,4 +140,105 @@ async fn https_issuer_is_trusted_through_ca_file_only() {
         &config.replace("[targets.aws]", "ca_file = \"ca.pem\"\n\n[targets.aws]"),
     );
     fx.keyfed(&["token", "aws"]).await.ok();
+}
+
+/// The `kid` in the header of the JWT in `path`, if the file holds one.
+fn kid_in(path: &std::path::Path) -> Option<String> {
+    let jwt = std::fs::read_to_string(path).ok()?;
+    let header = crate::util::claims(&format!("x.{}", jwt.split('.').next()?));
+    header["kid"].as_str().map(str::to_owned)
+}
+
+/// issue 7: the signing key rotates while `keyfed run` is up, so the running daemon meets an
+/// unknown `kid` and must refetch the JWKS itself (one fetch more, no failed refresh) — the test
+/// before rotated between two processes, which never reached the refetch. Three targets share
+/// the issuer's client: two get their tokens (the JWKS is fetched once and kept), the third's
+/// token request is held while the key rotates, then signed with the new key.
+#[tokio::test]
+async fn the_signing_key_rotates_while_the_daemon_runs() {
+    let mut fx = Fixture::new();
+    fx.start_default().await;
+    let port = crate::util::free_port();
+    let names = ["one", "two", "three"];
+    let mut targets = String::new();
+    for name in names {
+        targets += &(target(name, "corp", crate::util::API_AUD, "api-audience")
+            + &format!("outputs = [ {{ kind = \"token\", path = \"{name}.jwt\" }} ]\n\n"));
+    }
+    fx.daemon_config(&format!(
+        "{targets}[endpoint]\nlisten = [\"127.0.0.1:{port}\"]\ncontainer_token_file = \"container-token\"\n"
+    ));
+    // Only the first token request is held; the other targets' go through.
+    let held = Latch::new();
+    fx.keycloak().control().inject(
+        "/protocol/openid-connect/token",
+        Fault::Hold(held.clone()),
+        Some(1),
+    );
+    let daemon = fx.daemon().await;
+    tokio::time::timeout(Duration::from_secs(15), held.until_waiting(1))
+        .await
+        .unwrap_or_else(|_| panic!("no token request was held"));
+    let kids = || names.map(|n| kid_in(&fx.path(&format!("{n}.jwt"))));
+    wait_until("the other two targets' tokens", async || {
+        kids().iter().flatten().count() == 2
+    })
+    .await;
+    let before = kids();
+    assert_eq!(
+        fx.keycloak().jwks_requests(),
+        1,
+        "the JWKS is fetched for the first token and kept for the second"
+    );
+
+    fx.keycloak()
+        .rotate_signing_key()
+        .unwrap_or_else(|e| panic!("{e}"));
+    held.release();
+    wait_until("the held target's token", async || {
+        kids().iter().flatten().count() == 3
+    })
+    .await;
+    let after = kids();
+    let old_kid = before.iter().flatten().next().cloned();
+    let held_kid = before
+        .iter()
+        .zip(&after)
+        .find_map(|(b, a)| if b.is_none() { a.clone() } else { None });
+    assert!(held_kid.is_some() && held_kid != old_kid, "{after:?}");
+    assert_eq!(
+        fx.keycloak().jwks_requests(),
+        2,
+        "the unknown kid made the daemon refetch the JWKS once"
+    );
+    assert_eq!(fx.keycloak().token_requests(), 3, "no retry was needed");
+
+    let status = fx.keyfed(&["status", "--json"]).await;
+    status.ok();
+    let states: serde_json::Value =
+        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}"));
+    for t in states.as_array().into_iter().flatten() {
+        assert_eq!(t["state"], "fresh", "{t}");
+        assert_eq!(t["last_error"], serde_json::Value::Null, "{t}");
+    }
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    for name in names {
+        for (result, count) in [("failure", 0), ("success", 1)] {
+            let line = format!(
+                "keyfed_refreshes_total{{target=\"{name}\",result=\"{result}\"}} {count}\n"
+            );
+            assert!(metrics.contains(&line), "{line:?} in:\n{metrics}");
+        }
+    }
+    daemon.stop().await;
 }

@@ -9,7 +9,12 @@ Prints a Markdown table. Not a test: nothing here passes or fails.
   2. the daemon's resident memory idle and after the load, and its CPU time and context
      switches over 60 idle seconds.
 
-Usage: tests/bench/endpoint.py [--seconds 20] [--idle 60]
+Before measuring, the script checks that keyfed's face answered 200 with a credential document
+(its size is the size of nginx's file) and that nginx serves that file with 200; after wrk, that
+keyfed's own counter of container answers with 200 grew by at least the requests wrk counted.
+Each table is printed with the commit, the machine and the tool versions it was measured with.
+
+Usage: tests/bench/endpoint.py [--seconds 20] [--idle 60] [--keyfed PATH]
 Needs a release build (cargo build --release), and wrk and nginx (apt-get install wrk nginx).
 """
 
@@ -23,16 +28,28 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, listening, wait_for  # noqa: E402
+from common import free_port, listening, provenance, wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYFED = ROOT / "target" / "release" / "keyfed"
+RELEASE = ROOT / "target" / "release" / "keyfed"
+KEYFED = RELEASE  # --keyfed picks another
 
 
+def curl(url, header=None):
+    """GET `url` with curl: (HTTP status, body)."""
+    cmd = ["curl", "-s", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}", url]
+    if header:
+        cmd[1:1] = ["-H", header]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout
+    body, _, code = out.rpartition(b"\n")
+    return int(code), body
 
 
-
-
+def container_answers(port):
+    """keyfed's count of container-face answers with status 200, from its /metrics."""
+    _, text = curl(f"http://127.0.0.1:{port}/metrics")
+    found = re.search(rb'keyfed_endpoint_requests_total\{face="container",status="200"\} (\d+)', text)
+    return int(found.group(1)) if found else 0
 
 
 def status(pid, field):
@@ -56,19 +73,24 @@ def wrk(url, seconds, header=None):
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, float(p99.group(1)) * scale, int(errors.group(1)) if errors else 0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, float(p99.group(1)) * scale, int(errors.group(1)) if errors else 0, requests
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--idle", type=int, default=60)
+    parser.add_argument("--keyfed", type=Path, default=RELEASE,
+                        help="the keyfed binary to measure (default: the release build)")
     args = parser.parse_args()
+    global KEYFED
+    KEYFED = args.keyfed.resolve()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"install {tool} first: apt-get install wrk nginx")
     if not KEYFED.exists():
-        sys.exit("build first: cargo build --release")
+        sys.exit(f"{KEYFED} is missing: cargo build --release")
 
     work = Path(tempfile.mkdtemp(prefix="keyfed-bench-"))
     work.chmod(0o755)
@@ -92,8 +114,10 @@ def main():
         wait_for(lambda: listening(port), "keyfed run")
         token = (run_dir / "container-token").read_text()
         url = f"http://127.0.0.1:{port}/aws/demo"
-        body = subprocess.run(["curl", "-s", "-H", f"Authorization: {token}", url],
-                              capture_output=True, check=True).stdout
+        wait_for(lambda: curl(url, f"Authorization: {token}")[0] == 200, "keyfed's first credential")
+        code, body = curl(url, f"Authorization: {token}")
+        if code != 200 or b'"AccessKeyId"' not in body:
+            sys.exit(f"keyfed's container face answered {code}: {body[:200]!r}")
         time.sleep(1)
         rss_idle = status(daemon.pid, "VmRSS")
 
@@ -121,9 +145,17 @@ http {{
         procs.append(subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(lambda: listening(nginx_port), "nginx")
+        nginx_url = f"http://127.0.0.1:{nginx_port}/aws/demo"
+        code, served = curl(nginx_url)
+        if code != 200 or len(served) != len(body):
+            sys.exit(f"nginx answered {code} with {len(served)} bytes, not 200 with {len(body)}")
 
-        k_rps, k_p99, k_err = wrk(url, args.seconds, f"Authorization: {token}")
-        n_rps, n_p99, n_err = wrk(f"http://127.0.0.1:{nginx_port}/aws/demo", args.seconds)
+        answered = container_answers(port)
+        k_rps, k_p99, k_err, k_requests = wrk(url, args.seconds, f"Authorization: {token}")
+        answered = container_answers(port) - answered
+        if answered < k_requests - k_err:
+            sys.exit(f"wrk counted {k_requests} requests but keyfed answered {answered} with 200")
+        n_rps, n_p99, n_err, _ = wrk(nginx_url, args.seconds)
         rss_loaded = status(daemon.pid, "VmRSS")
 
         cpu0, switches0 = cpu_seconds(daemon.pid), (
@@ -140,11 +172,20 @@ http {{
             p.wait()
         shutil.rmtree(work, ignore_errors=True)
 
+    measured_with = provenance({
+        "keyfed": [str(KEYFED), "--version"],
+        "wrk": ["wrk", "--version"],
+        "nginx": ["nginx", "-v"],
+    })
+    print(measured_with)
+    print()
     print(f"| wrk, 2 threads, 64 connections, {args.seconds} s, {len(body)}-byte JSON | requests/s | p99 | non-2xx |")
     print("|---|---|---|---|")
     print(f"| keyfed container face (`GET /aws/demo` with Authorization) | {k_rps:,.0f} | {k_p99:.2f} ms | {k_err} |")
     print(f"| nginx, same-sized static file | {n_rps:,.0f} | {n_p99:.2f} ms | {n_err} |")
     print(f"| ratio keyfed / nginx | {k_rps / n_rps:.2f}× | {k_p99 / n_p99:.2f}× | |")
+    print()
+    print(measured_with)
     print()
     print("| daemon with three targets | value |")
     print("|---|---|")

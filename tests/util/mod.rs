@@ -1,14 +1,23 @@
 //! Test fixtures: a Keycloak emulator with one client per authentication method, a temporary
-//! folder for configuration and key files, and a runner for the real `keyfed` binary that fails
-//! the test if any secret it knows of shows up in the binary's output.
+//! folder for configuration and key files, and one way to start the real `keyfed` binary (and
+//! anything that runs it) under the leak check of `leaks.rs`: every process's stdout and stderr
+//! are checked against every secret the run knows (`process.rs`).
 
 #![allow(dead_code)]
 
+pub mod leaks;
+pub mod process;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use keyfed_aws::emulator::StsEmulator;
 use keyfed_keycloak::emulator::{Builder, ClientSpec, Credential, KeycloakEmulator, Realm};
+
+pub use leaks::{Known, SecretFile, Serves};
+pub use process::Process;
 
 /// A client secret with every character that Basic authentication must form-urlencode.
 pub const SECRET: &str = "s3cr3t:with+plus%percent&amp space=eq";
@@ -81,24 +90,110 @@ pub fn key_pair(alg: &'static rcgen::SignatureAlgorithm) -> KeyPair {
     }
 }
 
+/// Every client id the tests configure (the realm's, and one it does not know).
+pub const CLIENT_IDS: [&str; 7] = [
+    "host-secret",
+    "host-rs256",
+    "host-ps256",
+    "host-es256",
+    "host-hs256",
+    "no-service-account",
+    "no-such-client",
+];
+
+/// Waits until `done` says yes, polling; fails the test, naming `what`, after a generous bound.
+/// For events a test cannot be told of directly (a file written, a log line, a status).
+pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    const BOUND: Duration = Duration::from_secs(15);
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < BOUND,
+            "timed out after {BOUND:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether this test may act as other users (it runs as root, as on CI). Otherwise the test
+/// fails, unless `KEYFED_TEST_ALLOW_SKIP=1` says to skip it knowingly: then a `SKIPPED:` line
+/// goes straight to standard error (past the test harness's capture) and this returns false.
+pub fn as_root_or_skip(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    let reason = "it must run as root to act as other users";
+    if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: {reason} (KEYFED_TEST_ALLOW_SKIP=1)"
+        );
+        return false;
+    }
+    panic!("{test}: {reason}; run the tests as root, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
+}
+
 /// Everything one test needs: a folder, keys, a realm, and the secrets that must never leak.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub rsa: KeyPair,
     pub ec: KeyPair,
-    pub keycloak: Option<KeycloakEmulator>,
-    pub sts: Option<keyfed_aws::emulator::StsEmulator>,
+    pub keycloak: Option<Arc<KeycloakEmulator>>,
+    pub sts: Option<Arc<StsEmulator>>,
+    /// Every secret this run knows; see `leaks.rs`.
+    pub known: Known,
 }
 
 impl Fixture {
     pub fn new() -> Self {
-        Self {
+        let fx = Self {
             dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
             rsa: key_pair(&rcgen::PKCS_RSA_SHA256),
             ec: key_pair(&rcgen::PKCS_ECDSA_P256_SHA256),
             keycloak: None,
             sts: None,
-        }
+            known: Known::default(),
+        };
+        fx.known.add_client_secret(SECRET, &CLIENT_IDS);
+        fx.known.add_client_secret(JWT_SECRET, &CLIENT_IDS);
+        fx.known.add(
+            "a line of the RSA private key",
+            &leaks::key_middle(&fx.rsa.private_pem),
+        );
+        fx.known.add(
+            "a line of the EC private key",
+            &leaks::key_middle(&fx.ec.private_pem),
+        );
+        fx.known
+            .add_file(fx.path("container-token"), SecretFile::Whole);
+        fx
+    }
+
+    /// Makes the secret files `keyfed demo --dir DIR` writes known: its client secret (for
+    /// client `client_id`), credentials and tokens, and the container token.
+    pub fn know_demo_secrets(&self, dir: &str, client_id: &str) {
+        let at = |name: &str| self.path(dir).join(name);
+        self.known.add_file(
+            at("client-secret"),
+            SecretFile::ClientSecret {
+                client_id: client_id.to_owned(),
+            },
+        );
+        self.known
+            .add_file(at("aws/credentials"), SecretFile::AwsIni);
+        self.known
+            .add_file(at("aws/credential-process.json"), SecretFile::AwsJson);
+        self.known.add_file(at("tokens/api.jwt"), SecretFile::Jwt);
+        self.known
+            .add_file(at("tokens/web-identity.jwt"), SecretFile::Jwt);
+        self.known
+            .add_file(at("container-token"), SecretFile::Whole);
+    }
+
+    /// Adds a secret the test learned (an IMDS session token, a credential it fetched).
+    pub fn know(&self, what: &str, value: &str) {
+        self.known.add(what, value);
     }
 
     /// The standard realm: one client per authentication method, and audience scopes.
@@ -144,10 +239,13 @@ impl Fixture {
 
     /// Starts the emulator from `builder` (see [`Fixture::realm`]) and keeps it.
     pub async fn start(&mut self, builder: Builder) -> &KeycloakEmulator {
-        let started = builder
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("emulator: {e}"));
+        let started = Arc::new(
+            builder
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("emulator: {e}")),
+        );
+        self.known.add_emulators(Some(&started), None);
         self.keycloak.insert(started)
     }
 
@@ -192,19 +290,14 @@ impl Fixture {
         self.write("keyfed.toml", &body.replace("{issuer}", &issuer))
     }
 
-    /// Every secret keyfed knows in these tests; none may appear in its output.
+    /// Every secret known right now; none may appear in any output of keyfed.
     pub fn secrets(&self) -> Vec<String> {
-        let pem_body = |pem: &str| {
-            pem.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<String>()
-        };
-        vec![
-            SECRET.to_owned(),
-            JWT_SECRET.to_owned(),
-            pem_body(&self.rsa.private_pem)[..40].to_owned(),
-            pem_body(&self.ec.private_pem)[..40].to_owned(),
-        ]
+        self.known.secrets().into_iter().map(|s| s.value).collect()
+    }
+
+    /// Fails the test if a known secret is in this output of `process`.
+    pub fn check_output(&self, process: &str, serves: Serves, stdout: &str, stderr: &str) {
+        self.known.check(process, serves, stdout, stderr);
     }
 
     /// Runs `keyfed --config <dir>/keyfed.toml ARGS` with debug logging.
@@ -217,31 +310,106 @@ impl Fixture {
 
     /// Runs `keyfed ARGS` with a clean environment plus `env`, checking that no secret leaks.
     pub async fn keyfed_raw(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
+        self.keyfed_as(&[], args, env).await
+    }
+
+    /// Runs `PREFIX… keyfed ARGS` (e.g. `setpriv --reuid=… keyfed …`), checked like
+    /// [`Fixture::keyfed_raw`].
+    pub async fn keyfed_as(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
+        process::run(
+            &format!("keyfed {}", args.join(" ")),
+            self.keyfed_command(prefix, args, env),
+            &self.known,
+            Serves::for_keyfed(args),
+        )
+        .await
+    }
+
+    /// The one way tests start keyfed: the binary (behind `prefix`, if any) with a clean
+    /// environment, HOME in the fixture's folder, debug logging, plus `env`.
+    pub fn keyfed_command(
+        &self,
+        prefix: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let exe = env!("CARGO_BIN_EXE_keyfed");
+        let mut command = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => tokio::process::Command::new(exe),
+        };
+        command
             .args(args)
             .env_clear()
             .env("HOME", self.dir.path())
             .env("KEYFED_LOG", "debug")
             .envs(env.iter().copied())
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("cannot run keyfed: {e}"));
-        let run = Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Writes `keyfed-checked`, a stand-in for the keyfed binary for programs that run keyfed
+    /// themselves (the AWS CLI's `credential_process`): it runs keyfed with debug logging and
+    /// keeps each run's stdout and stderr in `wrapped/`, which [`Fixture::check_wrapped`] (and
+    /// dropping the fixture) checks.
+    pub fn keyfed_wrapper(&self) -> PathBuf {
+        let runs = self.path("wrapped");
+        std::fs::create_dir_all(&runs).unwrap_or_else(|e| panic!("{e}"));
+        let script = format!(
+            "#!/bin/sh\n\
+             # keyfed as run by a program under test; its output is kept for the leak check.\n\
+             out=\"{runs}/$$\"\n\
+             KEYFED_LOG=debug \"{exe}\" \"$@\" >\"$out.stdout\" 2>\"$out.stderr\"\n\
+             code=$?\n\
+             printf '%s\\n' \"$*\" >\"$out.args\"\n\
+             cat \"$out.stdout\"\n\
+             exit $code\n",
+            runs = runs.display(),
+            exe = env!("CARGO_BIN_EXE_keyfed"),
+        );
+        let path = self.path("keyfed-checked");
+        std::fs::write(&path, script).unwrap_or_else(|e| panic!("{e}"));
+        set_mode(&path, 0o755);
+        path
+    }
+
+    /// Checks the output of every keyfed run through [`Fixture::keyfed_wrapper`] so far; returns
+    /// how many runs there were.
+    pub fn check_wrapped(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.path("wrapped")) else {
+            return 0;
         };
-        for secret in self.secrets() {
-            assert!(
-                !run.stdout.contains(&secret) && !run.stderr.contains(&secret),
-                "a secret leaked into keyfed's output:\n{}\n{}",
-                run.stdout,
-                run.stderr
+        let mut checked = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "args") {
+                continue;
+            }
+            let read =
+                |ext: &str| std::fs::read_to_string(path.with_extension(ext)).unwrap_or_default();
+            let args = read("args");
+            let words: Vec<&str> = args.split_whitespace().collect();
+            self.known.check(
+                &format!("keyfed {} (run by a program under test)", args.trim()),
+                Serves::for_keyfed(&words),
+                &read("stdout"),
+                &read("stderr"),
             );
+            checked += 1;
         }
-        run
+        checked
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.check_wrapped();
+        }
     }
 }
 
@@ -296,9 +464,9 @@ pub const ROLE: &str = "app";
 
 impl Fixture {
     /// Starts an STS emulator trusting the Keycloak emulator for audience sts.amazonaws.com.
-    pub async fn start_sts(&mut self) -> &keyfed_aws::emulator::StsEmulator {
+    pub async fn start_sts(&mut self) -> &StsEmulator {
         let issuer = self.keycloak().issuer_url();
-        let sts = keyfed_aws::emulator::StsEmulator::builder()
+        let sts = StsEmulator::builder()
             .provider(keyfed_aws::emulator::OidcProvider {
                 url: issuer.clone(),
                 client_ids: vec![AWS_AUD.to_owned()],
@@ -307,10 +475,12 @@ impl Fixture {
             .start()
             .await
             .unwrap_or_else(|e| panic!("sts emulator: {e}"));
+        let sts = Arc::new(sts);
+        self.known.add_emulators(None, Some(&sts));
         self.sts.insert(sts)
     }
 
-    pub fn sts(&self) -> &keyfed_aws::emulator::StsEmulator {
+    pub fn sts(&self) -> &StsEmulator {
         self.sts
             .as_ref()
             .unwrap_or_else(|| panic!("start the STS emulator first"))
@@ -336,87 +506,72 @@ impl Fixture {
         ))
     }
 
-    /// Starts a long-running `keyfed ARGS` in the fixture's folder (output captured), killed
-    /// when the handle is dropped.
-    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_keyfed"))
-            .args(args)
-            .env_clear()
-            .env("HOME", self.dir.path())
-            .env("KEYFED_LOG", "debug")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start keyfed {args:?}: {e}"))
+    /// Starts a long-running `keyfed ARGS` in the fixture's folder (output captured and checked
+    /// when it ends), killed when the handle is dropped.
+    pub fn spawn(&self, args: &[&str]) -> Process {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`Fixture::spawn`] with `env` added to the clean environment.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Process {
+        self.spawn_as(&[], args, env)
+    }
+
+    /// [`Fixture::spawn_with`] behind `prefix` (e.g. `prlimit --nofile=…`, `unshare …`).
+    pub fn spawn_as(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Process {
+        process::spawn(
+            &format!("{} keyfed {}", prefix.join(" "), args.join(" ")),
+            self.keyfed_command(prefix, args, env),
+            &self.known,
+            Serves::for_keyfed(args),
+        )
     }
 
     /// Starts `keyfed run` and waits for its control socket.
     pub async fn daemon(&self) -> Daemon {
-        let config = self.path("keyfed.toml");
-        let child = self.spawn(&["--config", config.to_str().unwrap_or_default(), "run"]);
-        let socket = self.path("keyfed.sock");
-        for _ in 0..500 {
-            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-                return Daemon {
-                    child: Some(child),
-                    secrets: self.secrets(),
-                };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("keyfed run did not open {}", socket.display());
+        self.daemon_with(&[]).await
     }
+
+    /// [`Fixture::daemon`] with `env` added to the clean environment.
+    pub async fn daemon_with(&self, env: &[(&str, &str)]) -> Daemon {
+        let config = self.path("keyfed.toml");
+        let mut daemon = self.spawn_with(
+            &["--config", config.to_str().unwrap_or_default(), "run"],
+            env,
+        );
+        let socket = self.path("keyfed.sock");
+        wait_until(
+            &format!("keyfed run to open {}", socket.display()),
+            async || {
+                if let Some(status) = daemon.exited() {
+                    panic!("keyfed run exited ({status}):\n{}", daemon.log_so_far());
+                }
+                answers(&socket).await
+            },
+        )
+        .await;
+        daemon
+    }
+}
+
+/// Whether a daemon answers a status request on `socket`: the control socket is bound before
+/// the endpoint starts (so a second daemon fails before writing anything) but answers only once
+/// everything is up.
+pub async fn answers(socket: &Path) -> bool {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
+        return false;
+    };
+    if stream.write_all(b"\"status\"\n").await.is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    reader.read_line(&mut line).await.is_ok() && line.contains("\"status\"")
 }
 
 /// A running `keyfed run`; killed when dropped.
-pub struct Daemon {
-    child: Option<tokio::process::Child>,
-    secrets: Vec<String>,
-}
-
-impl Daemon {
-    /// Sends a signal to the daemon.
-    pub fn signal(&self, signal: rustix::process::Signal) {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(|c| c.id())
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32));
-        if let Some(pid) = pid {
-            rustix::process::kill_process(pid, signal).unwrap_or_else(|e| panic!("kill: {e}"));
-        }
-    }
-
-    /// Stops the daemon with SIGTERM and returns its exit code and log.
-    pub async fn stop(mut self) -> Run {
-        self.signal(rustix::process::Signal::TERM);
-        let child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("already stopped"));
-        let output =
-            tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
-                .await
-                .unwrap_or_else(|_| panic!("keyfed run did not stop on SIGTERM"))
-                .unwrap_or_else(|e| panic!("{e}"));
-        let run = Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
-        for secret in &self.secrets {
-            assert!(
-                !run.stderr.contains(secret.as_str()),
-                "a secret leaked into the daemon's log:\n{}",
-                run.stderr
-            );
-        }
-        run
-    }
-}
+pub type Daemon = Process;
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {

@@ -1,0 +1,301 @@
+//! The leak check: every secret a test run knows, and the check that none of them shows up in
+//! the output of a `keyfed` process.
+//!
+//! A run knows more secrets as it goes: the fixed ones (client secrets raw, form-urlencoded and
+//! inside a Basic `Authorization` value; a line from the middle of each private key), every
+//! token the Keycloak emulators issued and every AWS secret key and session token the STS
+//! emulators issued (read from the emulators at the moment of the check, so a daemon's log is
+//! checked against what was issued while it ran), secret files keyfed or the demo wrote
+//! (container tokens, client secrets, credential files), and what the test learned itself (IMDS
+//! session tokens, credentials from the endpoint or printed by `credential-process`).
+//!
+//! A process's stdout may carry the one credential its command exists to print (`keyfed token`,
+//! `keyfed credential-process`); that credential is taken out of stdout before the check and
+//! becomes a known secret for every other stream and process.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use base64::Engine as _;
+use keyfed_aws::emulator::StsEmulator;
+use keyfed_keycloak::emulator::KeycloakEmulator;
+
+/// Secrets shorter than this are not checked: they would match by chance.
+const MIN_LEN: usize = 8;
+
+/// What a secret file holds, and so which parts of it are secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFile {
+    /// The whole content, trimmed (a container token, a client secret).
+    Whole,
+    /// A client secret for `client_id`: also checked form-urlencoded and as Basic auth.
+    ClientSecret { client_id: String },
+    /// A JWT: its signature.
+    Jwt,
+    /// An AWS shared credentials file: every `aws_secret_access_key` and `aws_session_token`.
+    AwsIni,
+    /// A `credential_process` document: `SecretAccessKey` and `SessionToken`.
+    AwsJson,
+}
+
+/// What a process's stdout legitimately carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Nothing secret.
+    Nothing,
+    /// One raw JWT (`keyfed token <target>`).
+    Token,
+    /// A `credential_process` document (`keyfed credential-process <target>`).
+    AwsJson,
+}
+
+impl Serves {
+    /// What `keyfed ARGS` prints on stdout by design.
+    pub fn for_keyfed(args: &[&str]) -> Self {
+        let mut words = args.iter().enumerate().filter(|(i, a)| {
+            !a.starts_with('-') && (*i == 0 || !matches!(args[i - 1], "--config" | "--dir"))
+        });
+        match words.next().map(|(_, a)| *a) {
+            Some("credential-process") => Self::AwsJson,
+            Some("token") if !args.contains(&"--decode") => Self::Token,
+            _ => Self::Nothing,
+        }
+    }
+}
+
+/// One secret and a name for it that may appear in a failure message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub what: String,
+    pub value: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    fixed: Vec<Secret>,
+    keycloaks: Vec<Arc<KeycloakEmulator>>,
+    sts: Vec<Arc<StsEmulator>>,
+    files: Vec<(PathBuf, SecretFile)>,
+}
+
+/// Every secret a test run knows; clones share one registry.
+#[derive(Clone, Default)]
+pub struct Known(Arc<Mutex<Inner>>);
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, as keyfed sends it (RFC 6749 §2.3.1).
+pub fn basic_auth(client_id: &str, secret: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        urlencode(client_id),
+        urlencode(secret)
+    ))
+}
+
+pub fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The signature of a JWT: the part that makes it usable (header and claims are not secret, and
+/// `keyfed token --decode` prints them).
+fn jwt_signature(jwt: &str) -> Option<&str> {
+    let parts: Vec<&str> = jwt.trim().split('.').collect();
+    (parts.len() == 3).then(|| parts[2])
+}
+
+/// A line from the middle of a PEM body: real key bits (the first characters of a PEM body are
+/// the same for every key of a kind), whole so it matches a key printed with or without breaks.
+pub fn key_middle(pem: &str) -> String {
+    let body: Vec<&str> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+        .collect();
+    body.get(body.len() / 2)
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn aws_json_secrets(text: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+    ["SecretAccessKey", "SessionToken", "Token"]
+        .iter()
+        .filter_map(|k| doc[k].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn aws_ini_secrets(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| matches!(k.trim(), "aws_secret_access_key" | "aws_session_token"))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
+}
+
+impl Known {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a secret the test learned.
+    pub fn add(&self, what: &str, value: &str) {
+        let value = value.trim();
+        if value.len() < MIN_LEN {
+            return;
+        }
+        let mut inner = self.lock();
+        if !inner.fixed.iter().any(|s| s.value == value) {
+            inner.fixed.push(Secret {
+                what: what.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+    }
+
+    /// Adds a client secret in each form it may take on the wire for `client_ids`.
+    pub fn add_client_secret(&self, secret: &str, client_ids: &[&str]) {
+        self.add("a client secret", secret);
+        self.add("a client secret, form-urlencoded", &urlencode(secret));
+        for id in client_ids {
+            self.add(
+                &format!("the Basic auth value of client {id}"),
+                &basic_auth(id, secret),
+            );
+        }
+    }
+
+    pub fn add_emulators(
+        &self,
+        keycloak: Option<&Arc<KeycloakEmulator>>,
+        sts: Option<&Arc<StsEmulator>>,
+    ) {
+        let mut inner = self.lock();
+        if let Some(k) = keycloak
+            && !inner.keycloaks.iter().any(|x| Arc::ptr_eq(x, k))
+        {
+            inner.keycloaks.push(Arc::clone(k));
+        }
+        if let Some(s) = sts
+            && !inner.sts.iter().any(|x| Arc::ptr_eq(x, s))
+        {
+            inner.sts.push(Arc::clone(s));
+        }
+    }
+
+    /// A file whose secret parts are read at each check (it may not exist yet).
+    pub fn add_file(&self, path: PathBuf, kind: SecretFile) {
+        let mut inner = self.lock();
+        if !inner.files.iter().any(|(p, _)| *p == path) {
+            inner.files.push((path, kind));
+        }
+    }
+
+    /// Every secret known right now.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let inner = self.lock();
+        let mut all = inner.fixed.clone();
+        let mut push = |what: String, value: &str| {
+            let value = value.trim();
+            if value.len() >= MIN_LEN && !all.iter().any(|s| s.value == value) {
+                all.push(Secret {
+                    what,
+                    value: value.to_owned(),
+                });
+            }
+        };
+        for keycloak in &inner.keycloaks {
+            for token in keycloak.issued_tokens() {
+                if let Some(signature) = jwt_signature(&token) {
+                    push("a Keycloak token the emulator issued".to_owned(), signature);
+                }
+            }
+        }
+        for sts in &inner.sts {
+            for secret in sts.issued_secrets() {
+                push(
+                    "an AWS secret key or session token the STS emulator issued".to_owned(),
+                    &secret,
+                );
+            }
+        }
+        for (path, kind) in &inner.files {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let what = format!("the secret in {}", path.display());
+            match kind {
+                SecretFile::Whole => push(what, &text),
+                SecretFile::ClientSecret { client_id } => {
+                    push(what.clone(), &text);
+                    push(what.clone(), &urlencode(text.trim()));
+                    push(what, &basic_auth(client_id, text.trim()));
+                }
+                SecretFile::Jwt => {
+                    if let Some(signature) = jwt_signature(&text) {
+                        push(what, signature);
+                    }
+                }
+                SecretFile::AwsIni => {
+                    for value in aws_ini_secrets(&text) {
+                        push(what.clone(), &value);
+                    }
+                }
+                SecretFile::AwsJson => {
+                    for value in aws_json_secrets(&text) {
+                        push(what.clone(), &value);
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// The names of the known secrets in `text`.
+    pub fn found_in(&self, text: &str) -> Vec<String> {
+        self.secrets()
+            .into_iter()
+            .filter(|s| text.contains(&s.value))
+            .map(|s| s.what)
+            .collect()
+    }
+
+    /// Fails the test if a known secret is in `stdout` (less what the command serves by design)
+    /// or in `stderr` of `process`; what it served becomes a known secret.
+    pub fn check(&self, process: &str, serves: Serves, stdout: &str, stderr: &str) {
+        let mut scrubbed = stdout.to_owned();
+        let served: Vec<String> = match serves {
+            Serves::Nothing => Vec::new(),
+            Serves::Token => jwt_signature(stdout)
+                .map(|s| vec![s.to_owned()])
+                .unwrap_or_default(),
+            Serves::AwsJson => aws_json_secrets(stdout),
+        };
+        for value in &served {
+            scrubbed = scrubbed.replace(value.as_str(), "<served>");
+            self.add(&format!("a credential served by {process}"), value);
+        }
+        for (stream, text) in [("stdout", scrubbed.as_str()), ("stderr", stderr)] {
+            let found = self.found_in(text);
+            assert!(
+                found.is_empty(),
+                "secrets leaked into the {stream} of {process}: {found:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subcommand_decides_what_stdout_may_carry() {
+        let s = Serves::for_keyfed;
+        assert_eq!(s(&["--config", "x", "token", "aws"]), Serves::Token);
+        assert_eq!(
+            s(&["--config", "x", "token", "aws", "--decode"]),
+            Serves::Nothing
+        );
+        assert_eq!(s(&["credential-process", "aws"]), Serves::AwsJson);
+        assert_eq!(s(&["--config", "token", "status"]), Serves::Nothing);
+        assert_eq!(s(&["demo", "--dir", "token"]), Serves::Nothing);
+    }
+}
