@@ -10,13 +10,6 @@ use keyfed_core::emulator::Fault;
 
 use crate::util::{Fixture, ROLE, claims};
 
-async fn fixture() -> Fixture {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
-    fx
-}
-
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
@@ -29,7 +22,7 @@ fn json(text: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn once_writes_every_output_in_its_exact_format() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = fx.aws_target(
         "aws",
         r#"{ kind = "aws-credentials", path = "out/credentials", profile = "prod" },
@@ -89,7 +82,7 @@ async fn once_writes_every_output_in_its_exact_format() {
 
 #[tokio::test]
 async fn once_names_the_failed_target_and_still_writes_the_others() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let good = fx.aws_target(
         "good",
         r#"{ kind = "credential-process-json", path = "good.json" }"#,
@@ -113,7 +106,7 @@ async fn once_names_the_failed_target_and_still_writes_the_others() {
 
 #[tokio::test]
 async fn merged_credentials_file_keeps_every_other_byte() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let before = "# managed by hand\n[default]\nregion = eu-west-1\naws_access_key_id = OLD\n\n[other]\n; keep\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other-secret\n";
     std::fs::create_dir_all(fx.path(".aws")).unwrap_or_else(|e| panic!("{e}"));
     fx.write(".aws/credentials", before);
@@ -150,7 +143,7 @@ async fn merged_credentials_file_keeps_every_other_byte() {
 
 #[tokio::test]
 async fn daemon_serves_credential_process_and_stops_cleanly() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&format!(
         "{}\n{}",
         fx.aws_target("aws", ""),
@@ -186,7 +179,7 @@ async fn daemon_serves_credential_process_and_stops_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_callers_during_a_refresh_cause_one_keycloak_and_one_sts_call() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     // The first exchange is slow, so every caller arrives while it is under way.
     fx.sts()
@@ -212,18 +205,10 @@ async fn a_hundred_callers_during_a_refresh_cause_one_keycloak_and_one_sts_call(
 
 #[tokio::test]
 async fn without_a_daemon_credential_process_exchanges_once_and_caches() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
-    let runtime = fx.path("runtime");
-    std::fs::create_dir_all(&runtime).unwrap_or_else(|e| panic!("{e}"));
-    let config = fx.path("keyfed.toml");
-    let args = [
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "credential-process",
-        "aws",
-    ];
-    let env = [("XDG_RUNTIME_DIR", runtime.to_str().unwrap_or_default())];
+    let daemonless = fx.daemonless("aws");
+    let (args, env) = (daemonless.args(), daemonless.env());
     let first = fx.keyfed_raw(&args, &env).await;
     first.ok();
     let second = fx.keyfed_raw(&args, &env).await;
@@ -237,7 +222,7 @@ async fn without_a_daemon_credential_process_exchanges_once_and_caches() {
         1,
         "the second call came from the cache"
     );
-    let cache_dir = runtime.join("keyfed");
+    let cache_dir = daemonless.runtime.join("keyfed");
     assert_eq!(mode(&cache_dir), 0o700);
     let cached: Vec<_> = std::fs::read_dir(&cache_dir)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -250,7 +235,7 @@ async fn without_a_daemon_credential_process_exchanges_once_and_caches() {
 
 #[tokio::test]
 async fn sighup_with_a_broken_config_keeps_serving() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     let mut daemon = fx.daemon().await;
     fx.keyfed(&["credential-process", "aws"]).await.ok();
@@ -274,18 +259,12 @@ async fn sighup_with_a_broken_config_keeps_serving() {
 
 #[tokio::test]
 async fn even_trace_logging_never_shows_the_token_or_the_keys() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "process.json" }"#,
     ));
-    let config = fx.path("keyfed.toml");
-    let run = fx
-        .keyfed_raw(
-            &["--config", config.to_str().unwrap_or_default(), "once"],
-            &[("KEYFED_LOG", "trace")],
-        )
-        .await;
+    let run = fx.keyfed_with(&["once"], &[("KEYFED_LOG", "trace")]).await;
     run.ok();
     assert!(run.stderr.lines().count() > 50, "trace logging is on");
     let doc = json(&std::fs::read_to_string(fx.path("process.json")).unwrap_or_default());
@@ -306,7 +285,7 @@ async fn even_trace_logging_never_shows_the_token_or_the_keys() {
 
 #[tokio::test]
 async fn a_reload_keeps_valid_credentials_of_unchanged_targets() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     let mut daemon = fx.daemon().await;
     let before = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
@@ -330,24 +309,16 @@ async fn a_reload_keeps_valid_credentials_of_unchanged_targets() {
 
 #[tokio::test]
 async fn credentials_are_never_cached_in_a_folder_others_can_reach() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
-    let runtime = fx.path("runtime");
-    std::fs::create_dir_all(runtime.join("keyfed")).unwrap_or_else(|e| panic!("{e}"));
-    crate::util::set_mode(&runtime.join("keyfed"), 0o755);
-    let config = fx.path("keyfed.toml");
-    fx.keyfed_raw(
-        &[
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "credential-process",
-            "aws",
-        ],
-        &[("XDG_RUNTIME_DIR", runtime.to_str().unwrap_or_default())],
-    )
-    .await
-    .fails_with(1)
-    .says("must belong to this user with mode 0700");
+    let daemonless = fx.daemonless("aws");
+    let cache_dir = daemonless.runtime.join("keyfed");
+    std::fs::create_dir_all(&cache_dir).unwrap_or_else(|e| panic!("{e}"));
+    crate::util::set_mode(&cache_dir, 0o755);
+    fx.keyfed_raw(&daemonless.args(), &daemonless.env())
+        .await
+        .fails_with(1)
+        .says("must belong to this user with mode 0700");
     assert_eq!(fx.sts().assume_role_calls(), 0);
 }
 
@@ -368,7 +339,7 @@ fn sts_refuses_the_token(code: &str) -> Fault {
 #[tokio::test]
 async fn sts_refusing_the_token_once_gets_a_fresh_token_and_one_more_try() {
     for code in ["InvalidIdentityToken", "ExpiredTokenException"] {
-        let fx = fixture().await;
+        let fx = Fixture::aws().await;
         fx.daemon_config(&fx.aws_target("aws", ""));
         fx.sts()
             .control()
@@ -390,7 +361,7 @@ async fn sts_refusing_the_token_once_gets_a_fresh_token_and_one_more_try() {
 /// issue 7: refused twice, keyfed stops after the second try, not later.
 #[tokio::test]
 async fn sts_refusing_the_token_twice_fails_after_two_tries() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     fx.sts()
         .control()
@@ -408,7 +379,7 @@ async fn sts_refusing_the_token_twice_fails_after_two_tries() {
 /// issue 7: a socket file left by a run that died (nobody listening) is replaced at start.
 #[tokio::test]
 async fn a_stale_control_socket_is_replaced() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     drop(
         std::os::unix::net::UnixListener::bind(fx.path("keyfed.sock"))
@@ -424,15 +395,11 @@ async fn a_stale_control_socket_is_replaced() {
 /// keeps serving.
 #[tokio::test]
 async fn a_second_daemon_on_a_live_control_socket_stops_and_the_first_keeps_serving() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     let first = fx.daemon().await;
     let before = json(&fx.keyfed(&["credential-process", "aws"]).await.stdout);
-    let config = fx.path("keyfed.toml");
-    let second = fx
-        .spawn(&["--config", config.to_str().unwrap_or_default(), "run"])
-        .wait()
-        .await;
+    let second = fx.spawn_run(&[], &[]).wait().await;
     assert_ne!(second.code, Some(0), "{}", second.stderr);
     second.says(&fx.path("keyfed.sock").display().to_string());
     // Served by the first daemon: the same credential, no new exchange.
@@ -455,7 +422,7 @@ async fn outputs_get_their_configured_owner_and_group() {
     if !crate::util::as_root_or_skip("outputs_get_their_configured_owner_and_group") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "process.json", owner = "nobody", group = "nogroup", mode = "0640" },

@@ -7,21 +7,10 @@ use std::time::Duration;
 use keyfed_core::emulator::{Fault, Latch};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::util::{Fixture, wait_until};
-
-async fn fixture() -> Fixture {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
-    fx
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
+use crate::util::http::client;
+use crate::util::{
+    Fixture, curl_as, held, raw_exchange, status_of, text_of, wait_ready, wait_until,
+};
 
 /// A fresh IMDSv2 session token (known to the leak check from now on).
 async fn imds_token(fx: &Fixture, http: &reqwest::Client, base: &str) -> String {
@@ -50,17 +39,18 @@ async fn imds_token_for(fx: &Fixture, http: &reqwest::Client, base: &str, ttl: u
     token
 }
 
-async fn status_of(request: reqwest::RequestBuilder) -> u16 {
-    request
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or_else(|e| panic!("{e}"))
+/// The container face's answer at `base` to a request with the container token.
+async fn container_status(fx: &Fixture, http: &reqwest::Client, base: &str) -> u16 {
+    status_of(
+        http.get(format!("{base}/aws/app"))
+            .header("Authorization", fx.container_token()),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn imds_v2_face_answers_like_ec2() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let daemon = fx.daemon().await;
     let http = client();
@@ -154,7 +144,7 @@ async fn imds_v2_face_answers_like_ec2() {
 
 #[tokio::test]
 async fn expired_imds_tokens_are_refused() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let daemon = fx.daemon().await;
     let http = client();
@@ -192,7 +182,7 @@ async fn expired_imds_tokens_are_refused() {
 
 #[tokio::test]
 async fn container_face_checks_its_token() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let daemon = fx.daemon().await;
     let token = fx.container_token();
@@ -254,18 +244,16 @@ async fn container_face_checks_its_token() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     // The first STS answer is held: /readyz says 503 until it arrives (issue 7: a latch, not a
     // delay the test had to beat).
-    let held = Latch::new();
+    let first_exchange = Latch::new();
     fx.sts()
         .control()
-        .inject("/", Fault::Hold(held.clone()), Some(1));
+        .inject("/", Fault::Hold(first_exchange.clone()), Some(1));
     let base = fx.endpoint_config("", "");
     let daemon = fx.daemon().await;
-    tokio::time::timeout(Duration::from_secs(15), held.until_waiting(1))
-        .await
-        .unwrap_or_else(|_| panic!("the first exchange never reached STS"));
+    held(&first_exchange, 1, "the first exchange").await;
     let http = client();
     assert_eq!(status_of(http.get(format!("{base}/healthz"))).await, 200);
     let early = http
@@ -275,24 +263,10 @@ async fn health_readiness_and_metrics() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(early.status(), 503);
     assert!(early.text().await.unwrap_or_default().contains("aws: "));
-    held.release();
-    wait_until("/readyz to answer 200", async || {
-        status_of(http.get(format!("{base}/readyz"))).await == 200
-    })
-    .await;
-    status_of(
-        http.get(format!("{base}/aws/app"))
-            .header("Authorization", fx.container_token()),
-    )
-    .await;
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    first_exchange.release();
+    wait_ready(&base).await;
+    container_status(&fx, &http, &base).await;
+    let metrics = text_of(http.get(format!("{base}/metrics"))).await;
     for line in [
         "keyfed_credential_expiry_timestamp_seconds{target=\"aws\"} ",
         "keyfed_last_refresh_success_timestamp_seconds{target=\"aws\"} ",
@@ -304,10 +278,7 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(metrics.contains(line), "metrics lack {line:?}:\n{metrics}");
     }
-    let status = fx.keyfed(&["status", "--json"]).await;
-    status.ok();
-    let targets: serde_json::Value =
-        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let targets = fx.status_json().await;
     assert_eq!(targets[0]["name"], "aws");
     assert_eq!(targets[0]["state"], "fresh");
     assert_eq!(
@@ -325,7 +296,7 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn status_shows_the_upstreams_words_when_refreshes_fail() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
     fx.write("keyfed.toml", &config.replace("role/app", "role/nobody"));
@@ -358,24 +329,9 @@ async fn status_shows_the_upstreams_words_when_refreshes_fail() {
     daemon.stop().await;
 }
 
-/// Sends `head` on a connection of its own and returns all the server answered.
-async fn raw_exchange(base: &str, head: &[u8]) -> String {
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    // A server that closes at once may make the write fail; what it answered still counts.
-    let _ = stream.write_all(head).await;
-    let mut answer = Vec::new();
-    // A server that refuses a request closes the connection; an error after the answer (a
-    // reset for unread input) ends the read too.
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn oversized_and_slow_requests_do_not_hurt_the_daemon() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "request_timeout = \"500ms\"\n");
     let daemon = fx.daemon().await;
     let http = client();
@@ -413,7 +369,7 @@ async fn oversized_and_slow_requests_do_not_hurt_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_container_requests_during_a_refresh_make_one_upstream_call_each() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.sts()
         .control()
         .inject("/", Fault::Delay(Duration::from_secs(2)), Some(1));
@@ -448,30 +404,6 @@ async fn a_thousand_container_requests_during_a_refresh_make_one_upstream_call_e
     assert_eq!(fx.sts().assume_role_calls(), 1);
     assert_eq!(status_of(http.get(format!("{base}/healthz"))).await, 200);
     daemon.stop().await;
-}
-
-/// Runs `curl ARGS` as `uid`/`gid` (no supplementary groups); returns the status and body.
-async fn curl_as(uid: u32, gid: u32, args: &[&str]) -> (String, String) {
-    let output = tokio::process::Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={gid}"),
-            "--clear-groups",
-            "curl",
-            "-s",
-            "--noproxy",
-            "*",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(args)
-        .env_clear()
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("setpriv: {e}"));
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
-    (status.to_owned(), body.to_owned())
 }
 
 /// The IMDSv2 credentials of `role` as `uid` would get them: a session token, then the
@@ -519,7 +451,7 @@ async fn access_is_limited_to_the_allowed_users() {
     if !crate::util::as_root_or_skip("access_is_limited_to_the_allowed_users") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config(&format!("allow_users = [\"{UNLISTED}\"]\n"), "");
     let daemon = fx.daemon().await;
     for (face, allowed, refused) in [
@@ -545,14 +477,7 @@ async fn access_is_limited_to_the_allowed_users() {
         status_of(http.get(&roles).header("X-aws-ec2-metadata-token", &token)).await,
         200
     );
-    assert_eq!(
-        status_of(
-            http.get(format!("{base}/aws/app"))
-                .header("Authorization", fx.container_token())
-        )
-        .await,
-        200
-    );
+    assert_eq!(container_status(&fx, &http, &base).await, 200);
     let log = daemon.stop().await;
     for face in ["container", "imds"] {
         assert!(
@@ -572,7 +497,7 @@ async fn access_can_be_granted_to_a_group() {
     if !crate::util::as_root_or_skip("access_can_be_granted_to_a_group") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("allow_groups = [\"nogroup\"]\n", "");
     let daemon = fx.daemon().await;
     // Membership counts as the user database says, whatever groups the process holds.
@@ -595,23 +520,8 @@ async fn access_can_be_granted_to_a_group() {
 
 /// `keyfed credential-process aws` as `uid` (group nogroup, which may use the socket).
 async fn credential_process_as(fx: &Fixture, uid: u32) -> crate::util::Run {
-    let config = fx.path("keyfed.toml");
-    fx.keyfed_as(
-        &[
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={NOGROUP}"),
-            "--clear-groups",
-        ],
-        &[
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "credential-process",
-            "aws",
-        ],
-        &[],
-    )
-    .await
+    fx.keyfed_as_user(uid, NOGROUP, &["credential-process", "aws"], &[])
+        .await
 }
 
 /// A daemon whose control socket the nogroup group may use, for a target limited by
@@ -637,7 +547,7 @@ async fn the_control_socket_checks_the_callers_uid_too() {
     if !crate::util::as_root_or_skip("the_control_socket_checks_the_callers_uid_too") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let daemon = shared_socket_daemon(&fx, &format!("allow_users = [\"{UNLISTED}\"]\n")).await;
     credential_process_as(&fx, UNLISTED)
         .await
@@ -660,7 +570,7 @@ async fn the_control_socket_honours_allow_groups() {
     if !crate::util::as_root_or_skip("the_control_socket_honours_allow_groups") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let daemon = shared_socket_daemon(&fx, "allow_groups = [\"nogroup\"]\n").await;
     credential_process_as(&fx, APT)
         .await
@@ -679,7 +589,7 @@ async fn the_control_socket_honours_allow_groups() {
 
 #[tokio::test]
 async fn health_and_metrics_can_have_a_listener_of_their_own() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let health_port = crate::util::free_port();
     let base = fx.endpoint_config(
         "",
@@ -688,38 +598,21 @@ async fn health_and_metrics_can_have_a_listener_of_their_own() {
     let daemon = fx.daemon().await;
     let http = client();
     let health = format!("http://127.0.0.1:{health_port}");
-    wait_until("/readyz to answer 200", async || {
-        status_of(http.get(format!("{health}/readyz"))).await == 200
-    })
-    .await;
+    wait_ready(&health).await;
     assert_eq!(status_of(http.get(format!("{health}/metrics"))).await, 200);
-    assert_eq!(
-        status_of(
-            http.get(format!("{health}/aws/app"))
-                .header("Authorization", fx.container_token())
-        )
-        .await,
-        404
-    );
+    assert_eq!(container_status(&fx, &http, &health).await, 404);
     assert_eq!(
         status_of(http.get(format!("{base}/metrics"))).await,
         404,
         "not on the credential listener"
     );
-    assert_eq!(
-        status_of(
-            http.get(format!("{base}/aws/app"))
-                .header("Authorization", fx.container_token())
-        )
-        .await,
-        200
-    );
+    assert_eq!(container_status(&fx, &http, &base).await, 200);
     daemon.stop().await;
 }
 
 #[tokio::test]
 async fn each_listen_address_can_serve_its_own_imds_target() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let (one, two) = (crate::util::free_port(), crate::util::free_port());
     let second = fx.aws_target("other", "");
     fx.daemon_config(&format!(
@@ -736,15 +629,7 @@ async fn each_listen_address_can_serve_its_own_imds_target() {
         let base = format!("http://127.0.0.1:{port}");
         let token = imds_token(&fx, &http, &base).await;
         let roles = format!("{base}/latest/meta-data/iam/security-credentials/");
-        let listed = http
-            .get(&roles)
-            .header("X-aws-ec2-metadata-token", &token)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
+        let listed = text_of(http.get(&roles).header("X-aws-ec2-metadata-token", &token)).await;
         assert_eq!(listed, role);
         let other = if role == "aws" { "other" } else { "aws" };
         assert_eq!(
@@ -783,7 +668,7 @@ async fn healthz_once(base: &str) -> String {
 /// control socket.
 #[tokio::test]
 async fn max_connections_caps_open_connections_and_refreshes_go_on() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config(
         "",
         "max_connections = 4\nmax_connections_per_user = 4\nrequest_timeout = \"30s\"\n",

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use crate::util::{AWS_AUD, Fixture, Serves, wait_until};
+use crate::util::{AWS_AUD, Fixture, Serves, process, wait_until};
 
 const ACCOUNT: &str = "123456789012";
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/interop";
@@ -27,10 +27,7 @@ struct Moto {
 }
 
 async fn moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let port = crate::util::free_port();
     let child = tokio::process::Command::new(venv().join("bin/moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -51,27 +48,25 @@ async fn moto() -> Moto {
 /// Runs a program from the venv with a clean environment plus `env`; returns stdout. Its
 /// output, and that of every keyfed it ran through [`Fixture::keyfed_wrapper`], is leak-checked.
 async fn tool(program: &str, args: &[&str], env: &[(&str, String)], fx: &Fixture) -> String {
-    let output = tokio::process::Command::new(venv().join("bin").join(program))
+    let mut command = tokio::process::Command::new(venv().join("bin").join(program));
+    command
         .args(args)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", fx.dir.path())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(fx.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{stdout}\n{stderr}"
+        .current_dir(fx.dir.path());
+    let run = process::run(program, command, &fx.known, Serves::Nothing).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{program} {args:?} failed:\n{}\n{}",
+        run.stdout,
+        run.stderr
     );
-    fx.check_output(program, Serves::Nothing, &stdout, &stderr);
     fx.check_wrapped();
-    stdout
+    run.stdout
 }
 
 async fn fixture_against(moto: &Moto, outputs: &str, session: &str) -> Fixture {
@@ -344,22 +339,15 @@ async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
         print(c.get_caller_identity()['Arn'], key(), flush=True)\n";
     let mut env = container_env(&fx, &base);
     env.push(("MOTO", moto.url.clone()));
-    let mut child = tokio::process::Command::new(venv().join("bin/python"))
+    let mut command = tokio::process::Command::new(venv().join("bin/python"));
+    command
         .args(["-c", script])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", fx.dir.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-    let mut lines =
-        tokio::io::BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout"))).lines();
-    let first = lines.next_line().await.ok().flatten().unwrap_or_default();
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut boto3 = process::spawn_with_stdin("boto3", command, &fx.known, Serves::Nothing);
+    let first = boto3.wait_for_stdout_lines(1).await.remove(0);
     let first_key = fx.keyfed(&["credential-process", "aws"]).await.stdout;
     // A changed target (a new session name) gets new credentials at once on reload.
     let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
@@ -372,19 +360,10 @@ async fn a_long_lived_boto3_client_picks_up_refreshed_credentials() {
         fx.keyfed(&["credential-process", "aws"]).await.stdout != first_key
     })
     .await;
-    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
-    stdin
-        .write_all(b"go\n")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let second = lines.next_line().await.ok().flatten().unwrap_or_default();
-    let output = child
-        .wait_with_output()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "boto3 failed: {stderr}");
-    fx.check_output("boto3", Serves::Nothing, &first, &stderr);
+    boto3.write_stdin(b"go\n").await;
+    let second = boto3.wait_for_stdout_lines(2).await.remove(1);
+    let run = boto3.wait().await;
+    assert_eq!(run.code, Some(0), "boto3 failed: {}", run.stderr);
     let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/long-lived");
     let (arn1, key1) = first.split_once(' ').unwrap_or_default();
     let (arn2, key2) = second.split_once(' ').unwrap_or_default();

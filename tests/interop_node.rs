@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::util::{Fixture, wait_until};
+use crate::util::{Fixture, Serves, process, wait_ready};
 
 /// Where `tests/run` installed the SDK; the script is copied beside its `node_modules`.
 fn sdk() -> PathBuf {
@@ -25,42 +25,44 @@ fn sdk() -> PathBuf {
     script
 }
 
-/// Runs the script for `face` with `env`; returns the JSON line it printed.
-async fn node(face: &str, env: &[(&str, String)]) -> serde_json::Value {
-    let output = tokio::process::Command::new("node")
+/// Runs the script for `face` with `env` (its output leak-checked); returns the JSON line it
+/// printed.
+async fn node(fx: &Fixture, face: &str, env: &[(&str, String)]) -> serde_json::Value {
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg(sdk())
         .arg(face)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("NO_PROXY", "*")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("node: {e}"));
-    assert!(
-        output.status.success(),
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let run = process::run(
+        &format!("the JS SDK on the {face} face"),
+        command,
+        &fx.known,
+        Serves::Nothing,
+    )
+    .await;
+    assert_eq!(
+        run.code,
+        Some(0),
         "the JS SDK failed on the {face} face:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        run.stderr
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"))
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
 #[tokio::test]
 async fn the_javascript_sdk_reads_the_container_and_imds_faces() {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let daemon = fx.daemon().await;
-    let ready = format!("{base}/readyz");
-    wait_until("the first credential", async || {
-        reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    wait_ready(&base).await;
     let served = fx.keyfed(&["credential-process", "aws"]).await;
     let expected: serde_json::Value =
         serde_json::from_str(&served.ok().stdout).unwrap_or_else(|e| panic!("{e}"));
     let container = node(
+        &fx,
         "container",
         &[
             (
@@ -75,6 +77,7 @@ async fn the_javascript_sdk_reads_the_container_and_imds_faces() {
     )
     .await;
     let imds = node(
+        &fx,
         "imds",
         &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("{base}/"))],
     )

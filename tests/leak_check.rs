@@ -6,13 +6,6 @@ use std::path::PathBuf;
 
 use crate::util::{Fixture, JWT_SECRET, SECRET, Serves, process};
 
-async fn fixture() -> Fixture {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
-    fx
-}
-
 /// Asserts the check finds `planted` in a line of output, naming it as `what`.
 fn assert_found(fx: &Fixture, planted: &str, what: &str) {
     let found = fx.known.found_in(&format!("log line: {planted} and more"));
@@ -24,7 +17,7 @@ fn assert_found(fx: &Fixture, planted: &str, what: &str) {
 
 #[tokio::test]
 async fn issue_7_every_kind_of_secret_is_known() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "process.json" }"#,
@@ -89,7 +82,7 @@ async fn issue_7_every_kind_of_secret_is_known() {
 
 #[tokio::test]
 async fn issue_7_stdout_may_carry_only_the_credential_its_command_serves() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
     // `keyfed credential-process` prints the AWS keys on stdout: that is its job.
     let run = fx.keyfed(&["credential-process", "aws"]).await;
@@ -119,7 +112,9 @@ fn fails(fx: &Fixture, serves: Serves, stdout: &str, stderr: &str) -> bool {
     .is_err()
 }
 
-fn planted_script(fx: &Fixture, stream: &str) -> tokio::process::Command {
+/// A process, started like every other, that writes a client secret to file descriptor
+/// `stream` and then waits.
+fn planted(fx: &Fixture, stream: &str) -> process::Process {
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
@@ -128,19 +123,14 @@ fn planted_script(fx: &Fixture, stream: &str) -> tokio::process::Command {
         ))
         .env("PLANTED", SECRET)
         .current_dir(fx.dir.path());
-    command
+    process::spawn("a planted process", command, &fx.known, Serves::Nothing)
 }
 
 #[tokio::test]
 #[should_panic(expected = "secrets leaked into the stderr of a planted process")]
 async fn issue_7_a_stopped_process_that_leaked_fails_the_test() {
     let fx = Fixture::new();
-    let planted = process::spawn(
-        "a planted process",
-        planted_script(&fx, "2"),
-        &fx.known,
-        Serves::Nothing,
-    );
+    let planted = planted(&fx, "2");
     crate::util::wait_until("the planted output", async || {
         planted.log_so_far().contains(SECRET)
     })
@@ -152,12 +142,7 @@ async fn issue_7_a_stopped_process_that_leaked_fails_the_test() {
 #[should_panic(expected = "secrets leaked into the stdout of a planted process")]
 async fn issue_7_a_dropped_process_that_leaked_fails_the_test() {
     let fx = Fixture::new();
-    let planted = process::spawn(
-        "a planted process",
-        planted_script(&fx, "1"),
-        &fx.known,
-        Serves::Nothing,
-    );
+    let planted = planted(&fx, "1");
     crate::util::wait_until("the planted output", async || {
         planted.stdout_so_far().contains(SECRET)
     })

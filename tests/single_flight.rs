@@ -12,9 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use keyfed_aws::emulator::{OidcProvider, Role, StsEmulator};
 use keyfed_core::clock::{Clock, Sleep, SystemClock, rfc3339};
-use keyfed_core::emulator::Latch;
 
-use crate::util::{AWS_AUD, Fixture, ROLE, Run, free_port, wait_until};
+use crate::util::{AWS_AUD, Fixture, ROLE, Run, free_port, held, wait_until};
 
 /// What the daemon logs (at debug level) for each caller that waits for a refresh.
 const WAITING: &str = "no usable credential: waiting for a refresh";
@@ -110,19 +109,9 @@ fn access_key(document: &str) -> String {
         .to_owned()
 }
 
-/// Waits (bounded) until `n` requests wait at the latch.
-async fn held(latch: &Latch, n: usize) {
-    tokio::time::timeout(Duration::from_secs(30), latch.until_waiting(n))
-        .await
-        .unwrap_or_else(|_| panic!("{} requests held at the latch, not {n}", latch.waiting()));
-}
-
 /// The daemon's view of target `name` (`keyfed status --json`).
 async fn status(fx: &Fixture, name: &str) -> serde_json::Value {
-    let run = fx.keyfed(&["status", "--json"]).await;
-    run.ok();
-    let all: serde_json::Value =
-        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let all = fx.status_json().await;
     all.as_array()
         .and_then(|targets| targets.iter().find(|t| t["name"] == name))
         .cloned()
@@ -140,10 +129,7 @@ async fn callers(
     release: impl Future<Output = ()>,
 ) -> Vec<String> {
     let token = fx.container_token();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let http = crate::util::http::client();
     let url = format!("{base}/aws/app");
     let by_process = futures::future::join_all(
         (0..processes).map(|_| fx.keyfed(&["credential-process", "aws"])),
@@ -174,14 +160,12 @@ async fn callers(
 /// request, one credential for everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_callers_during_a_held_first_fetch_share_one_exchange() {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
+    let fx = Fixture::aws().await;
     let (endpoint_keys, base) = endpoint();
     fx.daemon_config(&(fx.aws_target("aws", "") + &endpoint_keys));
     let latch = fx.sts().control().hold("/");
     let daemon = fx.daemon().await;
-    held(&latch, 1).await;
+    held(&latch, 1, "the first exchange").await;
     let (processes, requests) = (30, 50);
     let release = async {
         wait_until("every caller to wait inside the daemon", async || {
@@ -236,7 +220,7 @@ async fn issue_7_callers_during_a_held_renewal_share_one_exchange() {
             daemon.log_so_far().matches(WAITING).count() >= waiting_before + processes + requests
         })
         .await;
-        held(&latch, 1).await;
+        held(&latch, 1, "the renewal").await;
         assert_eq!(latch.waiting(), 1, "one renewal, held");
         assert_eq!(fx.keycloak().token_requests(), keycloak_before + 1);
         latch.release();
@@ -254,23 +238,13 @@ async fn issue_7_callers_during_a_held_renewal_share_one_exchange() {
 /// wait for the lock; then all print the same credential.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_concurrent_daemonless_credential_process_calls_share_one_exchange() {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target("aws", ""));
-    let runtime = fx.path("runtime");
-    std::fs::create_dir_all(&runtime).unwrap_or_else(|e| panic!("{e}"));
-    let config = fx.path("keyfed.toml");
-    let args = [
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "credential-process",
-        "aws",
-    ];
-    let env = [("XDG_RUNTIME_DIR", runtime.to_str().unwrap_or_default())];
+    let daemonless = fx.daemonless("aws");
+    let (args, env) = (daemonless.args(), daemonless.env());
     let latch = fx.sts().control().hold("/");
     let calls: Vec<_> = (0..8).map(|_| fx.spawn_with(&args, &env)).collect();
-    held(&latch, 1).await;
+    held(&latch, 1, "the exchange of the call holding the cache lock").await;
     wait_until("seven calls to wait for the cache lock", async || {
         calls
             .iter()
@@ -296,26 +270,16 @@ async fn issue_7_concurrent_daemonless_credential_process_calls_share_one_exchan
 /// exchanges without the lock.
 #[tokio::test]
 async fn issue_7_a_held_cache_lock_does_not_hang_credential_process() {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&format!(
         "[engine]\nattempt_timeout = \"2s\"\n\n{}",
         fx.aws_target("aws", "")
     ));
-    let runtime = fx.path("runtime");
-    std::fs::create_dir_all(&runtime).unwrap_or_else(|e| panic!("{e}"));
-    let config = fx.path("keyfed.toml");
-    let args = [
-        "--config",
-        config.to_str().unwrap_or_default(),
-        "credential-process",
-        "aws",
-    ];
-    let env = [("XDG_RUNTIME_DIR", runtime.to_str().unwrap_or_default())];
+    let daemonless = fx.daemonless("aws");
+    let (args, env) = (daemonless.args(), daemonless.env());
     fx.keyfed_raw(&args, &env).await.ok();
     // The cache goes stale (removed), and someone holds its lock.
-    let files: Vec<_> = std::fs::read_dir(runtime.join("keyfed"))
+    let files: Vec<_> = std::fs::read_dir(daemonless.runtime.join("keyfed"))
         .unwrap_or_else(|e| panic!("{e}"))
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -346,9 +310,7 @@ async fn issue_7_a_held_cache_lock_does_not_hang_credential_process() {
 /// start over and call its upstream at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_a_reload_keeps_a_failing_siblings_backoff_and_last_error() {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
+    let fx = Fixture::aws().await;
     // The sibling's own STS, which trusts no role: AccessDenied every time.
     let refusing = sts_on(&fx, Arc::new(SystemClock), &[]).await;
     let config = |output: &str| {
@@ -449,12 +411,12 @@ async fn issue_7_a_refresh_in_flight_at_a_reload_writes_no_old_output() {
     // A caller makes the old engine refresh; the refresh waits at STS.
     let caller = fx.keyfed(&["credential-process", "aws"]);
     let reload = async {
-        held(&latch, 1).await;
+        held(&latch, 1, "the old engine's refresh").await;
         fx.daemon_config(&config("new.json"));
         daemon.signal(rustix::process::Signal::HUP);
         daemon.wait_for_log("configuration reloaded").await;
         // The new engine (its outputs changed) refreshes for itself.
-        held(&latch, 2).await;
+        held(&latch, 2, "the new engine's refresh beside the old one's").await;
         latch.release();
     };
     let (run, ()) = tokio::join!(caller, reload);

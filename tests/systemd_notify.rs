@@ -8,7 +8,7 @@ use std::time::Duration;
 use keyfed_core::emulator::{Fault, Latch};
 use tokio::net::UnixDatagram;
 
-use crate::util::Fixture;
+use crate::util::{Fixture, held};
 
 /// What systemd would receive, one datagram at a time.
 struct Notifications {
@@ -48,9 +48,7 @@ impl Notifications {
 
 #[tokio::test]
 async fn issue_7_ready_watchdog_reloading_and_stopping_reach_notify_socket() {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "process.json" }"#,
@@ -61,28 +59,25 @@ async fn issue_7_ready_watchdog_reloading_and_stopping_reach_notify_socket() {
         seen: Vec::new(),
     };
     // The first exchange is held, so READY=1 provably waits for the first round.
-    let held = Latch::new();
+    let first_exchange = Latch::new();
     fx.sts()
         .control()
-        .inject("/", Fault::Hold(held.clone()), Some(1));
-    let config = fx.path("keyfed.toml");
-    let mut daemon = fx.spawn_with(
-        &["--config", config.to_str().unwrap_or_default(), "run"],
+        .inject("/", Fault::Hold(first_exchange.clone()), Some(1));
+    let mut daemon = fx.spawn_run(
+        &[],
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap_or_default()),
             // A 2 s watchdog: keyfed pings every second.
             ("WATCHDOG_USEC", "2000000"),
         ],
     );
-    tokio::time::timeout(Duration::from_secs(15), held.until_waiting(1))
-        .await
-        .unwrap_or_else(|_| panic!("the first exchange never reached STS"));
+    held(&first_exchange, 1, "the first exchange").await;
     let mut buf = [0u8; 64];
     assert!(
         notes.socket.try_recv(&mut buf).is_err(),
         "nothing is sent while the first round is under way"
     );
-    held.release();
+    first_exchange.release();
 
     let first = notes.next().await;
     assert!(

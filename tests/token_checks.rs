@@ -8,7 +8,7 @@ use keyfed_core::clock::ManualClock;
 use keyfed_core::emulator::{Fault, Latch, TestCa};
 use keyfed_keycloak::emulator::KeycloakEmulator;
 
-use crate::util::{AWS_AUD, Fixture, issuer, target, wait_until};
+use crate::util::{AWS_AUD, Fixture, held, issuer, target, text_of, wait_until};
 
 fn standard_config(fx: &Fixture, extra_target_keys: &str) {
     fx.write_credentials();
@@ -169,16 +169,14 @@ async fn the_signing_key_rotates_while_the_daemon_runs() {
         "{targets}[endpoint]\nlisten = [\"127.0.0.1:{port}\"]\ncontainer_token_file = \"container-token\"\n"
     ));
     // Only the first token request is held; the other targets' go through.
-    let held = Latch::new();
+    let first_token = Latch::new();
     fx.keycloak().control().inject(
         "/protocol/openid-connect/token",
-        Fault::Hold(held.clone()),
+        Fault::Hold(first_token.clone()),
         Some(1),
     );
     let daemon = fx.daemon().await;
-    tokio::time::timeout(Duration::from_secs(15), held.until_waiting(1))
-        .await
-        .unwrap_or_else(|_| panic!("no token request was held"));
+    held(&first_token, 1, "the first token request").await;
     let kids = || names.map(|n| kid_in(&fx.path(&format!("{n}.jwt"))));
     wait_until("the other two targets' tokens", async || {
         kids().iter().flatten().count() == 2
@@ -194,7 +192,7 @@ async fn the_signing_key_rotates_while_the_daemon_runs() {
     fx.keycloak()
         .rotate_signing_key()
         .unwrap_or_else(|e| panic!("{e}"));
-    held.release();
+    first_token.release();
     wait_until("the held target's token", async || {
         kids().iter().flatten().count() == 3
     })
@@ -213,25 +211,13 @@ async fn the_signing_key_rotates_while_the_daemon_runs() {
     );
     assert_eq!(fx.keycloak().token_requests(), 3, "no retry was needed");
 
-    let status = fx.keyfed(&["status", "--json"]).await;
-    status.ok();
-    let states: serde_json::Value =
-        serde_json::from_str(&status.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let states = fx.status_json().await;
     for t in states.as_array().into_iter().flatten() {
         assert_eq!(t["state"], "fresh", "{t}");
         assert_eq!(t["last_error"], serde_json::Value::Null, "{t}");
     }
-    let metrics = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics =
+        text_of(crate::util::http::client().get(format!("http://127.0.0.1:{port}/metrics"))).await;
     for name in names {
         for (result, count) in [("failure", 0), ("success", 1)] {
             let line = format!(

@@ -98,18 +98,11 @@ impl Proxy {
     }
 }
 
-async fn fixture() -> Fixture {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
-    fx
-}
-
 /// issue 7: with HTTP(S)_PROXY set and no NO_PROXY, requests to a loopback issuer — its client
 /// secret included — and to a loopback STS went to the proxy.
 #[tokio::test]
 async fn loopback_upstreams_are_never_reached_through_a_proxy() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let proxy = Proxy::start().await;
     fx.daemon_config(&format!(
         "{}\n{}",
@@ -121,14 +114,8 @@ async fn loopback_upstreams_are_never_reached_through_a_proxy() {
     ));
     fx.known
         .add_file(fx.path("aws.json"), crate::util::SecretFile::AwsJson);
-    let config = fx.path("keyfed.toml");
-    let config = config.to_str().unwrap_or_default();
-    fx.keyfed_raw(&["--config", config, "once"], &proxy.env())
-        .await
-        .ok();
-    fx.keyfed_raw(&["--config", config, "token", "api"], &proxy.env())
-        .await
-        .ok();
+    fx.keyfed_with(&["once"], &proxy.env()).await.ok();
+    fx.keyfed_with(&["token", "api"], &proxy.env()).await.ok();
     assert!(fx.path("aws.json").exists());
     assert_eq!(proxy.requests().await, Vec::<String>::new());
 }
@@ -137,7 +124,7 @@ async fn loopback_upstreams_are_never_reached_through_a_proxy() {
 /// 502), for Keycloak and for STS alike.
 #[tokio::test]
 async fn other_upstreams_still_go_through_the_proxy() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let proxy = Proxy::start().await;
     fx.daemon_config(&format!(
         "[targets.aws]\nissuer = \"corp\"\nscope = \"aws-audience\"\n\
@@ -145,11 +132,7 @@ async fn other_upstreams_still_go_through_the_proxy() {
          outputs = [{{ kind = \"credential-process-json\", path = \"aws.json\" }}]\n",
         fx.sts().role_arn(crate::util::ROLE)
     ));
-    let config = fx.path("keyfed.toml");
-    let config = config.to_str().unwrap_or_default();
-    fx.keyfed_raw(&["--config", config, "once"], &proxy.env())
-        .await
-        .fails_with(1);
+    fx.keyfed_with(&["once"], &proxy.env()).await.fails_with(1);
     // The Keycloak token was fetched directly; only STS's request reached the proxy.
     let requests = proxy.requests().await;
     assert!(
@@ -169,7 +152,7 @@ async fn other_upstreams_still_go_through_the_proxy() {
             target("api", "corp", crate::util::API_AUD, "api-audience")
         ),
     );
-    fx.keyfed_raw(&["--config", config, "token", "api"], &proxy.env())
+    fx.keyfed_with(&["token", "api"], &proxy.env())
         .await
         .fails_with(1)
         .says("502");
@@ -183,7 +166,7 @@ async fn other_upstreams_still_go_through_the_proxy() {
 /// STS's did not. A 2 MiB answer from either is an error naming the limit, not a crash.
 #[tokio::test]
 async fn answers_over_1_mib_are_refused_from_keycloak_and_sts() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         "{ kind = \"credential-process-json\", path = \"aws.json\" }",

@@ -112,14 +112,7 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
         .cloned()
         .context("the configuration lost the target's issuer")?;
     let source = sources::source(keycloak, &target)?;
-    let credential = tokio::time::timeout(attempt_timeout, source.fetch())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no answer within {} s (engine.attempt_timeout)",
-                attempt_timeout.as_secs_f32()
-            )
-        })??;
+    let credential = crate::engine::fetch_within(&*source, attempt_timeout).await?;
     let Credential::Aws(aws) = &credential else {
         anyhow::bail!("target \"{target_name}\" did not produce AWS credentials");
     };

@@ -216,14 +216,13 @@ pub(super) fn resolve(
             format!("expected 1 to max_connections ({max_connections})"),
         ));
     }
-    let mut allowed_hosts = Vec::new();
-    for (i, name) in raw.allowed_hosts.iter().flatten().enumerate() {
-        allowed_hosts.push(allowed_host(
-            ctx,
-            &format!("endpoint.allowed_hosts[{i}]"),
-            name,
-        )?);
-    }
+    let allowed_hosts = raw
+        .allowed_hosts
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, name)| allowed_host(ctx, &format!("endpoint.allowed_hosts[{i}]"), name))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(EndpointSettings {
         listen,
         imds_v1: raw.imds_v1.unwrap_or(false),

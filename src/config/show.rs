@@ -221,16 +221,12 @@ fn show_endpoint(e: &super::EndpointSettings) -> Table {
     if let Some(gid) = e.container_token_group {
         t.insert("container_token_group".into(), i64::from(gid).into());
     }
-    t.insert(
-        "max_connections".into(),
-        i64::try_from(e.max_connections).unwrap_or(i64::MAX).into(),
-    );
-    t.insert(
-        "max_connections_per_user".into(),
-        i64::try_from(e.max_connections_per_user)
-            .unwrap_or(i64::MAX)
-            .into(),
-    );
+    for (key, n) in [
+        ("max_connections", e.max_connections),
+        ("max_connections_per_user", e.max_connections_per_user),
+    ] {
+        t.insert(key.into(), i64::try_from(n).unwrap_or(i64::MAX).into());
+    }
     let hosts = std::iter::once("localhost".to_owned())
         .chain(e.listen.iter().map(|l| l.address.ip().to_string()))
         .chain(e.allowed_hosts.iter().cloned())

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use backoff::Backoff;
 pub use schedule::refresh_at;
-pub use source::{Fetch, FetchError, Source};
+pub use source::{Fetch, FetchError, Source, fetch_within};
 pub use target::{EXPIRY_MARGIN, Issued, LATENCY_BUCKETS, Phase, TargetEngine};
 
 #[cfg(test)]

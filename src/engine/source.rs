@@ -25,6 +25,24 @@ impl FetchError {
 
 pub type Fetch<'a> = Pin<Box<dyn Future<Output = Result<Credential, FetchError>> + Send + 'a>>;
 
+/// One attempt by `source`, given up after `timeout` (`[engine] attempt_timeout`): a hung
+/// upstream ends as a failed attempt.
+pub async fn fetch_within(
+    source: &dyn Source,
+    timeout: Duration,
+) -> Result<Credential, FetchError> {
+    tokio::time::timeout(timeout, source.fetch())
+        .await
+        .unwrap_or_else(|_| {
+            Err(FetchError {
+                message: format!(
+                    "no answer within {} s (engine.attempt_timeout)",
+                    timeout.as_secs_f32()
+                ),
+            })
+        })
+}
+
 /// One target's upstream.
 pub trait Source: Send + Sync + Debug {
     /// One attempt at a new credential.

@@ -9,7 +9,7 @@
 //! credential handed to it: files are replaced only by a fresh credential and never go back to
 //! an older one. An engine retired by a reload writes nothing more.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 
 use super::backoff::Backoff;
 use super::schedule::refresh_at;
-use super::source::{FetchError, Source};
+use super::source::{FetchError, Source, fetch_within};
 use crate::credential::Credential;
 use crate::outputs::{Output, OutputError};
 
@@ -121,8 +121,8 @@ type WriteFn = dyn Fn(&Output, &Credential) -> Result<(), OutputError> + Send + 
 /// The output writer's queue: at most one credential waits, the newest handed over.
 #[derive(Debug, Default)]
 struct Writes {
-    /// The newest credential not yet taken by the writer, with its sequence number.
-    pending: Option<(u64, Arc<Issued>)>,
+    /// The newest credential not yet taken by the writer; its sequence number is `handed`.
+    pending: Option<Arc<Issued>>,
     /// The sequence number of the newest credential handed over.
     handed: u64,
     /// Whether a blocking thread is writing (it takes whatever is pending before it stops).
@@ -145,8 +145,7 @@ pub struct TargetEngine {
     written: watch::Sender<u64>,
     /// Set when a reload replaces this engine: it writes no more outputs, and its background
     /// loop stops.
-    retired: AtomicBool,
-    retired_signal: watch::Sender<bool>,
+    retired: watch::Sender<bool>,
     /// Callers waiting for a refresh (they had no usable credential).
     waiting: AtomicUsize,
 }
@@ -173,7 +172,7 @@ impl std::fmt::Debug for TargetEngine {
             .field("name", &self.name)
             .field("source", &self.source)
             .field("outputs", &self.outputs)
-            .field("retired", &self.retired)
+            .field("retired", &self.is_retired())
             .finish_non_exhaustive()
     }
 }
@@ -199,8 +198,7 @@ impl TargetEngine {
             flight: tokio::sync::Mutex::new(()),
             writes: Mutex::new(Writes::default()),
             written: watch::Sender::new(0),
-            retired: AtomicBool::new(false),
-            retired_signal: watch::Sender::new(false),
+            retired: watch::Sender::new(false),
             waiting: AtomicUsize::new(0),
         }
     }
@@ -235,8 +233,7 @@ impl TargetEngine {
     /// (and answer the callers waiting for it), but no output is written from now on and the
     /// background loop stops.
     pub fn retire(&self) {
-        self.retired.store(true, Ordering::SeqCst);
-        self.retired_signal.send_replace(true);
+        self.retired.send_replace(true);
     }
 
     /// How many callers wait for a refresh to end right now (tests: callers provably arrived
@@ -246,8 +243,8 @@ impl TargetEngine {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::SeqCst)
+    fn is_retired(&self) -> bool {
+        *self.retired.borrow()
     }
 
     /// A credential for a consumer: the current one whenever it is usable — refreshing it is
@@ -408,14 +405,7 @@ impl TargetEngine {
 
     async fn attempt(&self) -> Result<Arc<Issued>, FetchError> {
         let started = std::time::Instant::now();
-        let credential = tokio::time::timeout(self.attempt_timeout, self.source.fetch())
-            .await
-            .map_err(|_| FetchError {
-                message: format!(
-                    "no answer within {} s (attempt timeout)",
-                    self.attempt_timeout.as_secs_f32()
-                ),
-            })??;
+        let credential = fetch_within(&*self.source, self.attempt_timeout).await?;
         let now = self.clock.now();
         let expires = credential.expires_at();
         if now + EXPIRY_MARGIN >= expires {
@@ -457,7 +447,7 @@ impl TargetEngine {
         let start = {
             let mut w = self.writes();
             w.handed += 1;
-            w.pending = Some((w.handed, Arc::clone(issued)));
+            w.pending = Some(Arc::clone(issued));
             !std::mem::replace(&mut w.busy, true)
         };
         if start {
@@ -472,7 +462,7 @@ impl TargetEngine {
             let (seq, issued) = {
                 let mut w = self.writes();
                 match w.pending.take() {
-                    Some(next) => next,
+                    Some(next) => (w.handed, next),
                     None => {
                         w.busy = false;
                         return;
@@ -558,7 +548,7 @@ impl TargetEngine {
 
     /// Keeps the target fresh until the task is dropped or the engine retired.
     pub async fn run(self: Arc<Self>) {
-        let mut retired = self.retired_signal.subscribe();
+        let mut retired = self.retired.subscribe();
         while !self.is_retired() {
             let due = self.due_at();
             if self.clock.now() >= due {

@@ -99,15 +99,78 @@ impl Source for Shared {
     }
 }
 
-fn target(clock: &ManualClock, fake: &Arc<Fake>) -> Arc<TargetEngine> {
-    Arc::new(TargetEngine::new(
+/// Target "t" on `clock` with the default backoff.
+fn engine(clock: &ManualClock, source: Box<dyn Source>, outputs: Vec<Output>) -> TargetEngine {
+    TargetEngine::new(
         "t".to_owned(),
-        Box::new(Shared(Arc::clone(fake))),
-        Vec::new(),
+        source,
+        outputs,
         Arc::new(clock.clone()),
         Backoff::DEFAULT,
         Duration::from_secs(60),
+    )
+}
+
+fn target(clock: &ManualClock, fake: &Arc<Fake>) -> Arc<TargetEngine> {
+    Arc::new(engine(
+        clock,
+        Box::new(Shared(Arc::clone(fake))),
+        Vec::new(),
     ))
+}
+
+/// The usual world: a clock at T0, an upstream issuing one-hour credentials, a target on it.
+fn hour_target() -> (ManualClock, Arc<Fake>, Arc<TargetEngine>) {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let t = target(&clock, &fake);
+    (clock, fake, t)
+}
+
+/// A caller asking for a credential on a task of its own; whether it got one.
+fn caller(t: &Arc<TargetEngine>) -> tokio::task::JoinHandle<bool> {
+    let t = Arc::clone(t);
+    tokio::spawn(async move { t.credential().await.is_ok() })
+}
+
+/// Closes the gate and starts a caller, whose fetch waits at it; the caller.
+async fn a_caller_held_at_the_upstream(
+    t: &Arc<TargetEngine>,
+    fake: &Fake,
+) -> tokio::task::JoinHandle<bool> {
+    fake.close();
+    let first = caller(t);
+    fake.until_held(1).await;
+    first
+}
+
+/// Closes the gate and starts the background loop, whose refresh (due now) waits at it; the
+/// loop.
+async fn a_loop_held_at_the_upstream(
+    t: &Arc<TargetEngine>,
+    fake: &Fake,
+) -> tokio::task::JoinHandle<()> {
+    fake.close();
+    let task = tokio::spawn(Arc::clone(t).run());
+    fake.until_held(1).await;
+    task
+}
+
+/// The error a caller gets now, as text.
+async fn refusal(t: &Arc<TargetEngine>) -> String {
+    t.credential()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+/// `work`, bounded: a test whose `what` waits for something it must not (a stuck write) fails
+/// instead of hanging.
+async fn promptly<T>(what: &str, work: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
 }
 
 /// Lets the background loop run until it waits on the clock again.
@@ -123,9 +186,7 @@ fn start() -> ManualClock {
 
 #[tokio::test]
 async fn refreshes_on_schedule_for_a_simulated_day() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    let t = target(&clock, &fake);
+    let (clock, fake, t) = hour_target();
     let task = tokio::spawn(Arc::clone(&t).run());
     settle().await;
     for minute in 0..24 * 60 {
@@ -154,9 +215,7 @@ async fn refreshes_on_schedule_for_a_simulated_day() {
 
 #[tokio::test]
 async fn an_outage_keeps_the_old_credential_until_expiry_and_recovery_is_quick() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    let t = target(&clock, &fake);
+    let (clock, fake, t) = hour_target();
     let task = tokio::spawn(Arc::clone(&t).run());
     settle().await;
     let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
@@ -185,12 +244,7 @@ async fn an_outage_keeps_the_old_credential_until_expiry_and_recovery_is_quick()
     // Past expiry: nothing is served, and the reason is the upstream's.
     clock.set(expiry + Duration::from_secs(1));
     settle().await;
-    let err = t
-        .credential()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = refusal(&t).await;
     assert!(
         err.contains("expired") && err.contains("upstream is down"),
         "{err}"
@@ -217,10 +271,8 @@ async fn an_outage_keeps_the_old_credential_until_expiry_and_recovery_is_quick()
 
 #[tokio::test]
 async fn demand_during_backoff_does_not_reach_the_upstream() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let (_clock, fake, t) = hour_target();
     fake.failing.store(true, Ordering::SeqCst);
-    let t = target(&clock, &fake);
     assert!(t.credential().await.is_err());
     for _ in 0..50 {
         assert!(t.credential().await.is_err());
@@ -236,9 +288,7 @@ async fn demand_during_backoff_does_not_reach_the_upstream() {
 async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
     // Regression: consumers used to wait for a due refresh; with a hanging upstream the SDKs'
     // 1–2 s timeouts expired although a good credential was at hand.
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    let t = target(&clock, &fake);
+    let (clock, fake, t) = hour_target();
     let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
     clock.advance(Duration::from_secs(50 * 60)); // past 2/3 of the lifetime: a refresh is due
     // From now on the upstream hangs; a refresh is under way.
@@ -249,9 +299,8 @@ async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
     });
     fake.until_held(1).await;
     // The held refresh never ends on its own: a consumer waiting for it would hit the bound.
-    let served = tokio::time::timeout(Duration::from_secs(10), t.credential())
+    let served = promptly("the consumer waited for the refresh", t.credential())
         .await
-        .unwrap_or_else(|_| panic!("the consumer waited for the refresh"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(Arc::ptr_eq(&served, &first));
     hanging.abort();
@@ -259,15 +308,8 @@ async fn a_usable_credential_is_served_at_once_while_a_slow_refresh_is_due() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_giving_up_does_not_cancel_the_refresh() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    fake.close();
-    let t = target(&clock, &fake);
-    let impatient = {
-        let t = Arc::clone(&t);
-        tokio::spawn(async move { t.credential().await.is_ok() })
-    };
-    fake.until_held(1).await;
+    let (_clock, fake, t) = hour_target();
+    let impatient = a_caller_held_at_the_upstream(&t, &fake).await;
     impatient.abort();
     let _ = impatient.await;
     fake.open();
@@ -298,12 +340,8 @@ fn caller_after(hops: u32, t: Arc<TargetEngine>) -> tokio::task::JoinHandle<bool
 async fn issue_7_a_caller_arriving_as_a_refresh_completes_shares_it() {
     for hops in 0..16 {
         for inline in [true, false] {
-            let clock = start();
-            let fake = Fake::new(&clock, Duration::from_secs(3600));
-            fake.close();
-            let t = target(&clock, &fake);
-            let first = caller_after(0, Arc::clone(&t));
-            fake.until_held(1).await;
+            let (_clock, fake, t) = hour_target();
+            let first = a_caller_held_at_the_upstream(&t, &fake).await;
             fake.open();
             let second = if inline {
                 for _ in 0..hops {
@@ -375,15 +413,8 @@ async fn all_got(callers: Vec<tokio::task::JoinHandle<Result<String, String>>>, 
 /// the upstream all wait for it and share its outcome: one upstream call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_callers_during_a_held_first_fetch_share_one_upstream_call() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    fake.close();
-    let t = target(&clock, &fake);
-    let first = {
-        let t = Arc::clone(&t);
-        tokio::spawn(async move { t.credential().await.is_ok() })
-    };
-    fake.until_held(1).await;
+    let (_clock, fake, t) = hour_target();
+    let first = a_caller_held_at_the_upstream(&t, &fake).await;
     let callers = callers_during_a_held_refresh(&t, &fake, 1000, 1).await;
     assert_eq!(fake.calls(), 1);
     fake.open();
@@ -398,15 +429,11 @@ async fn issue_7_callers_during_a_held_first_fetch_share_one_upstream_call() {
 /// share it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_callers_during_a_held_renewal_share_one_upstream_call() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    let t = target(&clock, &fake);
+    let (clock, fake, t) = hour_target();
     let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
     clock.set(first.credential.expires_at());
-    fake.close();
     // The background loop finds the refresh due and starts it; it waits at the upstream.
-    let task = tokio::spawn(Arc::clone(&t).run());
-    fake.until_held(1).await;
+    let task = a_loop_held_at_the_upstream(&t, &fake).await;
     let callers = callers_during_a_held_refresh(&t, &fake, 1000, 0).await;
     assert_eq!(fake.calls(), 2);
     fake.open();
@@ -419,26 +446,20 @@ async fn issue_7_callers_during_a_held_renewal_share_one_upstream_call() {
 /// is still usable, callers get the old one at once and cause no upstream call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_callers_during_a_held_renewal_of_a_usable_credential_are_served_at_once() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
-    let t = target(&clock, &fake);
+    let (clock, fake, t) = hour_target();
     let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
     clock.set(first.refresh_at);
-    fake.close();
-    let task = tokio::spawn(Arc::clone(&t).run());
-    fake.until_held(1).await;
+    let task = a_loop_held_at_the_upstream(&t, &fake).await;
     for _ in 0..1000 {
         let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
         assert!(Arc::ptr_eq(&served, &first));
     }
     assert_eq!(t.snapshot().phase, Phase::Refreshing);
     fake.open();
-    for _ in 0..100_000 {
-        if t.snapshot().phase == Phase::Fresh && fake.calls() == 2 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    until("the renewal to complete", || {
+        t.snapshot().phase == Phase::Fresh && fake.calls() == 2
+    })
+    .await;
     let renewed = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(!Arc::ptr_eq(&renewed, &first));
     assert_eq!(fake.calls(), 2);
@@ -449,10 +470,8 @@ async fn issue_7_callers_during_a_held_renewal_of_a_usable_credential_are_served
 /// reached only when the backoff allows — never before the retry time the engine announced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_demand_during_an_outage_never_retries_sooner_than_the_backoff() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let (clock, fake, t) = hour_target();
     fake.failing.store(true, Ordering::SeqCst);
-    let t = target(&clock, &fake);
     let task = tokio::spawn(Arc::clone(&t).run());
     let mut retries = 0;
     for _ in 0..600 {
@@ -460,12 +479,7 @@ async fn issue_7_demand_during_an_outage_never_retries_sooner_than_the_backoff()
         let before = fake.calls();
         let retry_at = t.snapshot().next_refresh;
         // Twenty callers at once, then the clock moves half a second.
-        let callers: Vec<_> = (0..20)
-            .map(|_| {
-                let t = Arc::clone(&t);
-                tokio::spawn(async move { t.credential().await.is_ok() })
-            })
-            .collect();
+        let callers: Vec<_> = (0..20).map(|_| caller(&t)).collect();
         for caller in callers {
             assert!(!caller.await.unwrap_or_else(|e| panic!("{e}")));
         }
@@ -521,13 +535,10 @@ async fn issue_7_a_panicking_attempt_counts_as_a_failure_with_backoff() {
             Duration::ZERO
         }
     }
-    let t = Arc::new(TargetEngine::new(
-        "t".to_owned(),
+    let t = Arc::new(engine(
+        &clock,
         Box::new(Counting(Arc::clone(&calls))),
         Vec::new(),
-        Arc::new(clock.clone()),
-        Backoff::DEFAULT,
-        Duration::from_secs(60),
     ));
     let task = tokio::spawn(Arc::clone(&t).run());
     // Until the attempt ends (or, as before the fix, the loop retries at once).
@@ -548,12 +559,7 @@ async fn issue_7_a_panicking_attempt_counts_as_a_failure_with_backoff() {
     );
     assert!(s.next_refresh.is_some_and(|at| at > clock.now()));
     // Neither the loop nor a caller retries before the backoff ends.
-    let err = t
-        .credential()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = refusal(&t).await;
     assert!(err.contains("the refresh panicked"), "{err}");
     settle().await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -630,15 +636,8 @@ fn with_disk(clock: &ManualClock, fake: &Arc<Fake>, disk: &Arc<Disk>) -> Arc<Tar
     };
     let disk = Arc::clone(disk);
     Arc::new(
-        TargetEngine::new(
-            "t".to_owned(),
-            Box::new(Shared(Arc::clone(fake))),
-            vec![output],
-            Arc::new(clock.clone()),
-            Backoff::DEFAULT,
-            Duration::from_secs(60),
-        )
-        .with_output_writer(move |_, credential| disk.write(credential)),
+        engine(clock, Box::new(Shared(Arc::clone(fake))), vec![output])
+            .with_output_writer(move |_, credential| disk.write(credential)),
     )
 }
 
@@ -664,10 +663,12 @@ async fn issue_7_a_stuck_output_delays_neither_consumers_nor_refreshes() {
 
     // Bounded, so that a write on the refresh path fails the test instead of hanging it.
     // The first credential is published while its write hangs.
-    let first = tokio::time::timeout(Duration::from_secs(10), t.credential())
-        .await
-        .unwrap_or_else(|_| panic!("the first caller waited for the stuck output"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let first = promptly(
+        "the first caller waited for the stuck output",
+        t.credential(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     until("the write blocks", || {
         disk.blocked.load(Ordering::SeqCst) == 1
     })
@@ -677,14 +678,15 @@ async fn issue_7_a_stuck_output_delays_neither_consumers_nor_refreshes() {
 
     // Two more refreshes complete while that write still hangs.
     clock.set(first.refresh_at);
-    let second = tokio::time::timeout(Duration::from_secs(10), t.refresh())
-        .await
-        .unwrap_or_else(|_| panic!("the second refresh waited for the stuck output"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let second = promptly(
+        "the second refresh waited for the stuck output",
+        t.refresh(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     clock.set(second.refresh_at);
-    let third = tokio::time::timeout(Duration::from_secs(10), t.refresh())
+    let third = promptly("the third refresh waited for the stuck output", t.refresh())
         .await
-        .unwrap_or_else(|_| panic!("the third refresh waited for the stuck output"))
         .unwrap_or_else(|e| panic!("{e}"));
     let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(Arc::ptr_eq(&served, &third), "consumers get the newest");
@@ -724,9 +726,7 @@ async fn issue_7_a_retired_engine_writes_no_outputs_and_stops_its_loop() {
     let disk = Arc::new(Disk::default());
     disk.set_open(true);
     let t = with_disk(&clock, &fake, &disk);
-    fake.close();
-    let task = tokio::spawn(Arc::clone(&t).run());
-    fake.until_held(1).await;
+    let task = a_loop_held_at_the_upstream(&t, &fake).await;
     t.retire();
     fake.open();
     tokio::time::timeout(Duration::from_secs(30), task)
@@ -746,10 +746,8 @@ async fn issue_7_a_retired_engine_writes_no_outputs_and_stops_its_loop() {
 /// engine makes no upstream call before the old backoff ends.
 #[tokio::test]
 async fn issue_7_adopt_keeps_backoff_and_the_last_error() {
-    let clock = start();
-    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let (clock, fake, old) = hour_target();
     fake.failing.store(true, Ordering::SeqCst);
-    let old = target(&clock, &fake);
     assert!(old.credential().await.is_err());
     let before = old.snapshot();
     assert_eq!(before.phase, Phase::BackingOff);

@@ -1,12 +1,15 @@
 //! Test fixtures: a Keycloak emulator with one client per authentication method, a temporary
 //! folder for configuration and key files, and one way to start the real `keyfed` binary (and
 //! anything that runs it) under the leak check of `leaks.rs`: every process's stdout and stderr
-//! are checked against every secret the run knows (`process.rs`).
+//! are checked against every secret the run knows (`process.rs`). Beside them: requests to the
+//! local endpoint (`http.rs`) and programs run as another user (`users.rs`).
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod leaks;
 pub mod process;
+pub mod users;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -14,10 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyfed_aws::emulator::StsEmulator;
+use keyfed_core::emulator::Latch;
 use keyfed_keycloak::emulator::{Builder, ClientSpec, Credential, KeycloakEmulator, Realm};
 
+pub use http::{raw_exchange, status_of, text_of, wait_ready};
 pub use leaks::{Known, SecretFile, Serves};
 pub use process::Process;
+pub use users::curl_as;
 
 /// A client secret with every character that Basic authentication must form-urlencode.
 pub const SECRET: &str = "s3cr3t:with+plus%percent&amp space=eq";
@@ -113,6 +119,20 @@ pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `n` requests wait at `latch` (an emulator holding its answers); fails the test,
+/// naming `what` (the requests expected there), after a generous bound.
+pub async fn held(latch: &Latch, n: usize, what: &str) {
+    const BOUND: Duration = Duration::from_secs(30);
+    tokio::time::timeout(BOUND, latch.until_waiting(n))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out after {BOUND:?} waiting for {what}: {} request(s) held at the latch, not {n}",
+                latch.waiting()
+            )
+        });
 }
 
 /// Whether this test may act as other users (it runs as root, as on CI). Otherwise the test
@@ -302,10 +322,34 @@ impl Fixture {
 
     /// Runs `keyfed --config <dir>/keyfed.toml ARGS` with debug logging.
     pub async fn keyfed(&self, args: &[&str]) -> Run {
+        self.keyfed_with(args, &[]).await
+    }
+
+    /// [`Fixture::keyfed`] with `env` added to the clean environment.
+    pub async fn keyfed_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.keyfed_behind(&[], args, env).await
+    }
+
+    /// [`Fixture::keyfed`] behind `prefix` (e.g. `sh -c 'umask 077 && exec "$0" "$@"'`), with
+    /// `env` added to the clean environment.
+    pub async fn keyfed_behind(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
         let config = self.path("keyfed.toml");
-        let mut full = vec!["--config", config.to_str().unwrap_or_default()];
-        full.extend_from_slice(args);
-        self.keyfed_raw(&full, &[]).await
+        self.keyfed_as(prefix, &with_config(&config, args), env)
+            .await
+    }
+
+    /// [`Fixture::keyfed`] as `uid`/`gid` with no supplementary groups, with `env` added to the
+    /// clean environment.
+    pub async fn keyfed_as_user(
+        &self,
+        uid: u32,
+        gid: u32,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Run {
+        let setpriv = users::setpriv(uid, gid);
+        let prefix: Vec<&str> = setpriv.iter().map(String::as_str).collect();
+        self.keyfed_behind(&prefix, args, env).await
     }
 
     /// Runs `keyfed ARGS` with a clean environment plus `env`, checking that no secret leaks.
@@ -405,12 +449,29 @@ impl Fixture {
     }
 }
 
+/// `--config CONFIG ARGS…`.
+fn with_config<'a>(config: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let mut full = vec!["--config", config.to_str().unwrap_or_default()];
+    full.extend_from_slice(args);
+    full
+}
+
 impl Drop for Fixture {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             self.check_wrapped();
         }
     }
+}
+
+/// Gives `path` a modification time long past, as a file left by an earlier run has.
+pub fn backdate(path: &Path) {
+    let long_ago = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(long_ago))
+        .unwrap_or_else(|e| panic!("backdate {}: {e}", path.display()));
 }
 
 pub fn set_mode(path: &Path, mode: u32) {
@@ -480,6 +541,14 @@ impl Fixture {
         self.sts.insert(sts)
     }
 
+    /// A fixture with the standard realm's Keycloak emulator and an STS emulator trusting it.
+    pub async fn aws() -> Self {
+        let mut fx = Self::new();
+        fx.start_default().await;
+        fx.start_sts().await;
+        fx
+    }
+
     pub fn sts(&self) -> &StsEmulator {
         self.sts
             .as_ref()
@@ -520,37 +589,88 @@ impl Fixture {
     /// [`Fixture::spawn_with`] behind `prefix` (e.g. `prlimit --nofile=…`, `unshare …`).
     pub fn spawn_as(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Process {
         process::spawn(
-            &format!("{} keyfed {}", prefix.join(" "), args.join(" ")),
+            &[prefix, &["keyfed"], args].concat().join(" "),
             self.keyfed_command(prefix, args, env),
             &self.known,
             Serves::for_keyfed(args),
         )
     }
 
-    /// Starts `keyfed run` and waits for its control socket.
-    pub async fn daemon(&self) -> Daemon {
-        self.daemon_with(&[]).await
+    /// Starts `keyfed --config <dir>/keyfed.toml run` behind `prefix` (see
+    /// [`Fixture::spawn_as`]) with `env`, without waiting for it (see [`Fixture::daemon`]).
+    pub fn spawn_run(&self, prefix: &[&str], env: &[(&str, &str)]) -> Process {
+        let config = self.path("keyfed.toml");
+        self.spawn_as(prefix, &with_config(&config, &["run"]), env)
     }
 
-    /// [`Fixture::daemon`] with `env` added to the clean environment.
-    pub async fn daemon_with(&self, env: &[(&str, &str)]) -> Daemon {
-        let config = self.path("keyfed.toml");
-        let mut daemon = self.spawn_with(
-            &["--config", config.to_str().unwrap_or_default(), "run"],
-            env,
-        );
+    /// Starts `keyfed run` and waits for its control socket.
+    pub async fn daemon(&self) -> Daemon {
+        self.daemon_as(&[], &[]).await
+    }
+
+    /// [`Fixture::daemon`] behind `prefix` (see [`Fixture::spawn_as`]), with `env` added to the
+    /// clean environment.
+    pub async fn daemon_as(&self, prefix: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = self.spawn_run(prefix, env);
         let socket = self.path("keyfed.sock");
-        wait_until(
-            &format!("keyfed run to open {}", socket.display()),
-            async || {
-                if let Some(status) = daemon.exited() {
-                    panic!("keyfed run exited ({status}):\n{}", daemon.log_so_far());
-                }
-                answers(&socket).await
-            },
-        )
+        let waiting = format!("{} to open {}", daemon.what(), socket.display());
+        wait_until(&waiting, async || {
+            if let Some(status) = daemon.exited() {
+                panic!(
+                    "{} exited ({status}):\n{}",
+                    daemon.what(),
+                    daemon.log_so_far()
+                );
+            }
+            answers(&socket).await
+        })
         .await;
         daemon
+    }
+
+    /// The running daemon's view of every target (`keyfed status --json`).
+    pub async fn status_json(&self) -> serde_json::Value {
+        let run = self.keyfed(&["status", "--json"]).await;
+        run.ok();
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    /// `keyfed credential-process <target>` without a daemon (see [`Daemonless`]); creates its
+    /// runtime folder.
+    pub fn daemonless(&self, target: &str) -> Daemonless {
+        let runtime = self.path("runtime");
+        std::fs::create_dir_all(&runtime)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", runtime.display()));
+        Daemonless {
+            runtime,
+            config: self.path("keyfed.toml"),
+            target: target.to_owned(),
+        }
+    }
+}
+
+/// `keyfed --config <dir>/keyfed.toml credential-process <target>` as a program runs it when no
+/// daemon answers: its cache lives under `XDG_RUNTIME_DIR`, here `runtime/` in the fixture's
+/// folder. The arguments and environment for [`Fixture::keyfed_raw`] or [`Fixture::spawn_with`].
+pub struct Daemonless {
+    /// The runtime folder; keyfed keeps its cache in `keyfed/` below it.
+    pub runtime: PathBuf,
+    config: PathBuf,
+    target: String,
+}
+
+impl Daemonless {
+    pub fn args(&self) -> [&str; 4] {
+        [
+            "--config",
+            self.config.to_str().unwrap_or_default(),
+            "credential-process",
+            &self.target,
+        ]
+    }
+
+    pub fn env(&self) -> [(&str, &str); 1] {
+        [("XDG_RUNTIME_DIR", self.runtime.to_str().unwrap_or_default())]
     }
 }
 

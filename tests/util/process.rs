@@ -1,6 +1,7 @@
 //! Every process a test starts, under the leak check: one-shot runs ([`run`]) and long-running
 //! ones ([`Process`]), their stdout and stderr checked against every secret the run knows when
-//! they end — stopped, killed, exited or dropped.
+//! they end — stopped, killed, exited or dropped. A long-running one may also be given a standard
+//! input the test writes to ([`spawn_with_stdin`]), for a program that waits for its cue.
 
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
@@ -65,6 +66,7 @@ pub struct Process {
     stdout: Buffer,
     stderr: Buffer,
     readers: Vec<JoinHandle<()>>,
+    stdin: Option<tokio::process::ChildStdin>,
     known: Known,
     serves: Serves,
 }
@@ -72,12 +74,33 @@ pub struct Process {
 /// Starts `command` with its output captured.
 pub fn spawn(
     what: &str,
+    command: tokio::process::Command,
+    known: &Known,
+    serves: Serves,
+) -> Process {
+    start(what, command, Stdio::null(), known, serves)
+}
+
+/// [`spawn`] with standard input a pipe the test holds: the program may read it until the test
+/// writes ([`Process::write_stdin`]), and sees its end when the process is dropped.
+pub fn spawn_with_stdin(
+    what: &str,
+    command: tokio::process::Command,
+    known: &Known,
+    serves: Serves,
+) -> Process {
+    start(what, command, Stdio::piped(), known, serves)
+}
+
+fn start(
+    what: &str,
     mut command: tokio::process::Command,
+    stdin: Stdio,
     known: &Known,
     serves: Serves,
 ) -> Process {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -98,12 +121,14 @@ pub fn spawn(
             Arc::clone(&stderr),
         ),
     ];
+    let stdin = child.stdin.take();
     Process {
         what: what.to_owned(),
         child: Some(child),
         stdout,
         stderr,
         readers,
+        stdin,
         known: known.clone(),
         serves,
     }
@@ -114,6 +139,11 @@ impl Process {
         self.child
             .as_mut()
             .unwrap_or_else(|| panic!("already stopped"))
+    }
+
+    /// The command line it was started with, as failure messages name it.
+    pub fn what(&self) -> &str {
+        &self.what
     }
 
     pub fn id(&self) -> Option<u32> {
@@ -163,6 +193,44 @@ impl Process {
         .await;
     }
 
+    /// Waits until its standard output holds `n` whole lines; returns them.
+    pub async fn wait_for_stdout_lines(&mut self, n: usize) -> Vec<String> {
+        let lines = |out: String| -> Vec<String> {
+            out.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .map(|l| l.trim_end_matches('\n').to_owned())
+                .collect()
+        };
+        wait_until(&format!("{} to print {n} line(s)", self.what), async || {
+            if lines(self.stdout_so_far()).len() >= n {
+                return true;
+            }
+            if let Some(status) = self.exited() {
+                panic!(
+                    "{} exited ({status}) before printing {n} line(s):\n{}\n{}",
+                    self.what,
+                    self.stdout_so_far(),
+                    self.log_so_far()
+                );
+            }
+            false
+        })
+        .await;
+        lines(self.stdout_so_far())
+    }
+
+    /// Writes `bytes` to its standard input (see [`spawn_with_stdin`]).
+    pub async fn write_stdin(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        let what = &self.what;
+        self.stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{what} has no standard input to write to"))
+            .write_all(bytes)
+            .await
+            .unwrap_or_else(|e| panic!("writing to {what}: {e}"));
+    }
+
     /// Stops it with SIGTERM and returns its exit status and output.
     pub async fn stop(self) -> Run {
         self.signal(rustix::process::Signal::TERM);
@@ -181,6 +249,9 @@ impl Process {
     }
 
     async fn finish(mut self, waiting_for: &str) -> Run {
+        // Its input ends, as for a program that waits for it to (closed before waiting, as
+        // tokio's own `wait` does).
+        drop(self.stdin.take());
         let mut child = self
             .child
             .take()

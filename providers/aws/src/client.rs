@@ -197,19 +197,6 @@ impl StsClient {
             detail,
             timed_out,
         };
-        if let SdkError::ResponseError(context) = &error
-            && has_source::<http_client::BodyTooLarge>(&error)
-        {
-            return AwsError::InvalidResponse {
-                role_arn,
-                endpoint,
-                detail: format!(
-                    "{} (HTTP {}); keyfed reads at most 1 MiB",
-                    http_client::BodyTooLarge,
-                    context.raw().status().as_u16()
-                ),
-            };
-        }
         match &error {
             SdkError::ServiceError(context) => {
                 let status = context.raw().status().as_u16();
@@ -266,6 +253,17 @@ impl StsClient {
             SdkError::DispatchFailure(failure) => {
                 transport(error_chain(&error), failure.is_timeout())
             }
+            SdkError::ResponseError(context) if has_source::<http_client::BodyTooLarge>(&error) => {
+                AwsError::InvalidResponse {
+                    role_arn,
+                    endpoint,
+                    detail: format!(
+                        "{} (HTTP {}); keyfed reads at most 1 MiB",
+                        http_client::BodyTooLarge,
+                        context.raw().status().as_u16()
+                    ),
+                }
+            }
             SdkError::ResponseError(context) => AwsError::InvalidResponse {
                 role_arn,
                 endpoint,
@@ -288,14 +286,7 @@ impl StsClient {
 
 /// True when `E` is somewhere in `error`'s chain of sources.
 fn has_source<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.is::<E>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
 }
 
 /// Refuses what STS would refuse anyway, before a token is spent on it; returns the duration

@@ -82,15 +82,23 @@ async fn token(
 }
 
 fn client(sts: &StsEmulator, ca_file: Option<std::path::PathBuf>) -> StsClient {
-    StsClient::new(StsSettings {
-        region: "eu-west-1".to_owned(),
-        endpoint_url: Some(Url::parse(&sts.endpoint_url()).unwrap_or_else(|e| panic!("{e}"))),
-        fips: false,
-        http: HttpSettings {
+    client_at(
+        &sts.endpoint_url(),
+        HttpSettings {
             ca_file,
             timeout: Duration::from_secs(10),
             ..HttpSettings::default()
         },
+    )
+}
+
+/// A client for the STS endpoint at `url` (region eu-west-1) with `http`.
+fn client_at(url: &str, http: HttpSettings) -> StsClient {
+    StsClient::new(StsSettings {
+        region: "eu-west-1".to_owned(),
+        endpoint_url: Some(Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))),
+        fips: false,
+        http,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -532,19 +540,14 @@ async fn an_endless_chunked_answer_is_cut_at_1_mib() {
             counter.fetch_add(0x4000, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let client = StsClient::new(StsSettings {
-        region: "eu-west-1".to_owned(),
-        endpoint_url: Some(
-            Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap_or_else(|e| panic!("{e}")),
-        ),
-        fips: false,
-        http: HttpSettings {
+    let client = client_at(
+        &format!("http://127.0.0.1:{port}/"),
+        HttpSettings {
             // Far beyond what the cap needs: a test that hit it would have failed the cap.
             timeout: Duration::from_secs(300),
             ..HttpSettings::default()
         },
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let request = AssumeRoleRequest {
         role_arn: "arn:aws:iam::123456789012:role/onprem-web".to_owned(),
         session_name: "web-01".to_owned(),
@@ -569,16 +572,13 @@ async fn an_endless_chunked_answer_is_cut_at_1_mib() {
 #[tokio::test]
 async fn a_slow_sts_times_out_and_backs_off() {
     let w = world(|r| r).await;
-    let quick = StsClient::new(StsSettings {
-        region: "eu-west-1".to_owned(),
-        endpoint_url: Some(Url::parse(&w.sts.endpoint_url()).unwrap_or_else(|e| panic!("{e}"))),
-        fips: false,
-        http: HttpSettings {
+    let quick = client_at(
+        &w.sts.endpoint_url(),
+        HttpSettings {
             timeout: Duration::from_millis(300),
             ..HttpSettings::default()
         },
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     w.sts
         .control()
         .inject("/", Fault::Delay(Duration::from_secs(3)), Some(1));
