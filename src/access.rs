@@ -22,11 +22,33 @@ pub fn allowed(access: &Access, uid: u32) -> bool {
     !access.groups.is_empty() && groups_of(uid).iter().any(|g| access.groups.contains(g))
 }
 
+/// Refusals so far per uid, target and face.
+type Refusals = HashMap<(Option<u32>, String, &'static str), u64>;
+
+/// Logs that `uid` was refused `target`'s credentials on `face`: the first refusal of each
+/// (uid, target, face) and then every 100th, so a local user asking in a loop cannot flood the
+/// log.
+pub fn log_refusal(uid: Option<u32>, target: &str, face: &'static str) {
+    static SEEN: OnceLock<Mutex<Refusals>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if seen.len() >= REMEMBERED {
+        seen.clear();
+    }
+    let count = seen.entry((uid, target.to_owned(), face)).or_default();
+    *count += 1;
+    if *count % 100 == 1 {
+        tracing::warn!(uid = ?uid, target = %target, face, refusals = *count, "credentials refused to this uid");
+    }
+}
+
 /// How long a user's groups are remembered: the user database may be a network service (SSSD,
 /// LDAP), and a local user's requests must not turn into a lookup each.
 const GROUPS_TTL: Duration = Duration::from_secs(60);
-/// Users remembered at most; the whole memory is dropped when full.
-const GROUPS_KEPT: usize = 1024;
+/// Users (or users and targets) remembered at most; the whole memory is dropped when full.
+const REMEMBERED: usize = 1024;
 
 type GroupCache = HashMap<u32, (Instant, Arc<Vec<u32>>)>;
 
@@ -45,7 +67,7 @@ fn groups_of(uid: u32) -> Arc<Vec<u32>> {
     }
     let groups = Arc::new(look_up_groups(uid));
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    if cache.len() >= GROUPS_KEPT {
+    if cache.len() >= REMEMBERED {
         cache.clear();
     }
     cache.insert(uid, (now, Arc::clone(&groups)));

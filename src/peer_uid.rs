@@ -6,10 +6,14 @@
 //! and an exact lookup costs one round trip instead of parsing a table that grows with every
 //! socket on the host. The unit allows `AF_NETLINK` for this.
 //!
+//! Each runtime thread keeps one netlink socket for its lookups.
+//!
 //! A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`);
 //! the client's socket is then an IPv4 one, so the lookup asks the IPv4 table first.
 
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use rustix::net::netlink::{SOCK_DIAG, SocketAddrNetlink};
@@ -72,6 +76,32 @@ fn lookup(client: SocketAddr, server: SocketAddr) -> Option<ClientSocket> {
     if client.is_ipv4() != server.is_ipv4() {
         return None;
     }
+    // One netlink socket per thread, kept: a lookup is then one send and one receive, which
+    // matters on the path of every new connection.
+    thread_local! {
+        static SOCKET: RefCell<Option<OwnedFd>> = const { RefCell::new(None) };
+        static SEQUENCE: Cell<u32> = const { Cell::new(0) };
+    }
+    let sequence = SEQUENCE.with(|s| {
+        s.set(s.get().wrapping_add(1));
+        s.get()
+    });
+    SOCKET.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = open_socket();
+        }
+        let socket = slot.as_ref()?;
+        let found = ask(socket, client, server, sequence);
+        if found.is_err() {
+            // A broken socket is not kept; the next lookup opens a new one.
+            *slot = None;
+        }
+        found.ok().flatten()
+    })
+}
+
+fn open_socket() -> Option<OwnedFd> {
     let socket =
         rustix::net::socket(AddressFamily::NETLINK, SocketType::DGRAM, Some(SOCK_DIAG)).ok()?;
     rustix::net::sockopt::set_socket_timeout(
@@ -80,26 +110,45 @@ fn lookup(client: SocketAddr, server: SocketAddr) -> Option<ClientSocket> {
         Some(TIMEOUT),
     )
     .ok()?;
+    Some(socket)
+}
+
+/// One request and its answer: answers to earlier requests (one that timed out) are skipped
+/// by their sequence number. `Err` when the socket failed.
+fn ask(
+    socket: &OwnedFd,
+    client: SocketAddr,
+    server: SocketAddr,
+    sequence: u32,
+) -> Result<Option<ClientSocket>, rustix::io::Errno> {
     let kernel = SocketAddrNetlink::new(0, 0);
     rustix::net::sendto(
-        &socket,
-        &request(client, server),
+        socket,
+        &request(client, server, sequence),
         SendFlags::empty(),
         &kernel,
-    )
-    .ok()?;
+    )?;
     let mut answer = [0u8; 512];
-    let (len, _) = rustix::net::recv(&socket, &mut answer, RecvFlags::empty()).ok()?;
-    parse(answer.get(..len)?)
+    loop {
+        let (len, _) = rustix::net::recv(socket, &mut answer, RecvFlags::empty())?;
+        let answer = answer.get(..len).unwrap_or_default();
+        if sequence_of(answer) == Some(sequence) {
+            return Ok(parse(answer));
+        }
+    }
+}
+
+fn sequence_of(answer: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(answer.get(8..12)?.try_into().ok()?))
 }
 
 /// An exact-match `inet_diag_req_v2` for the client's socket: its own address is the source.
-fn request(client: SocketAddr, server: SocketAddr) -> [u8; REQUEST_LEN] {
+fn request(client: SocketAddr, server: SocketAddr, sequence: u32) -> [u8; REQUEST_LEN] {
     let mut m = [0u8; REQUEST_LEN];
     m[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
     m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence number
+    m[8..12].copy_from_slice(&sequence.to_ne_bytes());
     // inet_diag_req_v2
     m[16] = if client.is_ipv4() { AF_INET } else { AF_INET6 };
     m[17] = IPPROTO_TCP;

@@ -4,28 +4,13 @@
 //! local user holding connections up to the file limit, and status and readiness bodies that name
 //! only the caller's targets.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use keyfed_core::emulator::Fault;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::util::{Fixture, wait_until};
-
-async fn fixture() -> Fixture {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
-    fx
-}
+use crate::util::{Fixture, Serves, curl_as, process, raw_exchange, users, wait_ready, wait_until};
 
 /// One HTTP/1.1 request written by hand, so `Host` and every other header are exactly as given.
 /// Returns the status and body.
 async fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if method == "PUT" {
         request.push_str("Content-Length: 0\r\n");
@@ -34,15 +19,7 @@ async fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> 
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let answer = raw_exchange(base, request.as_bytes()).await;
     let status = answer
         .split(' ')
         .nth(1)
@@ -67,14 +44,11 @@ fn join<'a>(a: &[(&'a str, &'a str)], b: &[(&'a str, &'a str)]) -> Vec<(&'a str,
 /// every face — and without those, the same request is served.
 #[tokio::test]
 async fn rebound_and_browser_requests_are_refused_on_every_face() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "allowed_hosts = [\"metadata.test\"]\n");
     let daemon = fx.daemon().await;
     let own = base.trim_start_matches("http://").to_owned();
-    wait_until("the first credential", async || {
-        raw(&base, "GET", "/readyz", &[("Host", &own)]).await.0 == 200
-    })
-    .await;
+    wait_ready(&base).await;
     let ttl = ("X-aws-ec2-metadata-token-ttl-seconds", "60");
     let (status, session) = raw(&base, "PUT", "/latest/api/token", &[("Host", &own), ttl]).await;
     assert_eq!(status, 200);
@@ -157,17 +131,26 @@ async fn rebound_and_browser_requests_are_refused_on_every_face() {
 /// anything; the first keeps serving with the token in its file.
 #[tokio::test]
 async fn a_second_daemon_leaves_the_first_one_serving() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let daemon = fx.daemon().await;
     let token = fx.container_token();
     let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
     let port = base.rsplit(':').next().unwrap_or_default().to_owned();
     let other_port = crate::util::free_port().to_string();
-    // The same configuration (the address is busy), then another port (the socket is busy).
+    // The same configuration and another port (the daemon's lock beside the socket is held),
+    // then another socket and the same port (the address is busy).
     let same = fx.path("keyfed.toml");
     let moved = fx.write("second.toml", &config.replace(&port, &other_port));
-    for (config, says) in [(same, "cannot listen on"), (moved, "is in use")] {
+    let resocketed = fx.write(
+        "third.toml",
+        &config.replace("socket = \"keyfed.sock\"", "socket = \"third.sock\""),
+    );
+    for (config, says) in [
+        (same, "is in use"),
+        (moved, "is in use"),
+        (resocketed, "cannot listen on"),
+    ] {
         let second = fx
             .keyfed_raw(
                 &["--config", config.to_str().unwrap_or_default(), "run"],
@@ -193,40 +176,11 @@ async fn a_second_daemon_leaves_the_first_one_serving() {
     daemon.stop().await;
 }
 
-/// Starts `keyfed --config <dir>/keyfed.toml run` behind `wrapper` (a command line the keyfed
-/// binary and its arguments are appended to), under the fixture's leak check.
-fn spawn_wrapped(fx: &Fixture, wrapper: &[&str]) -> crate::util::Process {
-    let config = fx.path("keyfed.toml");
-    fx.spawn_as(
-        wrapper,
-        &["--config", config.to_str().unwrap_or_default(), "run"],
-        &[("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")],
-    )
-}
-
-/// `curl -s -o /dev/null -w %{http_code}` as `uid`.
-async fn curl_status_as(uid: u32, args: &[&str]) -> String {
-    let output = tokio::process::Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-        ])
-        .args([
-            "curl",
-            "-s",
-            "--noproxy",
-            "*",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(args)
-        .output()
+/// The daemon behind `wrapper` (a command line the keyfed binary and its arguments are appended
+/// to), up and answering its control socket.
+async fn daemon_wrapped(fx: &Fixture, wrapper: &[&str]) -> crate::util::Daemon {
+    fx.daemon_as(wrapper, &[("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         .await
-        .unwrap_or_else(|e| panic!("setpriv curl: {e}"));
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Issue 7, defect 4: the shipped unit's `ProcSubset=pid` hides `/proc/net`, where the peer-uid
@@ -238,10 +192,11 @@ async fn per_user_access_works_with_proc_net_hidden_as_under_the_unit() {
     {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("allow_users = [\"12345\"]\n", "");
     let mount = "mount -t proc -o subset=pid,hidepid=invisible proc /proc && test ! -e /proc/net && exec \"$0\" \"$@\"";
-    let mut child = spawn_wrapped(
+    // Up means its container token file is written too (before the control socket answers).
+    let child = daemon_wrapped(
         &fx,
         &[
             "unshare",
@@ -252,27 +207,19 @@ async fn per_user_access_works_with_proc_net_hidden_as_under_the_unit() {
             "-c",
             mount,
         ],
-    );
-    let token_file = fx.path("container-token");
-    wait_until("the daemon under a hidden /proc/net", async || {
-        if let Some(status) = child.exited() {
-            panic!(
-                "keyfed under subset=pid exited ({status}):\n{}",
-                child.log_so_far()
-            );
-        }
-        token_file.exists()
-            && tokio::net::UnixStream::connect(fx.path("keyfed.sock"))
-                .await
-                .is_ok()
-    })
+    )
     .await;
     let token = fx.container_token();
     let header = format!("Authorization: {token}");
     let url = format!("{base}/aws/app");
     crate::util::set_mode(fx.dir.path(), 0o755);
-    assert_eq!(curl_status_as(12345, &["-H", &header, &url]).await, "200");
-    assert_eq!(curl_status_as(65534, &["-H", &header, &url]).await, "403");
+    let status_as = async |uid: u32| {
+        curl_as(uid, uid, &["-o", "/dev/null", "-H", &header, &url])
+            .await
+            .0
+    };
+    assert_eq!(status_as(12345).await, "200");
+    assert_eq!(status_as(65534).await, "403");
     let log = child.stop().await.stderr;
     assert!(log.contains("uid=Some(65534)"), "{log}");
 }
@@ -287,7 +234,7 @@ async fn a_user_holding_connections_starves_neither_refreshes_nor_other_users() 
     ) {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("", "");
     let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
     fx.write(
@@ -301,63 +248,12 @@ async fn a_user_holding_connections_starves_neither_refreshes_nor_other_users() 
     // completes under siege.
     let latch = fx.keycloak().control().hold("/token");
     let limit = 1024;
-    let daemon = spawn_wrapped(&fx, &["prlimit", &format!("--nofile={limit}:{limit}")]);
-    let socket = fx.path("keyfed.sock");
-    wait_until("the daemon", async || {
-        tokio::net::UnixStream::connect(&socket).await.is_ok()
-    })
-    .await;
-    let addr = base.trim_start_matches("http://");
-    let (host, port) = addr.rsplit_once(':').unwrap_or_default();
-    let hold = format!(
-        "import socket,sys\nheld=[]\nfor _ in range({}):\n    s=socket.socket()\n    s.connect(('{host}',{port}))\n    held.append(s)\nprint(len(held),flush=True)\nsys.stdin.read()\n",
-        limit - 10
-    );
-    let mut holder = tokio::process::Command::new("prlimit")
-        .args([
-            "--nofile=4096:4096",
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .args(["/usr/bin/python3", "-c", &hold])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut held = String::new();
-    if let Some(out) = holder.stdout.as_mut() {
-        let mut buf = [0u8; 32];
-        let n = out.read(&mut buf).await.unwrap_or(0);
-        held.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert_eq!(
-        held.trim(),
-        (limit - 10).to_string(),
-        "the holder opened its connections"
-    );
+    let daemon = daemon_wrapped(&fx, &["prlimit", &format!("--nofile={limit}:{limit}")]).await;
+    let holder = hold_connections(&fx, &base, 65534, limit - 10).await;
     latch.release();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut ready = false;
-    for _ in 0..750 {
-        let answer = http.get(format!("{base}/readyz")).send().await;
-        if answer.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        ready,
-        "no refresh or no served request while connections were held:\n{}",
-        daemon.log_so_far()
-    );
+    // A refresh, and a request of another user served, while the connections are held (the
+    // daemon's log is shown if not).
+    wait_ready(&base).await;
     // Files are written after the credential is served: wait for it.
     let out = fx.path("out/aws.json");
     wait_until("the output written under siege", async || {
@@ -369,6 +265,76 @@ async fn a_user_holding_connections_starves_neither_refreshes_nor_other_users() 
     assert!(!log.contains("Too many open files"), "{log}");
 }
 
+/// Opens `count` connections to the endpoint at `base` as `uid` and holds them until the
+/// returned process is dropped (its standard input then ends).
+async fn hold_connections(fx: &Fixture, base: &str, uid: u32, count: u64) -> process::Process {
+    let addr = base.trim_start_matches("http://");
+    let (host, port) = addr.rsplit_once(':').unwrap_or_default();
+    let hold = format!(
+        "import socket,sys\nheld=[]\nfor _ in range({count}):\n    s=socket.socket()\n    s.connect(('{host}',{port}))\n    held.append(s)\nprint(len(held),flush=True)\nsys.stdin.read()\n"
+    );
+    let mut command = tokio::process::Command::new("prlimit");
+    command
+        .arg("--nofile=4096:4096")
+        .args(users::setpriv(uid, uid))
+        .args(["/usr/bin/python3", "-c", &hold]);
+    let mut holder = process::spawn_with_stdin(
+        &format!("python3 holding connections as uid {uid}"),
+        command,
+        &fx.known,
+        Serves::Nothing,
+    );
+    let held = holder.wait_for_stdout_lines(1).await;
+    assert_eq!(
+        held[0].trim(),
+        count.to_string(),
+        "uid {uid} opened its connections"
+    );
+    holder
+}
+
+/// Issue 7 review: several users together asking for far more connections than keyfed has
+/// descriptors: the total cap (fitted below the file limit) holds, so the refresh due meanwhile
+/// still gets its sockets and temporary file. Once the total cap is reached, further
+/// connections are closed, whoever makes them; the control socket still answers.
+#[tokio::test]
+async fn many_users_holding_connections_never_exhaust_the_descriptors() {
+    if !crate::util::as_root_or_skip("many_users_holding_connections_never_exhaust_the_descriptors")
+    {
+        return;
+    }
+    let fx = Fixture::aws().await;
+    let base = fx.endpoint_config("", "");
+    let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
+    fx.write(
+        "keyfed.toml",
+        &config.replace(
+            "outputs = []",
+            "outputs = [{ kind = \"credential-process-json\", path = \"out/aws.json\" }]",
+        ),
+    );
+    let latch = fx.keycloak().control().hold("/token");
+    let limit = 1024;
+    let daemon = daemon_wrapped(&fx, &["prlimit", &format!("--nofile={limit}:{limit}")]).await;
+    let mut holders = Vec::new();
+    for uid in [65534, 12345, 12346, 12347] {
+        holders.push(hold_connections(&fx, &base, uid, limit - 10).await);
+    }
+    latch.release();
+    let out = fx.path("out/aws.json");
+    wait_until(
+        "the output written with 4 users holding connections",
+        async || std::fs::read_to_string(&out).is_ok_and(|w| w.contains("SecretAccessKey")),
+    )
+    .await;
+    let status = fx.status_json().await;
+    assert!(status.to_string().contains("\"fresh\""), "{status}");
+    drop(holders);
+    let log = daemon.stop().await.stderr;
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("over the cap of 384 in all"), "{log}");
+}
+
 /// Issue 7, defect 9: `/readyz`, `/metrics` and the control socket's status name only the
 /// targets the caller may have (they carry upstream errors and paths); the others are counted,
 /// not named.
@@ -377,7 +343,7 @@ async fn status_and_readiness_name_only_the_callers_targets() {
     if !crate::util::as_root_or_skip("status_and_readiness_name_only_the_callers_targets") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let base = fx.endpoint_config("allow_users = [\"12345\"]\n", "");
     let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
     let config = config.replace(
@@ -396,59 +362,26 @@ async fn status_and_readiness_name_only_the_callers_targets() {
         None,
     );
     let daemon = fx.daemon().await;
-    let readyz = format!("{base}/readyz");
-    let body_as = |uid: u32| {
-        let readyz = readyz.clone();
-        async move {
-            let output = tokio::process::Command::new("setpriv")
-                .args([&format!("--reuid={uid}"), "--regid=65534", "--clear-groups"])
-                .args(["curl", "-s", "--noproxy", "*", &readyz])
-                .output()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-    };
-    let stranger = body_as(65534).await;
+    // As `uid` (group nogroup), the body at `path`.
+    let body_as =
+        async |uid: u32, path: &str| curl_as(uid, 65534, &[&format!("{base}{path}")]).await.1;
+    let stranger = body_as(65534, "/readyz").await;
     assert!(stranger.contains("open: "), "{stranger}");
     assert!(!stranger.contains("aws: "), "{stranger}");
     assert!(
         stranger.contains("1 target(s) restricted to other users"),
         "{stranger}"
     );
-    let metrics_as = async |uid: u32| {
-        let output = tokio::process::Command::new("setpriv")
-            .args([&format!("--reuid={uid}"), "--regid=65534", "--clear-groups"])
-            .args(["curl", "-s", "--noproxy", "*", &format!("{base}/metrics")])
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    let metrics = metrics_as(65534).await;
+    let metrics = body_as(65534, "/metrics").await;
     assert!(metrics.contains("target=\"open\""), "{metrics}");
     assert!(!metrics.contains("target=\"aws\""), "{metrics}");
-    assert!(metrics_as(12345).await.contains("target=\"aws\""));
-    let allowed = body_as(12345).await;
+    assert!(body_as(12345, "/metrics").await.contains("target=\"aws\""));
+    let allowed = body_as(12345, "/readyz").await;
     assert!(
         allowed.contains("aws: ") && allowed.contains("open: "),
         "{allowed}"
     );
-    let config = fx.path("keyfed.toml");
-    let status_as = async |uid: u32| {
-        let setpriv = [
-            "setpriv",
-            &format!("--reuid={uid}"),
-            "--regid=65534",
-            "--clear-groups",
-        ];
-        fx.keyfed_as(
-            &setpriv,
-            &["--config", config.to_str().unwrap_or_default(), "status"],
-            &[],
-        )
-        .await
-    };
+    let status_as = async |uid: u32| fx.keyfed_as_user(uid, 65534, &["status"], &[]).await;
     let stranger = status_as(65534).await;
     let text = stranger.ok().stdout.clone();
     assert!(text.contains("open") && !text.contains("aws "), "{text}");

@@ -8,32 +8,12 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::util::{Fixture, Run};
+use crate::util::{Fixture, Run, as_root_or_skip, wait_until};
 
 /// The unprivileged user owning the home folder merged into.
 const USER: u32 = 65534;
 /// Another unprivileged uid.
 const STRANGER: u32 = 1234;
-
-/// Whether this test may run: root is needed to act for another user. Not being root fails the
-/// test, unless KEYFED_TEST_ALLOW_SKIP=1 asks for an explicit, printed skip.
-fn as_root(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
-        println!("SKIPPED: {test}: needs root to write for another user");
-        return false;
-    }
-    panic!("{test} needs root (set KEYFED_TEST_ALLOW_SKIP=1 to skip it explicitly)");
-}
-
-async fn fixture() -> Fixture {
-    let mut fx = Fixture::new();
-    fx.start_default().await;
-    fx.start_sts().await;
-    fx
-}
 
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(uid))
@@ -116,10 +96,10 @@ const HERS: &str = "[other]\naws_access_key_id = AKIAHERS\naws_secret_access_key
 
 #[tokio::test]
 async fn issue7_merge_refuses_a_symlinked_credentials_file() {
-    if !as_root("issue7_merge_refuses_a_symlinked_credentials_file") {
+    if !as_root_or_skip("issue7_merge_refuses_a_symlinked_credentials_file") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     let shadow = "root:$6$not-for-alice$:19000:0:99999:7:::\n";
     file(&fx.path("root-only"), shadow, 0);
@@ -139,10 +119,10 @@ async fn issue7_merge_refuses_a_symlinked_credentials_file() {
 
 #[tokio::test]
 async fn issue7_merge_refuses_a_symlinked_folder() {
-    if !as_root("issue7_merge_refuses_a_symlinked_folder") {
+    if !as_root_or_skip("issue7_merge_refuses_a_symlinked_folder") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     mkdir(&fx.path("home"), USER);
     let elsewhere = fx.path("elsewhere");
     mkdir(&elsewhere, USER);
@@ -164,10 +144,10 @@ async fn issue7_merge_refuses_a_symlinked_folder() {
 
 #[tokio::test]
 async fn issue7_merge_refuses_a_hard_linked_file() {
-    if !as_root("issue7_merge_refuses_a_hard_linked_file") {
+    if !as_root_or_skip("issue7_merge_refuses_a_hard_linked_file") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, USER);
     std::fs::hard_link(aws.join("credentials"), aws.join("backup"))
@@ -183,10 +163,10 @@ async fn issue7_merge_refuses_a_hard_linked_file() {
 
 #[tokio::test]
 async fn issue7_merge_refuses_a_file_owned_by_someone_else() {
-    if !as_root("issue7_merge_refuses_a_file_owned_by_someone_else") {
+    if !as_root_or_skip("issue7_merge_refuses_a_file_owned_by_someone_else") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, STRANGER);
     merge_config(&fx, "");
@@ -199,10 +179,10 @@ async fn issue7_merge_refuses_a_file_owned_by_someone_else() {
 
 #[tokio::test]
 async fn issue7_merge_refuses_a_folder_owned_by_someone_else() {
-    if !as_root("issue7_merge_refuses_a_folder_owned_by_someone_else") {
+    if !as_root_or_skip("issue7_merge_refuses_a_folder_owned_by_someone_else") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     chown(&aws, STRANGER);
     merge_config(&fx, "");
@@ -214,10 +194,10 @@ async fn issue7_merge_refuses_a_folder_owned_by_someone_else() {
 
 #[tokio::test]
 async fn issue7_a_fifo_as_lock_file_fails_the_merge_without_hanging() {
-    if !as_root("issue7_a_fifo_as_lock_file_fails_the_merge_without_hanging") {
+    if !as_root_or_skip("issue7_a_fifo_as_lock_file_fails_the_merge_without_hanging") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, USER);
     rustix::fs::mknodat(
@@ -239,10 +219,10 @@ async fn issue7_a_fifo_as_lock_file_fails_the_merge_without_hanging() {
 
 #[tokio::test]
 async fn issue7_a_held_lock_fails_the_merge_and_other_outputs_are_written() {
-    if !as_root("issue7_a_held_lock_fails_the_merge_and_other_outputs_are_written") {
+    if !as_root_or_skip("issue7_a_held_lock_fails_the_merge_and_other_outputs_are_written") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, USER);
     let lock_path = aws.join(".credentials.keyfed-lock");
@@ -274,14 +254,70 @@ async fn issue7_a_held_lock_fails_the_merge_and_other_outputs_are_written() {
     assert!(read(&aws.join("credentials")).starts_with(HERS));
 }
 
+/// Issue 7, defect 3, through the daemon: while another process holds the merge lock, the
+/// refresh completes, the faces serve, and `keyfed status` names the one output that failed.
+#[tokio::test]
+async fn issue7_a_held_lock_fails_one_output_of_the_daemon_and_nothing_else() {
+    if !as_root_or_skip("issue7_a_held_lock_fails_one_output_of_the_daemon_and_nothing_else") {
+        return;
+    }
+    let fx = Fixture::aws().await;
+    let aws = home(&fx);
+    file(&aws.join("credentials"), HERS, USER);
+    let lock_path = aws.join(".credentials.keyfed-lock");
+    file(&lock_path, "", USER);
+    let lock = std::fs::File::open(&lock_path).unwrap_or_else(|e| panic!("{e}"));
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("flock: {e}"));
+    let base = fx.endpoint_config("", "");
+    let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
+    fx.write(
+        "keyfed.toml",
+        &config.replace(
+            "outputs = []",
+            &format!(
+                r#"outputs = [{{ kind = "aws-credentials", path = "home/.aws/credentials", merge = true, owner = "{USER}" }}, {{ kind = "credential-process-json", path = "out/process.json" }}]"#
+            ),
+        ),
+    );
+    let daemon = fx.daemon().await;
+    crate::util::http::wait_ready(&base).await;
+    let (status, _) = crate::util::users::curl_as(
+        0,
+        0,
+        &[
+            "-H",
+            &format!("Authorization: {}", fx.container_token()),
+            &format!("{base}/aws/app"),
+        ],
+    )
+    .await;
+    assert_eq!(status, "200", "the container face serves");
+    let out = fx.path("out/process.json");
+    wait_until("the other output written", async || {
+        std::fs::read_to_string(&out).is_ok_and(|w| w.contains("ASIA"))
+    })
+    .await;
+    wait_until("status naming the failed output", async || {
+        fx.status_json()
+            .await
+            .to_string()
+            .contains("is held by another process")
+    })
+    .await;
+    assert_eq!(read(&aws.join("credentials")), HERS);
+    drop(lock);
+    daemon.stop().await;
+}
+
 /// The merge that works: the user's file, as the user, every other byte kept; group and other
 /// access dropped; temporary files of interrupted writes (as if from SIGKILLed runs) removed.
 #[tokio::test]
 async fn issue7_merge_as_the_user_drops_group_access_and_stale_temporary_files() {
-    if !as_root("issue7_merge_as_the_user_drops_group_access_and_stale_temporary_files") {
+    if !as_root_or_skip("issue7_merge_as_the_user_drops_group_access_and_stale_temporary_files") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, USER);
     // A primary group shared with other users could read it.
@@ -300,6 +336,9 @@ async fn issue7_merge_as_the_user_drops_group_access_and_stale_temporary_files()
         "[default]\naws_secret_access_key = live\n",
         0,
     );
+    for name in stale {
+        crate::util::backdate(&aws.join(name));
+    }
     let look_alike = ".credentials.keyfed-tmp-mine";
     file(&aws.join(look_alike), "", USER);
     merge_config(&fx, "");
@@ -331,12 +370,9 @@ async fn issue7_merge_as_the_user_drops_group_access_and_stale_temporary_files()
 
 /// Runs `keyfed --config … ARGS` under `umask 077`, as the shipped unit's `UMask=0077` does.
 async fn keyfed_under_umask_077(fx: &Fixture, args: &[&str]) -> Run {
-    let config = fx.path("keyfed.toml");
-    let mut full = vec!["--config", config.to_str().unwrap_or_default()];
-    full.extend_from_slice(args);
-    fx.keyfed_as(
+    fx.keyfed_behind(
         &["/bin/sh", "-c", "umask 077 && exec \"$0\" \"$@\""],
-        &full,
+        args,
         &[],
     )
     .await
@@ -344,10 +380,10 @@ async fn keyfed_under_umask_077(fx: &Fixture, args: &[&str]) -> Run {
 
 #[tokio::test]
 async fn issue7_created_folders_keep_the_group_under_umask_077() {
-    if !as_root("issue7_created_folders_keep_the_group_under_umask_077") {
+    if !as_root_or_skip("issue7_created_folders_keep_the_group_under_umask_077") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "shared/app/process.json", group = "65534", mode = "0640" },
@@ -381,10 +417,10 @@ async fn issue7_created_folders_keep_the_group_under_umask_077() {
 /// to either — else one user could swap the other's folder for one of their own.
 #[tokio::test]
 async fn issue7_a_shared_parent_folder_belongs_to_no_output_owner() {
-    if !as_root("issue7_a_shared_parent_folder_belongs_to_no_output_owner") {
+    if !as_root_or_skip("issue7_a_shared_parent_folder_belongs_to_no_output_owner") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "x/a/f.json", owner = "65534" },
@@ -400,7 +436,7 @@ async fn issue7_a_shared_parent_folder_belongs_to_no_output_owner() {
 
 #[tokio::test]
 async fn issue7_temporary_files_of_interrupted_writes_are_removed() {
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     fx.daemon_config(&fx.aws_target(
         "aws",
         r#"{ kind = "credential-process-json", path = "out/process.json" }"#,
@@ -412,7 +448,7 @@ async fn issue7_temporary_files_of_interrupted_writes_are_removed() {
         "out/.process.json.keyfed-tmp-89abcdef01234567",
     ];
     for name in stale {
-        fx.write(name, "{\"SecretAccessKey\":\"live\"}");
+        crate::util::backdate(&fx.write(name, "{\"SecretAccessKey\":\"live\"}"));
     }
     // Not keyfed's pattern for this output: kept.
     let kept = [
@@ -436,10 +472,10 @@ async fn issue7_temporary_files_of_interrupted_writes_are_removed() {
 /// A missing `~/.aws` is created for the user (whose file it will hold), private to them.
 #[tokio::test]
 async fn a_missing_aws_folder_is_created_for_the_output_owner() {
-    if !as_root("a_missing_aws_folder_is_created_for_the_output_owner") {
+    if !as_root_or_skip("a_missing_aws_folder_is_created_for_the_output_owner") {
         return;
     }
-    let fx = fixture().await;
+    let fx = Fixture::aws().await;
     mkdir(&fx.path("home"), USER);
     merge_config(&fx, "");
     keyfed_under_umask_077(&fx, &["once"]).await.ok();

@@ -335,14 +335,8 @@ async fn every_example_configuration_fits_the_shipped_unit() {
         chown_all(fx.dir.path(), UNIT_UID);
         let env = unit.environment(credentials.to_str().unwrap_or_default());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let ids = format!("--reuid={UNIT_UID}");
-        let gids = format!("--regid={UNIT_UID}");
         let run = fx
-            .keyfed_as(
-                &["setpriv", &ids, &gids, "--clear-groups"],
-                &["--config", config.to_str().unwrap_or_default(), "check"],
-                &env,
-            )
+            .keyfed_as_user(UNIT_UID, UNIT_UID, &["check"], &env)
             .await;
         let shown = file.display();
         if run.code != Some(0) {
@@ -433,49 +427,40 @@ async fn a_user_without_a_runtime_folder_must_name_the_socket() {
         return;
     }
     let fx = Fixture::new();
-    let config = fx.write(
+    fx.write(
         "keyfed.toml",
         "[issuers.corp]\nurl = \"https://sso.example.com/realms/infra\"\nclient_id = \"c\"\n\
          client_secret_env = \"KEYFED_TEST_SECRET\"\n\
          [targets.api]\nissuer = \"corp\"\naudience = \"api\"\n",
     );
     chown_all(fx.dir.path(), UNIT_UID);
-    let ids = format!("--reuid={UNIT_UID}");
-    let gids = format!("--regid={UNIT_UID}");
-    let setpriv = ["setpriv", ids.as_str(), gids.as_str(), "--clear-groups"];
-    let args = ["--config", config.to_str().unwrap_or_default(), "check"];
+    // As the unit's user.
+    let check =
+        async |env: &[(&str, &str)]| fx.keyfed_as_user(UNIT_UID, UNIT_UID, &["check"], env).await;
     let secret = ("KEYFED_TEST_SECRET", "a-secret-in-the-environment");
     fx.know("the secret in KEYFED_TEST_SECRET", secret.1);
-    fx.keyfed_as(&setpriv, &args, &[secret, ("HOME", "")])
+    check(&[secret, ("HOME", "")])
         .await
         .fails_with(3)
         .says("control.socket: no safe default for the control socket")
         .says("set [control] socket");
-    fx.keyfed_as(&setpriv, &args, &[secret, ("HOME", "/")])
+    check(&[secret, ("HOME", "/")])
         .await
         .fails_with(3)
         .says("set [control] socket");
-    fx.keyfed_as(
-        &setpriv,
-        &args,
-        &[
-            secret,
-            ("HOME", ""),
-            ("RUNTIME_DIRECTORY", "/run/keyfed-test:/run/other"),
-        ],
-    )
+    check(&[
+        secret,
+        ("HOME", ""),
+        ("RUNTIME_DIRECTORY", "/run/keyfed-test:/run/other"),
+    ])
     .await
     .ok()
     .prints("socket = \"/run/keyfed-test/keyfed.sock\"");
     // `keyfed status` and `credential-process` find the daemon the same way, and say so too.
-    fx.keyfed_as(
-        &setpriv,
-        &["--config", config.to_str().unwrap_or_default(), "status"],
-        &[("HOME", "")],
-    )
-    .await
-    .fails_with(3)
-    .says("set [control] socket");
+    fx.keyfed_as_user(UNIT_UID, UNIT_UID, &["status"], &[("HOME", "")])
+        .await
+        .fails_with(3)
+        .says("set [control] socket");
 }
 
 /// issue 7: the daemon created the socket's folder with whatever mode the umask left and used an
@@ -505,11 +490,7 @@ async fn the_socket_folder_must_be_keyfeds_own() {
                     .replace("{issuer}", "http://127.0.0.1:9/realms/infra")
             ),
         );
-        let config = fx.path("keyfed.toml");
-        let run = fx
-            .spawn(&["--config", config.to_str().unwrap_or_default(), "run"])
-            .wait()
-            .await;
+        let run = fx.spawn_run(&[], &[]).wait().await;
         assert_ne!(run.code, Some(0), "{}", run.stderr);
         assert!(
             run.stderr.contains(&format!(
@@ -525,10 +506,7 @@ async fn the_socket_folder_must_be_keyfeds_own() {
     let config = fx.path("keyfed.toml");
     let text = std::fs::read_to_string(&config).unwrap_or_default();
     fx.write("keyfed.toml", &text.replace("open/", "new/run/"));
-    let daemon = fx.spawn_with(
-        &["--config", config.to_str().unwrap_or_default(), "run"],
-        &[],
-    );
+    let daemon = fx.spawn_run(&[], &[]);
     let socket = fx.path("new/run/keyfed.sock");
     wait_until("the control socket", async || socket.exists()).await;
     let mode = std::fs::metadata(fx.path("new/run")).map(|m| m.mode() & 0o7777);
@@ -538,6 +516,9 @@ async fn the_socket_folder_must_be_keyfeds_own() {
 
 /// The configuration `example` with its upstreams pointed at the emulators and its endpoint on
 /// free ports; everything else as shipped.
+/// The user an example's endpoint target is limited to in the sandbox run.
+const SERVED_TO: &str = "65534";
+
 fn pointed_at(example: &str, keycloak: &str, sts: &str) -> String {
     let mut doc: toml::Table = toml::from_str(example).unwrap_or_else(|e| panic!("{e}"));
     if let Some(issuers) = doc.get_mut("issuers").and_then(toml::Value::as_table_mut) {
@@ -551,6 +532,17 @@ fn pointed_at(example: &str, keycloak: &str, sts: &str) -> String {
         for (_, target) in targets.iter_mut() {
             if let Some(aws) = target.get_mut("aws").and_then(toml::Value::as_table_mut) {
                 aws.insert("endpoint_url".into(), sts.into());
+            }
+            // Served on the endpoint: limited to one unprivileged user, so the sandboxed
+            // peer-uid lookup must find that very user (root would always pass).
+            if let Some(t) = target
+                .as_table_mut()
+                .filter(|t| t.contains_key("container_path"))
+            {
+                t.insert(
+                    "allow_users".into(),
+                    toml::Value::Array(vec![SERVED_TO.into()]),
+                );
             }
         }
     }
@@ -803,13 +795,7 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
             assert_eq!(meta.mode() & 0o777, want, "{shown}: {}", path.display());
             assert_eq!(meta.uid(), UNIT_UID, "{shown}: {}", path.display());
             if want & 0o040 != 0 {
-                let read = tokio::process::Command::new("setpriv")
-                    .args([
-                        "--reuid=65534",
-                        &format!("--regid={}", meta.gid()),
-                        "--clear-groups",
-                        "cat",
-                    ])
+                let read = crate::util::users::as_user(65534, meta.gid(), "cat")
                     .arg(&at)
                     .output()
                     .await
@@ -854,8 +840,8 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
         })
         .await;
 
-        // The endpoint serves a target limited to allow_users, so the per-user lookup works
-        // without /proc/net.
+        // The endpoint serves a target limited to one unprivileged user: the per-user lookup
+        // tells that user from another without /proc/net.
         if let Some(endpoint) = toml::from_str::<toml::Table>(
             &std::fs::read_to_string(etc.join("keyfed.toml")).unwrap_or_default(),
         )
@@ -873,17 +859,10 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
                 .unwrap_or_else(|| panic!("{shown}: no container_path"))
                 .to_owned();
             let token = std::fs::read_to_string(&container_token).unwrap_or_default();
-            let response = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap_or_else(|e| panic!("{e}"))
-                .get(format!("http://{address}{target}"))
-                .header("Authorization", token)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let code = response.status().as_u16();
-            let body = response.text().await.unwrap_or_default();
+            let url = format!("http://{address}{target}");
+            let header = format!("Authorization: {token}");
+            let (code, body) =
+                crate::util::users::curl_as(65534, 65534, &["-H", &header, &url]).await;
             for secret in serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .iter()
@@ -892,7 +871,13 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
             {
                 fx.know("credentials served by the container face", secret);
             }
-            assert_eq!(code, 200, "{shown}: container face: {body}");
+            assert_eq!(
+                code, "200",
+                "{shown}: container face as uid {SERVED_TO}: {body}"
+            );
+            let (code, body) =
+                crate::util::users::curl_as(12345, 12345, &["-H", &header, &url]).await;
+            assert_eq!(code, "403", "{shown}: container face as uid 12345: {body}");
         }
 
         let run = daemon.stop().await;

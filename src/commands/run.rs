@@ -37,6 +37,8 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     let (publish, current) = watch::channel(Arc::clone(&served));
     // Every address first, and nothing written before all of them are ours: a second
     // `keyfed run` must fail without touching the running daemon's token file or socket.
+    let _running = server::lock(&socket)
+        .with_context(|| format!("cannot lock the control socket {}", socket.path.display()))?;
     let fd_limit = crate::caps::raise_fd_limit();
     let bound = endpoint.clone().map(crate::endpoint::bind).transpose()?;
     let listener = server::bind(&socket).await.with_context(|| {

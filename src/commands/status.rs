@@ -36,6 +36,9 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
         if let Some(e) = &t.last_error {
             println!("    last error: {e}");
         }
+        for e in &t.output_errors {
+            println!("    output error: {e}");
+        }
         for o in &t.outputs {
             println!("    output: {o}");
         }

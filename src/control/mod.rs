@@ -33,6 +33,9 @@ pub struct TargetStatus {
     pub expires: Option<String>,
     pub next_refresh: Option<String>,
     pub last_error: Option<String>,
+    /// Outputs the last credential could not be written to, and why.
+    #[serde(default)]
+    pub output_errors: Vec<String>,
     pub outputs: Vec<String>,
     pub faces: Vec<String>,
 }

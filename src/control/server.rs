@@ -28,6 +28,34 @@ pub struct SocketSpec {
     pub group: Option<u32>,
 }
 
+/// Takes the daemon's lock beside the socket (`<socket>.lock`, held until the returned
+/// descriptor is dropped), so of two daemons started at the same moment with one socket, the
+/// second stops before it binds or writes anything. The folder is checked as [`bind`] does.
+pub fn lock(spec: &SocketSpec) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    if let Some(dir) = spec.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        socket_folder(dir, spec.group)?;
+    }
+    let mut name = spec.path.clone().into_os_string();
+    name.push(".lock");
+    let fd = rustix::fs::open(
+        &name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(fd),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "{} is in use: is another keyfed running?",
+                spec.path.display()
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Binds the socket, replacing a stale one left by a previous run (but never a live one). The
 /// socket's folder is created if missing and must be keyfed's own (see [`socket_folder`]).
 pub async fn bind(spec: &SocketSpec) -> std::io::Result<UnixListener> {
@@ -70,36 +98,35 @@ fn socket_folder(dir: &Path, group: Option<u32>) -> std::io::Result<()> {
             ),
         )
     };
-    if !dir.exists() && dir.symlink_metadata().is_err() {
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
-        }
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let fd = rustix::fs::open(
+    let open = || {
+        rustix::fs::open(
             dir,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(std::io::Error::from)?;
-        if group.is_some() {
-            std::os::unix::fs::fchown(&fd, None, group)?;
-        }
-        let mode = if group.is_some() { 0o750 } else { 0o700 };
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)?;
-    }
-    let fd = match rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    };
+    let fd = match open() {
         Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let fd = open().map_err(std::io::Error::from)?;
+            if group.is_some() {
+                std::os::unix::fs::fchown(&fd, None, group)?;
+            }
+            let mode = if group.is_some() { 0o750 } else { 0o700 };
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)?;
+            fd
+        }
         Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR)
             if dir
                 .symlink_metadata()
@@ -148,13 +175,14 @@ pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>,
                 continue;
             }
         };
-        let uid = stream.peer_cred().ok().map(|c| c.uid());
-        let Some(slot) = caps.admit(uid) else {
+        // Read once: the caps count the connection under its uid, and the answer depends on it.
+        let cred = stream.peer_cred();
+        let Some(slot) = caps.admit(cred.as_ref().ok().map(|c| c.uid())) else {
             continue;
         };
         let served = Arc::clone(&served.borrow());
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &served).await {
+            if let Err(e) = answer(stream, cred, &served).await {
                 tracing::debug!("control socket client: {e}");
             }
             drop(slot);
@@ -162,8 +190,12 @@ pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>,
     }
 }
 
-async fn answer(stream: UnixStream, served: &Served) -> std::io::Result<()> {
-    let uid = stream.peer_cred()?.uid();
+async fn answer(
+    stream: UnixStream,
+    cred: std::io::Result<tokio::net::unix::UCred>,
+    served: &Served,
+) -> std::io::Result<()> {
+    let uid = cred?.uid();
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
@@ -215,7 +247,7 @@ async fn handle(request: Request, served: &Served, uid: u32) -> Response {
                 Ok(t) => t,
                 Err(exists) => {
                     if exists {
-                        tracing::warn!(uid, target = %target, face = "control socket", "credentials refused to this uid");
+                        crate::access::log_refusal(Some(uid), &target, "control socket");
                     }
                     return Response::Error {
                         code: if exists {
@@ -269,6 +301,7 @@ fn status(served: &Served, target: &TargetEngine) -> TargetStatus {
         expires: s.expires_at.map(rfc3339),
         next_refresh: s.next_refresh.map(rfc3339),
         last_error: s.last_error,
+        output_errors: s.output_errors,
         outputs: target
             .outputs()
             .iter()

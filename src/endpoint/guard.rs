@@ -46,7 +46,11 @@ impl Hosts {
         let name = strip_port(host);
         match parse_ip(name) {
             Some(ip) => ip == unmap(local.ip()) || self.ips.contains(&ip),
-            None => self.names.contains(&normalise(name)),
+            // Compared in place: this runs for every request.
+            None => {
+                let name = name.trim_end_matches('.');
+                self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            }
         }
     }
 }

@@ -116,7 +116,7 @@ impl Inner {
             Ok(r) => r,
             Err(refusal) => {
                 if let Refusal::Forbidden { target, uid } = &refusal {
-                    tracing::warn!(uid = ?uid, target = %target, face = face.label(), "credentials refused to this uid");
+                    crate::access::log_refusal(*uid, target, face.label());
                 }
                 refusal.into_response()
             }

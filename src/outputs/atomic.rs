@@ -3,7 +3,8 @@
 //! symbolic link), set its owner and mode, fsync it, rename it over the old one, fsync the folder.
 //! Missing folders are created with mode 0700 (0750 and the file's group when a group must reach
 //! the file) and the file's owner. Temporary files left by an interrupted write
-//! (`.NAME.keyfed-tmp-<16 hex digits>`) are removed before the next write of the same file.
+//! (`.NAME.keyfed-tmp-<16 hex digits>`, over a minute old) are removed before the next write of
+//! the same file.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write as _};
@@ -16,6 +17,9 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::folder::{Folder, NewFolder, euid, failed};
+
+/// A temporary file younger than this is never taken for one an interrupted write left.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Mode and ownership of a written file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +217,13 @@ impl Folder {
         if !regular || (st.st_uid != me && Some(st.st_uid) != owner) {
             return Ok(false);
         }
+        // A write takes milliseconds; a file changed within STALE_AFTER may be one another
+        // keyfed has just created and not yet locked.
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
+        if changed.elapsed().map_or(true, |age| age < STALE_AFTER) {
+            return Ok(false);
+        }
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => return Ok(false), // being written right now
@@ -309,9 +320,18 @@ mod tests {
             ".token.keyfed-tmp-0123456789abcdef",
             ".token.keyfed-tmp-fedcba9876543210",
         ];
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
         for n in stale {
             fs::write(p(n), "live credentials").unwrap_or_else(|e| panic!("{e}"));
+            fs::File::options()
+                .write(true)
+                .open(p(n))
+                .and_then(|f| f.set_modified(long_ago))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
+        // Issue 7 review: one just created by another keyfed, not yet locked, is not stale.
+        let fresh = ".token.keyfed-tmp-2222222222222222";
+        fs::write(p(fresh), "being written").unwrap_or_else(|e| panic!("{e}"));
         let kept = [
             ".token.keyfed-tmp-notours",
             ".other.keyfed-tmp-0123456789abcdef",
@@ -323,6 +343,10 @@ mod tests {
         std::os::unix::fs::symlink("target", p(kept[2])).unwrap_or_else(|e| panic!("{e}"));
         let busy = ".token.keyfed-tmp-1111111111111111";
         let busy_file = fs::File::create(p(busy)).unwrap_or_else(|e| panic!("{e}"));
+        // Old, so only its lock tells it is being written.
+        busy_file
+            .set_modified(long_ago)
+            .unwrap_or_else(|e| panic!("{e}"));
         rustix::fs::flock(&busy_file, FlockOperation::LockExclusive)
             .unwrap_or_else(|e| panic!("{e}"));
 
@@ -330,7 +354,7 @@ mod tests {
         for n in stale {
             assert!(!p(n).exists(), "{n} was removed");
         }
-        for n in kept.iter().chain([&busy]) {
+        for n in kept.iter().chain([&busy, &fresh]) {
             assert!(p(n).symlink_metadata().is_ok(), "{n} was kept");
         }
         assert!(p("target").exists());
