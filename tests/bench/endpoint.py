@@ -5,7 +5,10 @@ Prints a Markdown table. Not a test: nothing here passes or fails.
 
   1. wrk (2 threads, 64 connections, 20 s, --latency) against `GET /aws/demo` on a `keyfed run`
      with three targets, then against nginx serving a JSON file of the same size on loopback,
-     one after the other in the same run;
+     one after the other in the same run; with `--baseline PATH`, also against a daemon of that
+     other keyfed build (e.g. an older commit) with the same configuration. Each is measured with
+     keep-alive connections and with a new connection per request (`Connection: close`), which
+     is where per-connection work (keyfed's caps and peer-uid lookup) shows;
   2. the daemon's resident memory idle and after the load, and its CPU time and context
      switches over 60 idle seconds.
 
@@ -14,7 +17,7 @@ Before measuring, the script checks that keyfed's face answered 200 with a crede
 keyfed's own counter of container answers with 200 grew by at least the requests wrk counted.
 Each table is printed with the commit, the machine and the tool versions it was measured with.
 
-Usage: tests/bench/endpoint.py [--seconds 20] [--idle 60] [--keyfed PATH]
+Usage: tests/bench/endpoint.py [--seconds 20] [--idle 60] [--keyfed PATH] [--baseline PATH]
 Needs a release build (cargo build --release), and wrk and nginx (apt-get install wrk nginx).
 """
 
@@ -64,10 +67,12 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
 
 
-def wrk(url, seconds, header=None):
+def wrk(url, seconds, header=None, close=False):
     cmd = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", url]
     if header:
         cmd[1:1] = ["-H", header]
+    if close:
+        cmd[1:1] = ["-H", "Connection: close"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -83,6 +88,8 @@ def main():
     parser.add_argument("--idle", type=int, default=60)
     parser.add_argument("--keyfed", type=Path, default=RELEASE,
                         help="the keyfed binary to measure (default: the release build)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another keyfed binary to measure side by side (e.g. an older commit)")
     args = parser.parse_args()
     global KEYFED
     KEYFED = args.keyfed.resolve()
@@ -100,24 +107,33 @@ def main():
         procs.append(subprocess.Popen([str(KEYFED), "demo", "--dir", str(demo_dir)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(lambda: (demo_dir / "aws" / "credential-process.json").exists(), "keyfed demo")
-        # A daemon of its own against the demo's emulators, with the demo's three targets.
-        port = free_port()
+        # A daemon of its own against the demo's emulators, with the demo's three targets (and
+        # one of the baseline build beside it, when asked).
         config = (demo_dir / "keyfed.toml").read_text()
         config = config.replace('client_secret_file = "client-secret"',
                                 f'client_secret_file = "{demo_dir / "client-secret"}"')
-        config = re.sub(r'listen = \["127.0.0.1:\d+"\]', f'listen = ["127.0.0.1:{port}"]', config)
-        run_dir.mkdir()
-        (run_dir / "keyfed.toml").write_text(config)
-        daemon = subprocess.Popen([str(KEYFED), "--config", str(run_dir / "keyfed.toml"), "run"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(daemon)
-        wait_for(lambda: listening(port), "keyfed run")
-        token = (run_dir / "container-token").read_text()
-        url = f"http://127.0.0.1:{port}/aws/demo"
-        wait_for(lambda: curl(url, f"Authorization: {token}")[0] == 200, "keyfed's first credential")
-        code, body = curl(url, f"Authorization: {token}")
-        if code != 200 or b'"AccessKeyId"' not in body:
-            sys.exit(f"keyfed's container face answered {code}: {body[:200]!r}")
+
+        def start(binary, name):
+            port = free_port()
+            folder = work / name
+            folder.mkdir()
+            (folder / "keyfed.toml").write_text(
+                re.sub(r'listen = \["127.0.0.1:\d+"\]', f'listen = ["127.0.0.1:{port}"]', config))
+            daemon = subprocess.Popen([str(binary), "--config", str(folder / "keyfed.toml"), "run"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(daemon)
+            wait_for(lambda: listening(port), f"{name}: keyfed run")
+            token = (folder / "container-token").read_text()
+            url = f"http://127.0.0.1:{port}/aws/demo"
+            wait_for(lambda: curl(url, f"Authorization: {token}")[0] == 200,
+                     f"{name}: keyfed's first credential")
+            code, body = curl(url, f"Authorization: {token}")
+            if code != 200 or b'"AccessKeyId"' not in body:
+                sys.exit(f"{name}: keyfed's container face answered {code}: {body[:200]!r}")
+            return daemon, port, url, token, body
+
+        daemon, port, url, token, body = start(KEYFED, "run")
+        baseline = start(args.baseline.resolve(), "baseline") if args.baseline else None
         time.sleep(1)
         rss_idle = status(daemon.pid, "VmRSS")
 
@@ -150,12 +166,21 @@ http {{
         if code != 200 or len(served) != len(body):
             sys.exit(f"nginx answered {code} with {len(served)} bytes, not 200 with {len(body)}")
 
-        answered = container_answers(port)
-        k_rps, k_p99, k_err, k_requests = wrk(url, args.seconds, f"Authorization: {token}")
-        answered = container_answers(port) - answered
-        if answered < k_requests - k_err:
-            sys.exit(f"wrk counted {k_requests} requests but keyfed answered {answered} with 200")
-        n_rps, n_p99, n_err, _ = wrk(nginx_url, args.seconds)
+        # Interleaved: keyfed, baseline, nginx with keep-alive, then the same with a new
+        # connection per request.
+        results = {}
+        for close in (False, True):
+            answered = container_answers(port)
+            results[("keyfed", close)] = wrk(url, args.seconds, f"Authorization: {token}", close)
+            answered = container_answers(port) - answered
+            k_requests, k_err = results[("keyfed", close)][3], results[("keyfed", close)][2]
+            if answered < k_requests - k_err:
+                sys.exit(f"wrk counted {k_requests} requests but keyfed answered {answered} with 200")
+            if baseline:
+                _, _, b_url, b_token, _ = baseline
+                results[("baseline", close)] = wrk(b_url, args.seconds, f"Authorization: {b_token}",
+                                                   close)
+            results[("nginx", close)] = wrk(nginx_url, args.seconds, close=close)
         rss_loaded = status(daemon.pid, "VmRSS")
 
         cpu0, switches0 = cpu_seconds(daemon.pid), (
@@ -172,19 +197,36 @@ http {{
             p.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    measured_with = provenance({
+    tools = {
         "keyfed": [str(KEYFED), "--version"],
         "wrk": ["wrk", "--version"],
         "nginx": ["nginx", "-v"],
-    })
+    }
+    if args.baseline:
+        tools["baseline"] = [str(args.baseline.resolve()), "--version"]
+    measured_with = provenance(tools)
     print(measured_with)
     print()
-    print(f"| wrk, 2 threads, 64 connections, {args.seconds} s, {len(body)}-byte JSON | requests/s | p99 | non-2xx |")
-    print("|---|---|---|---|")
-    print(f"| keyfed container face (`GET /aws/demo` with Authorization) | {k_rps:,.0f} | {k_p99:.2f} ms | {k_err} |")
-    print(f"| nginx, same-sized static file | {n_rps:,.0f} | {n_p99:.2f} ms | {n_err} |")
-    print(f"| ratio keyfed / nginx | {k_rps / n_rps:.2f}× | {k_p99 / n_p99:.2f}× | |")
-    print()
+    names = {
+        "keyfed": "keyfed container face (`GET /aws/demo` with Authorization)",
+        "baseline": f"baseline keyfed (`{args.baseline}`), same face",
+        "nginx": "nginx, same-sized static file",
+    }
+    for close in (False, True):
+        how = "a new connection per request" if close else "keep-alive"
+        print(f"| wrk, 2 threads, 64 connections, {args.seconds} s, {len(body)}-byte JSON, {how} "
+              "| requests/s | p99 | non-2xx |")
+        print("|---|---|---|---|")
+        for who in ("keyfed", "baseline", "nginx"):
+            if (who, close) in results:
+                rps, p99, err, _ = results[(who, close)]
+                print(f"| {names[who]} | {rps:,.0f} | {p99:.2f} ms | {err} |")
+        k, n = results[("keyfed", close)], results[("nginx", close)]
+        print(f"| ratio keyfed / nginx | {k[0] / n[0]:.2f}× | {k[1] / n[1]:.2f}× | |")
+        if ("baseline", close) in results:
+            b = results[("baseline", close)]
+            print(f"| ratio keyfed / baseline | {k[0] / b[0]:.2f}× | {k[1] / b[1]:.2f}× | |")
+        print()
     print(measured_with)
     print()
     print("| daemon with three targets | value |")
