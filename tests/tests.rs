@@ -12,6 +12,7 @@ mod endpoint_guard;
 mod examples;
 mod interop;
 mod interop_node;
+mod keycloak_server;
 mod leak_check;
 mod output_files;
 mod single_flight;
