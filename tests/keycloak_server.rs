@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::util::{API_AUD, AWS_AUD, Fixture, SECRET, issuer, target};
+use crate::util::{API_AUD, AWS_AUD, Fixture, JWT_SECRET, SECRET, issuer, target};
 
 /// The running server, from `tests/run`'s environment.
 struct Server {
@@ -95,10 +95,11 @@ impl Server {
     }
 
     /// A realm built as the README's Keycloak section says: a client scope per audience with an
-    /// Audience mapper (added to the access token), a confidential client with service
-    /// accounts on, browser and direct-grant flows off, the scopes linked as Optional; and one
-    /// client without service accounts.
-    async fn realm(&self, name: &str) -> String {
+    /// Audience mapper (added to the access token), confidential clients with service accounts
+    /// on, browser and direct-grant flows off, the scopes linked as Optional — one per way of
+    /// authenticating (*Client Id and Secret*, *Signed JWT* with `rsa_jwks` registered as a
+    /// JWKS, *Signed JWT with Client Secret*); and one client without service accounts.
+    async fn realm(&self, name: &str, rsa_jwks: &str) -> String {
         let token = self.admin_token().await;
         self.create(&token, "", json!({ "realm": name, "enabled": true }))
             .await;
@@ -123,24 +124,51 @@ impl Server {
             )
             .await;
         }
-        for (client, service_accounts) in [("host-secret", true), ("no-service-account", false)] {
-            self.create(
-                &token,
-                &format!("/{name}/clients"),
-                json!({
-                    "clientId": client,
-                    "enabled": true,
-                    "publicClient": false,
-                    "clientAuthenticatorType": "client-secret",
-                    "secret": SECRET,
-                    "serviceAccountsEnabled": service_accounts,
-                    "standardFlowEnabled": false,
-                    "implicitFlowEnabled": false,
-                    "directAccessGrantsEnabled": false,
-                    "optionalClientScopes": ["aws-audience", "api-audience"],
-                }),
-            )
-            .await;
+        let secret = |id: &str, service_accounts: bool| {
+            json!({
+                "clientId": id,
+                "clientAuthenticatorType": "client-secret",
+                "secret": SECRET,
+                "serviceAccountsEnabled": service_accounts,
+            })
+        };
+        let clients = [
+            secret("host-secret", true),
+            secret("no-service-account", false),
+            json!({
+                "clientId": "host-rs256",
+                "clientAuthenticatorType": "client-jwt",
+                "serviceAccountsEnabled": true,
+                "attributes": {
+                    "use.jwks.string": "true",
+                    "jwks.string": rsa_jwks,
+                    "token.endpoint.auth.signing.alg": "RS256",
+                },
+            }),
+            json!({
+                "clientId": "host-hs256",
+                "clientAuthenticatorType": "client-secret-jwt",
+                "secret": JWT_SECRET,
+                "serviceAccountsEnabled": true,
+                "attributes": { "token.endpoint.auth.signing.alg": "HS256" },
+            }),
+        ];
+        for mut client in clients {
+            for (key, value) in [
+                ("enabled", json!(true)),
+                ("publicClient", json!(false)),
+                ("standardFlowEnabled", json!(false)),
+                ("implicitFlowEnabled", json!(false)),
+                ("directAccessGrantsEnabled", json!(false)),
+                (
+                    "optionalClientScopes",
+                    json!(["aws-audience", "api-audience"]),
+                ),
+            ] {
+                client[key] = value;
+            }
+            self.create(&token, &format!("/{name}/clients"), client)
+                .await;
         }
         format!("{}/realms/{name}", self.url)
     }
@@ -172,6 +200,24 @@ const SCENARIOS: &[Scenario] = &[
         name: "client_secret_post",
         client: "host-secret",
         auth: "client_secret_post",
+        secret: SECRET,
+        scope: "api-audience",
+        audience: API_AUD,
+        expect: Ok(API_AUD),
+    },
+    Scenario {
+        name: "private_key_jwt (RS256, key registered as a JWKS)",
+        client: "host-rs256",
+        auth: "private_key_jwt:RS256",
+        secret: SECRET,
+        scope: "aws-audience",
+        audience: AWS_AUD,
+        expect: Ok(AWS_AUD),
+    },
+    Scenario {
+        name: "client_secret_jwt",
+        client: "host-hs256",
+        auth: "client_secret_jwt",
         secret: SECRET,
         scope: "api-audience",
         audience: API_AUD,
@@ -216,6 +262,18 @@ const SCENARIOS: &[Scenario] = &[
         expect: Err("unauthorized_client: \"Client not enabled to retrieve service account\""),
     },
 ];
+
+/// The public half of an RSA key as the JWKS a *Signed JWT* client registers, its `kid` the
+/// `key_id` keyfed's test issuers send.
+fn jwks(private_pem: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
+    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap_or_else(|e| panic!("{e}"));
+    jwk.common.key_id = Some("host-key-1".to_owned());
+    // Keycloak ignores a key without `use`.
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    json!({ "keys": [jwk] }).to_string()
+}
 
 /// What keyfed answered for `scenario` against the issuer at `url`: the token's `aud`, or its
 /// error line.
@@ -266,7 +324,9 @@ async fn the_emulator_and_the_real_keycloak_agree() {
     fx.start_default().await;
     fx.write_credentials();
     let emulated = fx.keycloak().issuer_url();
-    let real = server.realm("contract").await;
+    // A realm of this run's own: a server kept between runs already has the last one.
+    let realm = format!("contract-{}", std::process::id());
+    let real = server.realm(&realm, &jwks(&fx.rsa.private_pem)).await;
     let mut table = String::from("| scenario | emulator | real Keycloak |\n|---|---|---|\n");
     let mut failures = Vec::new();
     for scenario in SCENARIOS {
