@@ -7,8 +7,8 @@ use std::process::Stdio;
 
 use crate::util::{AWS_AUD, Fixture, Serves, process, wait_until};
 
-const ACCOUNT: &str = "123456789012";
-const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/interop";
+pub(crate) const ACCOUNT: &str = "123456789012";
+pub(crate) const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/interop";
 
 fn venv() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
@@ -21,12 +21,12 @@ fn venv() -> PathBuf {
 }
 
 /// `moto_server` on a free loopback port; stopped when dropped.
-struct Moto {
+pub(crate) struct Moto {
     _child: tokio::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
-async fn moto() -> Moto {
+pub(crate) async fn moto() -> Moto {
     let port = crate::util::free_port();
     let child = tokio::process::Command::new(venv().join("bin/moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -83,7 +83,7 @@ async fn fixture_against(moto: &Moto, outputs: &str, session: &str) -> Fixture {
 }
 
 /// `aws sts get-caller-identity` against `endpoint` with `env`; the ARN it answers.
-async fn cli_caller_arn(fx: &Fixture, endpoint: &str, env: &[(&str, String)]) -> String {
+pub(crate) async fn cli_caller_arn(fx: &Fixture, endpoint: &str, env: &[(&str, String)]) -> String {
     let args = [
         "sts",
         "get-caller-identity",

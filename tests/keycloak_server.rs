@@ -10,169 +10,8 @@ use std::io::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::util::keycloak::{AZURE_AUD, Clients, GCP_AUD, Server};
 use crate::util::{API_AUD, AWS_AUD, Fixture, JWT_SECRET, SECRET, issuer, target};
-
-/// The running server, from `tests/run`'s environment.
-struct Server {
-    url: String,
-    admin: (String, String),
-    log: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Server {
-    /// The server `tests/run` started. Without one the test fails, unless
-    /// `KEYFED_TEST_ALLOW_SKIP=1` says to skip it knowingly (then `None`, with a `SKIPPED:` line).
-    fn from_env(test: &str) -> Option<Self> {
-        let Ok(url) = std::env::var("KEYFED_TEST_KEYCLOAK_URL") else {
-            let reason =
-                "no real Keycloak: KEYFED_TEST_KEYCLOAK_URL is unset (tests/run starts one)";
-            if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
-                let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-                return None;
-            }
-            panic!("{test}: {reason}; run tests/run, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
-        };
-        let admin = std::env::var("KEYFED_TEST_KEYCLOAK_ADMIN").unwrap_or_default();
-        let (user, password) = admin.split_once(':').unwrap_or(("admin", "admin"));
-        Some(Self {
-            url,
-            admin: (user.to_owned(), password.to_owned()),
-            log: std::env::var("KEYFED_TEST_KEYCLOAK_LOG").ok(),
-            http: crate::util::http::client(),
-        })
-    }
-
-    /// The last lines of the server's log, for a failing test's message.
-    fn log_tail(&self) -> String {
-        let text = self
-            .log
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    async fn admin_token(&self) -> String {
-        let answer: Value = self
-            .http
-            .post(format!(
-                "{}/realms/master/protocol/openid-connect/token",
-                self.url
-            ))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "admin-cli"),
-                ("username", &self.admin.0),
-                ("password", &self.admin.1),
-            ])
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("admin token: {e}\n{}", self.log_tail()))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("admin token: {e}"));
-        answer["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no admin token: {answer}\n{}", self.log_tail()))
-            .to_owned()
-    }
-
-    /// POSTs `body` to the admin API at `path` (under `/admin/realms`); expects 201 Created.
-    async fn create(&self, token: &str, path: &str, body: Value) {
-        let response = self
-            .http
-            .post(format!("{}/admin/realms{path}", self.url))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        assert_eq!(status, 201, "POST {path}: {text}\n{}", self.log_tail());
-    }
-
-    /// A realm built as the README's Keycloak section says: a client scope per audience with an
-    /// Audience mapper (added to the access token), confidential clients with service accounts
-    /// on, browser and direct-grant flows off, the scopes linked as Optional — one per way of
-    /// authenticating (*Client Id and Secret*, *Signed JWT* with `rsa_jwks` registered as a
-    /// JWKS, *Signed JWT with Client Secret*); and one client without service accounts.
-    async fn realm(&self, name: &str, rsa_jwks: &str) -> String {
-        let token = self.admin_token().await;
-        self.create(&token, "", json!({ "realm": name, "enabled": true }))
-            .await;
-        for (scope, audience) in [("aws-audience", AWS_AUD), ("api-audience", API_AUD)] {
-            self.create(
-                &token,
-                &format!("/{name}/client-scopes"),
-                json!({
-                    "name": scope,
-                    "protocol": "openid-connect",
-                    "protocolMappers": [{
-                        "name": "audience",
-                        "protocol": "openid-connect",
-                        "protocolMapper": "oidc-audience-mapper",
-                        "config": {
-                            "included.custom.audience": audience,
-                            "access.token.claim": "true",
-                            "id.token.claim": "false",
-                        },
-                    }],
-                }),
-            )
-            .await;
-        }
-        let secret = |id: &str, service_accounts: bool| {
-            json!({
-                "clientId": id,
-                "clientAuthenticatorType": "client-secret",
-                "secret": SECRET,
-                "serviceAccountsEnabled": service_accounts,
-            })
-        };
-        let clients = [
-            secret("host-secret", true),
-            secret("no-service-account", false),
-            json!({
-                "clientId": "host-rs256",
-                "clientAuthenticatorType": "client-jwt",
-                "serviceAccountsEnabled": true,
-                "attributes": {
-                    "use.jwks.string": "true",
-                    "jwks.string": rsa_jwks,
-                    "token.endpoint.auth.signing.alg": "RS256",
-                },
-            }),
-            json!({
-                "clientId": "host-hs256",
-                "clientAuthenticatorType": "client-secret-jwt",
-                "secret": JWT_SECRET,
-                "serviceAccountsEnabled": true,
-                "attributes": { "token.endpoint.auth.signing.alg": "HS256" },
-            }),
-        ];
-        for mut client in clients {
-            for (key, value) in [
-                ("enabled", json!(true)),
-                ("publicClient", json!(false)),
-                ("standardFlowEnabled", json!(false)),
-                ("implicitFlowEnabled", json!(false)),
-                ("directAccessGrantsEnabled", json!(false)),
-                (
-                    "optionalClientScopes",
-                    json!(["aws-audience", "api-audience"]),
-                ),
-            ] {
-                client[key] = value;
-            }
-            self.create(&token, &format!("/{name}/clients"), client)
-                .await;
-        }
-        format!("{}/realms/{name}", self.url)
-    }
-}
 
 /// One scenario: a client, how it authenticates, the scope asked for, and what keyfed must say.
 struct Scenario {
@@ -182,108 +21,173 @@ struct Scenario {
     secret: &'static str,
     scope: &'static str,
     audience: &'static str,
+    /// More keys for the issuer block.
+    issuer_keys: &'static str,
     /// `Ok(aud)`: a token with exactly that audience; `Err(text)`: keyfed fails saying it.
     expect: Result<&'static str, &'static str>,
 }
 
-const SCENARIOS: &[Scenario] = &[
+/// A scenario where keyfed gets a token for `audience` through `scope`.
+const fn works(
+    name: &'static str,
+    client: &'static str,
+    auth: &'static str,
+    scope: &'static str,
+    audience: &'static str,
+) -> Scenario {
     Scenario {
-        name: "client_secret_basic",
-        client: "host-secret",
-        auth: "client_secret_basic",
+        name,
+        client,
+        auth,
         secret: SECRET,
-        scope: "aws-audience",
-        audience: AWS_AUD,
-        expect: Ok(AWS_AUD),
-    },
-    Scenario {
-        name: "client_secret_post",
-        client: "host-secret",
-        auth: "client_secret_post",
-        secret: SECRET,
-        scope: "api-audience",
-        audience: API_AUD,
-        expect: Ok(API_AUD),
-    },
-    Scenario {
-        name: "private_key_jwt (RS256, key registered as a JWKS)",
-        client: "host-rs256",
-        auth: "private_key_jwt:RS256",
-        secret: SECRET,
-        scope: "aws-audience",
-        audience: AWS_AUD,
-        expect: Ok(AWS_AUD),
-    },
-    Scenario {
-        name: "client_secret_jwt",
-        client: "host-hs256",
-        auth: "client_secret_jwt",
-        secret: SECRET,
-        scope: "api-audience",
-        audience: API_AUD,
-        expect: Ok(API_AUD),
-    },
-    Scenario {
-        name: "wrong secret",
-        client: "host-secret",
-        auth: "client_secret_basic",
-        secret: "not-the-secret",
-        scope: "aws-audience",
-        audience: AWS_AUD,
-        expect: Err(
-            "(HTTP 401): unauthorized_client: \"Invalid client or Invalid client credentials\"",
-        ),
-    },
-    Scenario {
-        name: "unknown client",
-        client: "no-such-client",
-        auth: "client_secret_basic",
-        secret: SECRET,
-        scope: "aws-audience",
-        audience: AWS_AUD,
-        expect: Err("(HTTP 401): invalid_client: \"Invalid client or Invalid client credentials\""),
-    },
-    Scenario {
-        name: "scope not linked",
-        client: "host-secret",
-        auth: "client_secret_basic",
-        secret: SECRET,
-        scope: "gcp-audience",
-        audience: AWS_AUD,
-        expect: Err("(HTTP 400): invalid_scope: \"Invalid scopes: gcp-audience\""),
-    },
-    Scenario {
-        name: "service accounts disabled",
-        client: "no-service-account",
-        auth: "client_secret_basic",
-        secret: SECRET,
-        scope: "aws-audience",
-        audience: AWS_AUD,
-        expect: Err("unauthorized_client: \"Client not enabled to retrieve service account\""),
-    },
-];
-
-/// The public half of an RSA key as the JWKS a *Signed JWT* client registers, its `kid` the
-/// `key_id` keyfed's test issuers send.
-fn jwks(private_pem: &str) -> String {
-    use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
-    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap_or_else(|e| panic!("{e}"));
-    jwk.common.key_id = Some("host-key-1".to_owned());
-    // Keycloak ignores a key without `use`.
-    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
-    json!({ "keys": [jwk] }).to_string()
+        scope,
+        audience,
+        issuer_keys: "",
+        expect: Ok(audience),
+    }
 }
 
+/// A scenario where keyfed fails, saying `text`.
+const fn fails(
+    name: &'static str,
+    client: &'static str,
+    secret: &'static str,
+    scope: &'static str,
+    text: &'static str,
+) -> Scenario {
+    Scenario {
+        name,
+        client,
+        auth: "client_secret_basic",
+        secret,
+        scope,
+        audience: AWS_AUD,
+        issuer_keys: "",
+        expect: Err(text),
+    }
+}
+
+const SCENARIOS: &[Scenario] = &[
+    works(
+        "client_secret_basic",
+        "host-secret",
+        "client_secret_basic",
+        "aws-audience",
+        AWS_AUD,
+    ),
+    works(
+        "client_secret_post",
+        "host-secret",
+        "client_secret_post",
+        "api-audience",
+        API_AUD,
+    ),
+    works(
+        "private_key_jwt, RS256 key registered as a JWKS",
+        "host-rs256",
+        "private_key_jwt:RS256",
+        "aws-audience",
+        AWS_AUD,
+    ),
+    works(
+        "private_key_jwt, ES256 key registered as a JWKS",
+        "host-es256",
+        "private_key_jwt:ES256",
+        "gcp-audience",
+        GCP_AUD,
+    ),
+    works(
+        "private_key_jwt, RS256 key registered as a certificate, no key_id",
+        "host-rs256-cert",
+        "private_key_jwt:RS256:no-kid",
+        "azure-audience",
+        AZURE_AUD,
+    ),
+    Scenario {
+        name: "private_key_jwt, key registered as a certificate, key_id set",
+        expect: Err(
+            "(HTTP 400): invalid_client: \"Unable to load public key\"\n  hint: Keycloak has no key for client \"host-rs256-cert\" matching",
+        ),
+        ..works(
+            "",
+            "host-rs256-cert",
+            "private_key_jwt:RS256",
+            "azure-audience",
+            AZURE_AUD,
+        )
+    },
+    Scenario {
+        name: "private_key_jwt, assertion aud = the token endpoint",
+        issuer_keys: "assertion_audience = \"token_endpoint\"\n",
+        ..works(
+            "",
+            "host-rs256",
+            "private_key_jwt:RS256",
+            "aws-audience",
+            AWS_AUD,
+        )
+    },
+    works(
+        "client_secret_jwt",
+        "host-hs256",
+        "client_secret_jwt",
+        "api-audience",
+        API_AUD,
+    ),
+    fails(
+        "wrong secret",
+        "host-secret",
+        "not-the-secret",
+        "aws-audience",
+        "(HTTP 401): unauthorized_client: \"Invalid client or Invalid client credentials\"",
+    ),
+    fails(
+        "unknown client",
+        "no-such-client",
+        SECRET,
+        "aws-audience",
+        "(HTTP 401): invalid_client: \"Invalid client or Invalid client credentials\"",
+    ),
+    fails(
+        "scope not linked",
+        "host-secret",
+        SECRET,
+        "unlinked",
+        "(HTTP 400): invalid_scope: \"Invalid scopes: unlinked\"",
+    ),
+    fails(
+        "scope linked but without an audience mapper",
+        "host-secret",
+        SECRET,
+        "no-mapper",
+        "its aud is (none), which does not hold \"sts.amazonaws.com\"\n  hint: add an audience mapper to the client scope(s) \"no-mapper\"",
+    ),
+    fails(
+        "\"account\" in aud (the roles scope kept) under strict_audience",
+        "host-roles",
+        SECRET,
+        "aws-audience",
+        "but strict_audience requires exactly \"sts.amazonaws.com\"\n  hint: Keycloak adds \"account\" through the \"roles\" client scope",
+    ),
+    fails(
+        "service accounts disabled",
+        "no-service-account",
+        SECRET,
+        "aws-audience",
+        "unauthorized_client: \"Client not enabled to retrieve service account\"",
+    ),
+];
+
 /// What keyfed answered for `scenario` against the issuer at `url`: the token's `aud`, or its
-/// error line.
+/// error line and hints, with `url` written as `{issuer}`.
 async fn outcome(fx: &Fixture, url: &str, scenario: &Scenario) -> Result<String, String> {
     fx.write("client-secret", scenario.secret);
     fx.write(
         "keyfed.toml",
         &format!(
-            "{}{}strict_audience = true\n",
+            "{}{}{}strict_audience = true\n",
             issuer("corp", scenario.client, scenario.auth),
+            scenario.issuer_keys,
             target("t", "corp", scenario.audience, scenario.scope)
         )
         .replace("{issuer}", url),
@@ -297,12 +201,9 @@ async fn outcome(fx: &Fixture, url: &str, scenario: &Scenario) -> Result<String,
             .trim_matches('"')
             .to_owned())
     } else {
-        Err(run
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or(&run.stderr)
-            .to_owned())
+        // The error line and the hint lines after it.
+        let start = run.stderr.find("error: ").unwrap_or(0);
+        Err(run.stderr[start..].trim_end().replace(url, "{issuer}"))
     }
 }
 
@@ -326,7 +227,7 @@ async fn the_emulator_and_the_real_keycloak_agree() {
     let emulated = fx.keycloak().issuer_url();
     // A realm of this run's own: a server kept between runs already has the last one.
     let realm = format!("contract-{}", std::process::id());
-    let real = server.realm(&realm, &jwks(&fx.rsa.private_pem)).await;
+    let real = server.realm(&realm, &Clients::of(&fx)).await;
     let mut table = String::from("| scenario | emulator | real Keycloak |\n|---|---|---|\n");
     let mut failures = Vec::new();
     for scenario in SCENARIOS {
@@ -341,7 +242,11 @@ async fn the_emulator_and_the_real_keycloak_agree() {
             mark(&on_emulator),
             mark(&on_server)
         ));
-        if !matches(scenario, &on_emulator) || !matches(scenario, &on_server) {
+        // Both as expected, and keyfed said exactly the same to both (issuer URL aside).
+        if !matches(scenario, &on_emulator)
+            || !matches(scenario, &on_server)
+            || on_emulator != on_server
+        {
             failures.push(format!(
                 "{}: expected {:?}\n  emulator: {on_emulator:?}\n  real:     {on_server:?}",
                 scenario.name, scenario.expect
@@ -356,4 +261,348 @@ async fn the_emulator_and_the_real_keycloak_agree() {
         failures.join("\n"),
         server.log_tail()
     );
+}
+
+/// How a hand-made client assertion is signed.
+#[derive(Clone, Copy)]
+enum Signer<'a> {
+    /// With an RSA private key (PEM) and an RSA algorithm.
+    Rsa(&'a str, jsonwebtoken::Algorithm),
+    /// HS256 over a client secret.
+    Secret(&'a str),
+}
+
+/// A client assertion as another client might make one: signed by `signer` for `client`, `aud`
+/// as given (a list when several), `iat` `issued` seconds from now (none when `None`), `exp`
+/// `lifetime` seconds after that (none when `None`), and `jti` unless `None`.
+#[derive(Clone)]
+struct Assertion<'a> {
+    client: &'a str,
+    signer: Signer<'a>,
+    aud: Vec<&'a str>,
+    issued: Option<i64>,
+    lifetime: Option<i64>,
+    jti: Option<String>,
+}
+
+impl Assertion<'_> {
+    fn sign(&self) -> String {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let now =
+            keyfed_core::clock::unix_seconds(keyfed_core::Clock::now(&keyfed_core::SystemClock))
+                .cast_signed();
+        let (header, key) = match self.signer {
+            Signer::Rsa(pem, alg) => (
+                Header::new(alg),
+                EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+            ),
+            Signer::Secret(secret) => (
+                Header::new(Algorithm::HS256),
+                EncodingKey::from_secret(secret.as_bytes()),
+            ),
+        };
+        let mut claims = serde_json::json!({ "iss": self.client, "sub": self.client });
+        claims["aud"] = match self.aud.as_slice() {
+            [one] => serde_json::json!(one),
+            many => serde_json::json!(many),
+        };
+        let iat = now + self.issued.unwrap_or(0);
+        if self.issued.is_some() {
+            claims["iat"] = serde_json::json!(iat);
+        }
+        if let Some(lifetime) = self.lifetime {
+            claims["exp"] = serde_json::json!(iat + lifetime);
+        }
+        if let Some(jti) = &self.jti {
+            claims["jti"] = serde_json::json!(jti);
+        }
+        jsonwebtoken::encode(&header, &claims, &key).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Posts `assertion` to the token endpoint of the issuer at `url`: `"200"`, or the status,
+/// `error` and `error_description` of the refusal.
+async fn post_assertion(url: &str, assertion: &str) -> String {
+    let response = crate::util::http::client()
+        .post(format!("{url}/protocol/openid-connect/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", "aws-audience"),
+        ])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("token request: {e}"));
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status == 200 {
+        return "200".to_owned();
+    }
+    format!("{status} {} {:?}", body["error"], body["error_description"])
+}
+
+/// What each server answers to client assertions keyfed never sends but another client might:
+/// `aud` the issuer or the token endpoint (both accepted) or another realm; lifetimes, issue
+/// times and `jti`s Keycloak's validator judges; another key's signature.
+async fn assertion_outcomes(fx: &Fixture, url: &str) -> Vec<(&'static str, String)> {
+    use jsonwebtoken::Algorithm::{PS256, RS256};
+    let token_endpoint = format!("{url}/protocol/openid-connect/token");
+    let other_realm = format!(
+        "{}/other",
+        url.rsplit_once('/').map_or(url, |(base, _)| base)
+    );
+    let stranger = crate::util::key_pair(&rcgen::PKCS_RSA_SHA256);
+    let rsa = Assertion {
+        client: "host-rs256",
+        signer: Signer::Rsa(&fx.rsa.private_pem, RS256),
+        aud: vec![url],
+        issued: Some(0),
+        lifetime: Some(60),
+        jti: None,
+    };
+    let hs = Assertion {
+        client: "host-hs256",
+        signer: Signer::Secret(JWT_SECRET),
+        ..rsa.clone()
+    };
+    let cases = [
+        ("aud = the issuer", rsa.clone()),
+        (
+            "aud = the token endpoint",
+            Assertion {
+                aud: vec![&token_endpoint],
+                ..rsa.clone()
+            },
+        ),
+        (
+            "aud = another realm",
+            Assertion {
+                aud: vec![&other_realm],
+                ..rsa.clone()
+            },
+        ),
+        (
+            "aud = issuer and token endpoint",
+            Assertion {
+                aud: vec![url, &token_endpoint],
+                ..rsa.clone()
+            },
+        ),
+        (
+            "signed by another key",
+            Assertion {
+                signer: Signer::Rsa(&stranger.private_pem, RS256),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "PS256 for an RS256 client",
+            Assertion {
+                signer: Signer::Rsa(&fx.rsa.private_pem, PS256),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "HS256 for a Signed JWT client",
+            Assertion {
+                signer: Signer::Secret("guess"),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "RS256 for a Signed JWT with Client Secret client",
+            Assertion {
+                signer: rsa.signer,
+                ..hs.clone()
+            },
+        ),
+        (
+            "HS256 over the wrong secret",
+            Assertion {
+                signer: Signer::Secret("wrong"),
+                ..hs.clone()
+            },
+        ),
+        ("HS256 over the right secret", hs.clone()),
+        (
+            "lives 10 minutes",
+            Assertion {
+                lifetime: Some(600),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "issued 2 minutes ago, valid 10",
+            Assertion {
+                issued: Some(-120),
+                lifetime: Some(600),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "expired a minute ago",
+            Assertion {
+                issued: Some(-120),
+                lifetime: Some(60),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "issued in 5 minutes",
+            Assertion {
+                issued: Some(300),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "no iat, exp in 30 s",
+            Assertion {
+                issued: None,
+                lifetime: Some(30),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "no iat, exp in 10 minutes",
+            Assertion {
+                issued: None,
+                lifetime: Some(600),
+                ..rsa.clone()
+            },
+        ),
+        (
+            "no exp",
+            Assertion {
+                lifetime: None,
+                ..rsa.clone()
+            },
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (name, mut case) in cases {
+        case.jti = Some(uuid::Uuid::new_v4().to_string());
+        outcomes.push((name, post_assertion(url, &case.sign()).await));
+    }
+    outcomes.push(("no jti", post_assertion(url, &rsa.sign()).await));
+    let once = Assertion {
+        jti: Some(uuid::Uuid::new_v4().to_string()),
+        ..rsa
+    }
+    .sign();
+    outcomes.push(("used once", post_assertion(url, &once).await));
+    outcomes.push(("the same jti again", post_assertion(url, &once).await));
+    outcomes
+}
+
+/// Issue 8: the emulator's rules for client assertions are the real server's, answer for answer.
+#[tokio::test]
+async fn assertions_are_judged_like_the_real_keycloak_does() {
+    let Some(server) = Server::from_env("assertions_are_judged_like_the_real_keycloak_does") else {
+        return;
+    };
+    let mut fx = Fixture::new();
+    fx.start_default().await;
+    let realm = format!("assertions-{}", std::process::id());
+    let real = server.realm(&realm, &Clients::of(&fx)).await;
+    let emulated = assertion_outcomes(&fx, &fx.keycloak().issuer_url()).await;
+    let on_server = assertion_outcomes(&fx, &real).await;
+    let mut table = String::from("| assertion | emulator | real Keycloak |\n|---|---|---|\n");
+    for ((name, a), (_, b)) in emulated.iter().zip(&on_server) {
+        table.push_str(&format!("| {name} | {a} | {b} |\n"));
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "Keycloak assertion rules ({real}):\n{table}"
+    );
+    assert_eq!(emulated, on_server, "{table}\n{}", server.log_tail());
+}
+
+/// The names of the fields of a token response for `host-secret` with `scope` from the issuer
+/// at `url`, the names of its token's claims, its `scope` claim (sorted: Keycloak's order
+/// varies) and `aud`; and the status of a request
+/// whose Basic credentials are not form-urlencoded first (RFC 6749 §2.3.1 says they must be).
+async fn token_shape(url: &str, scope: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let http = crate::util::http::client();
+    let endpoint = format!("{url}/protocol/openid-connect/token");
+    let response: Value = http
+        .post(&endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("client_id", "host-secret"),
+            ("client_secret", SECRET),
+        ])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let names = |v: &Value| {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        keys.join(" ")
+    };
+    let claims = crate::util::claims(response["access_token"].as_str().unwrap_or_default());
+    let raw = base64::engine::general_purpose::STANDARD.encode(format!("host-secret:{SECRET}"));
+    let unencoded = http
+        .post(&endpoint)
+        .header("Authorization", format!("Basic {raw}"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    vec![
+        format!("response: {}", names(&response)),
+        format!("claims: {}", names(&claims)),
+        format!("scope: {}", {
+            let mut scopes: Vec<&str> = claims["scope"].as_str().unwrap_or("").split(' ').collect();
+            scopes.sort_unstable();
+            scopes.join(" ")
+        }),
+        format!("aud: {}", claims["aud"]),
+        format!(
+            "expires_in = exp - iat: {}",
+            response["expires_in"]
+                == json!(claims["exp"].as_u64().unwrap_or(0) - claims["iat"].as_u64().unwrap_or(0))
+        ),
+        format!(
+            "raw Basic secret: {} {}",
+            unencoded.status().as_u16(),
+            unencoded.text().await.unwrap_or_default()
+        ),
+    ]
+}
+
+/// Issue 8: the emulator's tokens and token responses have the real server's shape.
+#[tokio::test]
+async fn tokens_have_the_real_keycloaks_shape() {
+    let Some(server) = Server::from_env("tokens_have_the_real_keycloaks_shape") else {
+        return;
+    };
+    let mut fx = Fixture::new();
+    fx.start_default().await;
+    let real = server
+        .realm(&format!("shape-{}", std::process::id()), &Clients::of(&fx))
+        .await;
+    for scope in ["aws-audience", "aws-audience api-audience"] {
+        let emulated = token_shape(&fx.keycloak().issuer_url(), scope).await;
+        let on_server = token_shape(&real, scope).await;
+        assert_eq!(
+            emulated,
+            on_server,
+            "scope {scope:?}\n{}",
+            server.log_tail()
+        );
+    }
 }

@@ -77,9 +77,13 @@ async fn short_lived_token_is_refused_below_min_token_lifetime() {
 #[tokio::test]
 async fn strict_audience_refuses_the_account_audience() {
     let mut fx = Fixture::new();
-    let realm = fx.realm().account_audience(true);
-    fx.start(KeycloakEmulator::builder(realm)).await;
+    fx.start_default().await;
     standard_config(&fx, "");
+    let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
+    fx.write(
+        "keyfed.toml",
+        &config.replace("\"host-secret\"", "\"host-roles\""),
+    );
     // Without strict_audience the extra "account" is fine…
     let run = fx.keyfed(&["token", "aws"]).await;
     run.ok();

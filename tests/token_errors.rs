@@ -42,12 +42,12 @@ async fn unknown_client_quotes_keycloak() {
 
 #[tokio::test]
 async fn missing_scope_names_the_scope_to_link() {
-    let fx = fixture("host-secret", "gcp-audience").await;
+    let fx = fixture("host-secret", "unlinked").await;
     fx.keyfed(&["token", "aws"])
         .await
         .fails_with(1)
-        .says("issuer 'corp' refused the token request (HTTP 400): invalid_scope: \"Invalid scopes: gcp-audience\"")
-        .says("link the client scope(s) \"gcp-audience\" to client \"host-secret\"");
+        .says("issuer 'corp' refused the token request (HTTP 400): invalid_scope: \"Invalid scopes: unlinked\"")
+        .says("link the client scope(s) \"unlinked\" to client \"host-secret\"");
 }
 
 #[tokio::test]

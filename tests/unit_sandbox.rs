@@ -661,6 +661,7 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
                 Credential::SignedJwt {
                     public_key_pem: fx.rsa.public_pem.clone(),
                     algorithm: "RS256".into(),
+                    key_id: "derived-by-keycloak".into(),
                 },
             )
             .optional_scopes(&scopes),

@@ -102,6 +102,25 @@ fn jwt_signature(jwt: &str) -> Option<&str> {
     (parts.len() == 3).then(|| parts[2])
 }
 
+/// Whether `text` holds a signed compact JWT: a JSON header and payload (Base64url of `{"`,
+/// so `eyJ`) and a signature, dot-separated. This catches tokens no emulator issued — a real
+/// Keycloak's, client assertions — whose values the run cannot know.
+fn contains_signed_jwt(text: &str) -> bool {
+    let is_b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").any(|(start, _)| {
+        let mut parts = text[start..].splitn(3, '.');
+        let (Some(header), Some(payload), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let signature: String = rest.chars().take_while(|c| is_b64url(*c)).collect();
+        header.chars().all(is_b64url)
+            && payload.starts_with("eyJ")
+            && payload.chars().all(is_b64url)
+            && signature.len() >= 16
+    })
+}
+
 /// A line from the middle of a PEM body: real key bits (the first characters of a PEM body are
 /// the same for every key of a kind), whole so it matches a key printed with or without breaks.
 pub fn key_middle(pem: &str) -> String {
@@ -273,7 +292,10 @@ impl Known {
             self.add(&format!("a credential served by {process}"), value);
         }
         for (stream, text) in [("stdout", scrubbed.as_str()), ("stderr", stderr)] {
-            let found = self.found_in(text);
+            let mut found = self.found_in(text);
+            if contains_signed_jwt(text) {
+                found.push("a signed JWT (from any issuer, the real Keycloak's too)".to_owned());
+            }
             assert!(
                 found.is_empty(),
                 "secrets leaked into the {stream} of {process}: {found:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
@@ -285,6 +307,16 @@ impl Known {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_signed_jwt_is_found() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLW9mLWVub3VnaC1sZW5ndGg";
+        assert!(contains_signed_jwt(&format!("token received: {jwt}\n")));
+        assert!(!contains_signed_jwt(
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.<served>"
+        ));
+        assert!(!contains_signed_jwt("header eyJhbGciOiJSUzI1NiJ9 only"));
+    }
 
     #[test]
     fn the_subcommand_decides_what_stdout_may_carry() {

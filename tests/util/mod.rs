@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod keycloak;
 pub mod leaks;
 pub mod process;
 pub mod users;
@@ -28,6 +29,9 @@ pub use users::curl_as;
 /// A client secret with every character that Basic authentication must form-urlencode.
 pub const SECRET: &str = "s3cr3t:with+plus%percent&amp space=eq";
 pub const JWT_SECRET: &str = "hs256-shared-secret-of-enough-length-0123456789";
+/// The `kid` of the RSA and EC client keys in the JWKS each *Signed JWT* client registers.
+pub const RSA_KID: &str = "host-key-1";
+pub const EC_KID: &str = "host-ec-1";
 pub const AWS_AUD: &str = "sts.amazonaws.com";
 pub const API_AUD: &str = "https://api.example.internal";
 
@@ -97,9 +101,11 @@ pub fn key_pair(alg: &'static rcgen::SignatureAlgorithm) -> KeyPair {
 }
 
 /// Every client id the tests configure (the realm's, and one it does not know).
-pub const CLIENT_IDS: [&str; 7] = [
+pub const CLIENT_IDS: [&str; 9] = [
     "host-secret",
+    "host-roles",
     "host-rs256",
+    "host-rs256-cert",
     "host-ps256",
     "host-es256",
     "host-hs256",
@@ -109,13 +115,18 @@ pub const CLIENT_IDS: [&str; 7] = [
 
 /// Waits until `done` says yes, polling; fails the test, naming `what`, after a generous bound.
 /// For events a test cannot be told of directly (a file written, a log line, a status).
-pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    const BOUND: Duration = Duration::from_secs(15);
+pub async fn wait_until(what: &str, done: impl AsyncFnMut() -> bool) {
+    wait_until_within(Duration::from_secs(15), what, done).await;
+}
+
+/// [`wait_until`] with a bound of the caller's, for events that come on a schedule (a refresh
+/// due tens of seconds from now).
+pub async fn wait_until_within(bound: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !done().await {
         assert!(
-            started.elapsed() < BOUND,
-            "timed out after {BOUND:?} waiting for {what}"
+            started.elapsed() < bound,
+            "timed out after {bound:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -216,41 +227,45 @@ impl Fixture {
         self.known.add(what, value);
     }
 
-    /// The standard realm: one client per authentication method, and audience scopes.
+    /// The standard realm, as the real one of `keycloak.rs`: one client per authentication
+    /// method, the same client scopes (plus `both`, with two audience mappers), a client keeping
+    /// the `roles` scope and one without service accounts.
     pub fn realm(&self) -> Realm {
-        let scopes = ["aws-audience", "api-audience", "both"];
+        let mut linked = keycloak::LINKED.to_vec();
+        linked.push("both");
         let client =
-            |id: &str, credential| ClientSpec::new(id, credential).optional_scopes(&scopes);
-        Realm::new("infra")
-            .scope("aws-audience", &[AWS_AUD])
-            .scope("api-audience", &[API_AUD])
-            .scope("both", &[AWS_AUD, API_AUD])
+            |id: &str, credential| ClientSpec::new(id, credential).optional_scopes(&linked);
+        let signed = |id: &str, pair: &KeyPair, algorithm: &str, key_id: &str| {
+            client(
+                id,
+                Credential::SignedJwt {
+                    public_key_pem: pair.public_pem.clone(),
+                    algorithm: algorithm.into(),
+                    key_id: key_id.into(),
+                },
+            )
+        };
+        let mut realm = Realm::new("infra").scope("both", &[AWS_AUD, API_AUD]);
+        for (scope, audience) in keycloak::SCOPES {
+            realm = realm.scope(scope, audience.as_slice());
+        }
+        realm
             .client(client("host-secret", Credential::Secret(SECRET.into())))
-            .client(client(
-                "host-rs256",
-                Credential::SignedJwt {
-                    public_key_pem: self.rsa.public_pem.clone(),
-                    algorithm: "RS256".into(),
-                },
+            .client(signed("host-rs256", &self.rsa, "RS256", RSA_KID))
+            // Keycloak names a key registered as a certificate itself.
+            .client(signed(
+                "host-rs256-cert",
+                &self.rsa,
+                "RS256",
+                "derived-by-keycloak",
             ))
-            .client(client(
-                "host-ps256",
-                Credential::SignedJwt {
-                    public_key_pem: self.rsa.public_pem.clone(),
-                    algorithm: "PS256".into(),
-                },
-            ))
-            .client(client(
-                "host-es256",
-                Credential::SignedJwt {
-                    public_key_pem: self.ec.public_pem.clone(),
-                    algorithm: "ES256".into(),
-                },
-            ))
+            .client(signed("host-ps256", &self.rsa, "PS256", RSA_KID))
+            .client(signed("host-es256", &self.ec, "ES256", EC_KID))
             .client(client(
                 "host-hs256",
                 Credential::SecretJwt(JWT_SECRET.into()),
             ))
+            .client(client("host-roles", Credential::Secret(SECRET.into())).keeps_roles_scope())
             .client(
                 client("no-service-account", Credential::Secret(SECRET.into()))
                     .without_service_account(),
@@ -499,8 +514,11 @@ pub fn issuer(name: &str, client_id: &str, auth: &str) -> String {
         "private_key_jwt:RS256" | "private_key_jwt:PS256" => {
             let alg = auth.rsplit(':').next().unwrap_or_default();
             format!(
-                "private_key_file = \"client-rsa.pem\"\nalgorithm = \"{alg}\"\nkey_id = \"host-key-1\""
+                "private_key_file = \"client-rsa.pem\"\nalgorithm = \"{alg}\"\nkey_id = \"{RSA_KID}\""
             )
+        }
+        "private_key_jwt:RS256:no-kid" => {
+            "private_key_file = \"client-rsa.pem\"\nalgorithm = \"RS256\"".to_owned()
         }
         "private_key_jwt:ES256" => {
             "private_key_file = \"client-ec.pem\"\nalgorithm = \"ES256\"".to_owned()

@@ -3,6 +3,7 @@
 //! it is cheap to share behind an `Arc` and safe to call concurrently.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use keyfed_core::clock::Clock;
 use keyfed_core::http::{self, MAX_RESPONSE_BYTES, ReadError};
@@ -26,7 +27,20 @@ pub struct KeycloakClient {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     discovery: OnceCell<Discovery>,
-    keys: Mutex<Option<Arc<KeySet>>>,
+    keys: Mutex<Option<FetchedKeys>>,
+}
+
+/// How long a fetched JWKS is trusted. A key the issuer withdraws (disabled, or removed after a
+/// rotation) keeps verifying tokens until the set is fetched again; a `kid` the set lacks
+/// triggers that at once, but a withdrawn key's `kid` never does, so the set is also fetched
+/// again once it is this old.
+pub(crate) const JWKS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// The issuer's signing keys and when they were fetched (by the client's clock).
+#[derive(Debug)]
+struct FetchedKeys {
+    keys: Arc<KeySet>,
+    at: SystemTime,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +199,7 @@ impl KeycloakClient {
                 status,
                 hint: oauth_hint(
                     &e.error,
+                    &e.error_description,
                     &s.client_id,
                     s.auth.method(),
                     request.scope.as_deref(),
@@ -243,11 +258,19 @@ impl KeycloakClient {
         }
     }
 
+    /// The issuer's signing keys: the cached set unless `refresh` says its `kid`s fell short,
+    /// or it is older than [`JWKS_MAX_AGE`] (or the clock went back past its fetch).
     async fn keys(&self, refresh: bool) -> Result<Arc<KeySet>, KeycloakError> {
         let mut cached = self.keys.lock().await;
-        if let (Some(keys), false) = (cached.as_ref(), refresh) {
-            return Ok(Arc::clone(keys));
-        }
+        let now = self.clock.now();
+        let reason = match cached.as_ref() {
+            _ if refresh => "unknown kid",
+            None => "first use",
+            Some(fetched) => match now.duration_since(fetched.at) {
+                Ok(age) if age < JWKS_MAX_AGE => return Ok(Arc::clone(&fetched.keys)),
+                _ => "max age reached",
+            },
+        };
         let discovery = self.discovery().await?;
         let url = discovery.jwks_uri.clone().ok_or_else(|| {
             self.invalid(
@@ -260,7 +283,17 @@ impl KeycloakClient {
         let document: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| self.invalid("JWKS", &url, e.to_string()))?;
         let keys = Arc::new(KeySet::parse(&document).map_err(|d| self.invalid("JWKS", &url, d))?);
-        *cached = Some(Arc::clone(&keys));
+        tracing::debug!(
+            issuer = %self.settings.name,
+            url = %url,
+            keys = document["keys"].as_array().map_or(0, Vec::len),
+            reason,
+            "JWKS fetched"
+        );
+        *cached = Some(FetchedKeys {
+            keys: Arc::clone(&keys),
+            at: now,
+        });
         Ok(keys)
     }
 
@@ -369,5 +402,74 @@ mod tests {
     fn malformed_token_bodies_are_not_echoed() {
         assert!(!redacted_body(br#"{"access_token":"eyJhbGciOi"#).contains("eyJ"));
         assert_eq!(redacted_body(b"<html>oops</html>"), "<html>oops</html>");
+    }
+
+    /// Issue 8: a fetched JWKS is kept for [`JWKS_MAX_AGE`] and fetched again after, so a key
+    /// the issuer withdrew stops verifying tokens even when no new `kid` ever shows up.
+    #[cfg(feature = "emulator")]
+    #[tokio::test]
+    async fn the_jwks_is_fetched_again_once_it_is_older_than_its_max_age() {
+        use crate::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
+        use keyfed_core::clock::ManualClock;
+
+        let clock = ManualClock::starting_now();
+        let realm = Realm::new("infra")
+            .scope("aws-audience", &["sts.amazonaws.com"])
+            .client(
+                ClientSpec::new("host", Credential::Secret("kc-secret".to_owned()))
+                    .optional_scopes(&["aws-audience"]),
+            );
+        // The realm issues tokens by the same clock, so they stay fresh as it moves.
+        let kc = KeycloakEmulator::builder(realm)
+            .clock(Arc::new(clock.clone()))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("keycloak emulator: {e}"));
+        let client = KeycloakClient::new(
+            IssuerSettings {
+                name: "corp".to_owned(),
+                url: Url::parse(&kc.issuer_url()).unwrap_or_else(|e| panic!("{e}")),
+                client_id: "host".to_owned(),
+                auth: ClientAuth::SecretBasic(SecretString::from("kc-secret")),
+                token_endpoint: None,
+                assertion_audience: AssertionAudience::default(),
+                verify_signature: true,
+                http: keyfed_core::http::HttpSettings::default(),
+            },
+            Arc::new(clock.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let request = TokenRequest {
+            audience: "sts.amazonaws.com".to_owned(),
+            strict_audience: false,
+            scope: Some("aws-audience".to_owned()),
+            resource: None,
+            audience_parameter: false,
+            min_remaining: Duration::from_secs(30),
+        };
+        let fetch = async || {
+            client
+                .fetch_token(&request)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            kc.jwks_requests()
+        };
+        assert_eq!(fetch().await, 1, "the first token fetches the JWKS");
+        clock.advance(JWKS_MAX_AGE - Duration::from_secs(1));
+        assert_eq!(fetch().await, 1, "a set younger than the max age is kept");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            fetch().await,
+            2,
+            "a set as old as the max age is fetched again"
+        );
+        assert_eq!(fetch().await, 2, "and the new set is kept");
+        // A clock set back past the fetch cannot vouch for the set's age.
+        clock.set(clock.now() - Duration::from_secs(60));
+        assert_eq!(
+            fetch().await,
+            3,
+            "a set fetched 'in the future' is fetched again"
+        );
     }
 }

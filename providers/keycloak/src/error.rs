@@ -157,9 +157,10 @@ impl fmt::Display for TokenProblem {
                 f,
                 "it is signed with {alg}, which keyfed does not accept (RS*, PS*, ES256/384 and EdDSA only)"
             ),
+            // Only ever reported after the JWKS was fetched again for this token.
             Self::UnknownKey { kid } => write!(
                 f,
-                "no key in the issuer's JWKS matches its kid {}",
+                "no key in the issuer's JWKS matches its kid {}, even after fetching the JWKS again\n  hint: the key that signed it is not published by the issuer: disabled or removed in the realm (Realm settings → Keys), or the token did not come from this issuer (check token_endpoint)",
                 kid.as_deref()
                     .map_or("(none)".to_owned(), |k| format!("\"{k}\""))
             ),
@@ -171,11 +172,16 @@ impl fmt::Display for TokenProblem {
 /// A one-line hint for Keycloak's common refusals.
 pub(crate) fn oauth_hint(
     error: &str,
+    description: &str,
     client_id: &str,
     method: &str,
     scope: Option<&str>,
 ) -> Option<String> {
     match error {
+        // Keycloak found no registered key with the assertion's `kid` and algorithm.
+        "invalid_client" if description == "Unable to load public key" => Some(format!(
+            "Keycloak has no key for client \"{client_id}\" matching this assertion's kid and algorithm: a key imported in the client's Keys tab (public key or certificate) gets a kid Keycloak derives itself, so leave key_id unset for it; with a JWKS, key_id must be a kid in it and the key must have \"use\": \"sig\""
+        )),
         "invalid_client" | "unauthorized_client" if method.ends_with("_jwt") => Some(format!(
             "check that client \"{client_id}\" uses the \"Signed JWT\" (private_key_jwt) or \"Signed JWT with Client Secret\" (client_secret_jwt) authenticator matching auth = \"{method}\", that its key or secret matches, and that this host's clock is right"
         )),

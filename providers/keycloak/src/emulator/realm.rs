@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-/// A realm and everything in it.
+/// Keycloak's built-in `roles` client scope; in the emulator it adds `"account"` to `aud`.
+pub const ROLES_SCOPE: &str = "roles";
+
+/// A realm and everything in it; every realm has the built-in `roles` scope.
 #[derive(Debug, Clone)]
 pub struct Realm {
     pub name: String,
@@ -11,9 +14,6 @@ pub struct Realm {
     pub lifespan: Duration,
     /// Serve under `/auth` like Keycloak before version 17.
     pub legacy_auth_prefix: bool,
-    /// Service-account tokens also carry `"account"` in `aud`, as Keycloak's default "roles"
-    /// scope does when the service account holds account-client roles.
-    pub account_audience: bool,
     pub scopes: Vec<ClientScope>,
     pub clients: Vec<ClientSpec>,
 }
@@ -30,10 +30,13 @@ pub struct ClientScope {
 pub enum Credential {
     /// "Client Id and Secret": Basic or POST.
     Secret(String),
-    /// "Signed JWT": an assertion verified with this public key (PEM) and algorithm.
+    /// "Signed JWT": an assertion verified with this public key (PEM) and algorithm. An
+    /// assertion naming another `kid` finds no key, as in Keycloak (whose `kid` for a key
+    /// registered as a certificate is its own thumbprint, not one the client chose).
     SignedJwt {
         public_key_pem: String,
         algorithm: String,
+        key_id: String,
     },
     /// "Signed JWT with Client Secret": an HS256 assertion over the secret.
     SecretJwt(String),
@@ -75,6 +78,13 @@ impl ClientSpec {
         self
     }
 
+    /// Keeps Keycloak's default `roles` scope, whose audience resolver adds `"account"` to
+    /// `aud` (the service account holds the account client's default roles).
+    pub fn keeps_roles_scope(mut self) -> Self {
+        self.default_scopes.push(ROLES_SCOPE.to_owned());
+        self
+    }
+
     pub fn without_service_account(mut self) -> Self {
         self.service_accounts_enabled = false;
         self
@@ -87,8 +97,10 @@ impl Realm {
             name: name.to_owned(),
             lifespan: Duration::from_secs(300),
             legacy_auth_prefix: false,
-            account_audience: false,
-            scopes: Vec::new(),
+            scopes: vec![ClientScope {
+                name: ROLES_SCOPE.to_owned(),
+                audiences: vec!["account".to_owned()],
+            }],
             clients: Vec::new(),
         }
     }
@@ -117,11 +129,6 @@ impl Realm {
         self
     }
 
-    pub fn account_audience(mut self, on: bool) -> Self {
-        self.account_audience = on;
-        self
-    }
-
     pub(crate) fn prefix(&self) -> &'static str {
         if self.legacy_auth_prefix { "/auth" } else { "" }
     }
@@ -130,14 +137,15 @@ impl Realm {
         self.clients.iter().find(|c| c.client_id == client_id)
     }
 
-    /// The audiences the given scopes' mappers add.
-    pub(crate) fn audiences_of<'a>(
-        &'a self,
-        scopes: &'a [String],
-    ) -> impl Iterator<Item = &'a String> {
-        self.scopes
+    /// The audiences the given scopes' mappers add, the `roles` scope's last (Keycloak runs
+    /// its audience resolver after the audience mappers).
+    pub(crate) fn audiences_of<'a>(&'a self, scopes: &'a [String]) -> Vec<&'a String> {
+        let mut chosen: Vec<&ClientScope> = self
+            .scopes
             .iter()
-            .filter(move |s| scopes.contains(&s.name))
-            .flat_map(|s| s.audiences.iter())
+            .filter(|s| scopes.contains(&s.name))
+            .collect();
+        chosen.sort_by_key(|s| s.name == ROLES_SCOPE);
+        chosen.iter().flat_map(|s| s.audiences.iter()).collect()
     }
 }

@@ -168,9 +168,6 @@ fn issue(
             audiences.push(aud.clone());
         }
     }
-    if state.realm.account_audience {
-        audiences.push("account".to_owned());
-    }
     let now = unix_seconds(state.clock.now());
     let lifespan = state.realm.lifespan.as_secs();
     let mut claims = json!({
