@@ -43,6 +43,12 @@ impl Credential {
     }
 }
 
+impl From<AwsCredentials> for Credential {
+    fn from(c: AwsCredentials) -> Self {
+        Self::Aws(c)
+    }
+}
+
 /// The document `credential_process` prints and SDKs parse. `Expiration` is always present:
 /// without it an SDK never refreshes.
 pub fn credential_process_json(c: &AwsCredentials) -> String {

@@ -1,37 +1,65 @@
 //! Wiring: each configured target becomes a [`TargetEngine`] with its upstream [`Source`] —
-//! a Keycloak token alone, or a Keycloak token traded with AWS STS — and its outputs.
+//! a Keycloak token alone ([`TokenSource`]), or a Keycloak token traded with a cloud
+//! ([`ExchangedSource`], one for every cloud: AWS STS today) — and its outputs.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyfed_aws::{AssumeRoleRequest, Retry, StsClient, StsSettings};
+use keyfed_aws::{AssumeRoleRequest, StsClient, StsExchange, StsSettings};
+use keyfed_core::SecretString;
 use keyfed_core::clock::Clock;
-use keyfed_keycloak::{KeycloakClient, TokenRequest};
+use keyfed_core::exchange::{Advice, Advise as _, Exchange, Side};
+use keyfed_keycloak::{AccessToken, KeycloakClient, TokenRequest};
 
-use crate::config::{AwsExchange, Config, Exchange, Target};
+use crate::config::{AwsExchange, Config, Exchange as TargetExchange, Target};
 use crate::credential::Credential;
 use crate::engine::{Engine, Fetch, FetchError, Source, TargetEngine};
 
 /// botocore asks for new process/container credentials with less than 15 minutes left.
 pub const AWS_CONSUMER_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// The Keycloak token itself.
+/// A target's issuer: its Keycloak client and token request.
 #[derive(Debug)]
-pub struct TokenSource {
+pub struct Issuer {
     keycloak: Arc<KeycloakClient>,
     request: TokenRequest,
 }
 
+impl Issuer {
+    /// A fresh token, checked; a failure carries Keycloak's advice.
+    async fn token(&self) -> Result<AccessToken, FetchError> {
+        self.keycloak
+            .fetch_token(&self.request)
+            .await
+            .map_err(|e| FetchError::new(&e))
+    }
+}
+
+/// Where an [`ExchangedSource`] gets its subject tokens: the target's issuer, or a test's
+/// stand-in.
+pub trait SubjectTokens: Debug + Send + Sync {
+    /// A fresh subject token; a failure carries its advice.
+    fn subject_token(&self) -> impl Future<Output = Result<SecretString, FetchError>> + Send + '_;
+}
+
+impl SubjectTokens for Issuer {
+    async fn subject_token(&self) -> Result<SecretString, FetchError> {
+        self.token().await.map(|t| t.secret().clone())
+    }
+}
+
+/// The Keycloak token itself.
+#[derive(Debug)]
+pub struct TokenSource {
+    issuer: Issuer,
+}
+
 impl Source for TokenSource {
     fn fetch(&self) -> Fetch<'_> {
-        Box::pin(async move {
-            self.keycloak
-                .fetch_token(&self.request)
-                .await
-                .map(Credential::Token)
-                .map_err(|e| FetchError::new(&e))
-        })
+        Box::pin(async move { self.issuer.token().await.map(Credential::Token) })
     }
 
     fn consumer_window(&self) -> Duration {
@@ -39,80 +67,101 @@ impl Source for TokenSource {
     }
 }
 
-/// A fresh Keycloak token traded with AWS STS.
+/// A fresh subject token traded with a cloud, for every cloud alike. Subject tokens are
+/// short-lived (Keycloak's default is 300 s), so each exchange gets a new one; when the cloud
+/// refuses it ([`Advice::FreshSubjectToken`]: expired on the way, signed with a key the cloud
+/// has not fetched yet), one more token is fetched and tried. Refused again, the cloud does not
+/// take the issuer's tokens: the attempt stops, naming the cloud side, with the cloud's words.
 #[derive(Debug)]
-pub struct AwsSource {
-    keycloak: Arc<KeycloakClient>,
-    request: TokenRequest,
-    sts: StsClient,
-    assume: AssumeRoleRequest,
+pub struct ExchangedSource<E, T = Issuer> {
+    tokens: T,
+    exchange: E,
+    consumer_window: Duration,
 }
 
-impl Source for AwsSource {
+impl<E: Exchange, T: SubjectTokens> ExchangedSource<E, T> {
+    /// `consumer_window`: how long before expiry the credential's consumers ask for a new one.
+    pub fn new(tokens: T, exchange: E, consumer_window: Duration) -> Self {
+        Self {
+            tokens,
+            exchange,
+            consumer_window,
+        }
+    }
+}
+
+impl<E, T> Source for ExchangedSource<E, T>
+where
+    E: Exchange,
+    E::Credential: Into<Credential>,
+    T: SubjectTokens,
+{
     fn fetch(&self) -> Fetch<'_> {
         Box::pin(async move {
             let mut fresh_token_retry = true;
             loop {
-                // Keycloak tokens are short-lived: each exchange gets a new one.
-                let token = self
-                    .keycloak
-                    .fetch_token(&self.request)
-                    .await
-                    .map_err(|e| FetchError::new(&e))?;
-                match self
-                    .sts
-                    .assume_role_with_web_identity(&self.assume, token.secret())
-                    .await
-                {
-                    Ok(credentials) => return Ok(Credential::Aws(credentials)),
-                    Err(e) if fresh_token_retry && e.retry() == Retry::FreshTokenOnce => {
-                        tracing::info!("STS refused the token ({e}); retrying once with a new one");
+                let token = self.tokens.subject_token().await?;
+                let e = match self.exchange.exchange(&token).await {
+                    Ok(credential) => return Ok(credential.into()),
+                    Err(e) => e,
+                };
+                match e.advice() {
+                    Advice::FreshSubjectToken if fresh_token_retry => {
+                        tracing::info!(
+                            "the cloud refused the token ({e}); retrying once with a new one"
+                        );
                         fresh_token_retry = false;
                     }
-                    Err(e) => return Err(FetchError::new(&e)),
+                    Advice::FreshSubjectToken => {
+                        return Err(FetchError {
+                            message: e.to_string(),
+                            advice: Advice::Stop { side: Side::Cloud },
+                        });
+                    }
+                    Advice::Backoff | Advice::Stop { .. } => return Err(FetchError::new(&e)),
                 }
             }
         })
     }
 
     fn consumer_window(&self) -> Duration {
-        AWS_CONSUMER_WINDOW
+        self.consumer_window
     }
 }
 
-fn aws_source(
-    keycloak: Arc<KeycloakClient>,
-    request: TokenRequest,
-    aws: &AwsExchange,
-) -> anyhow::Result<AwsSource> {
+/// A fresh Keycloak token traded with AWS STS.
+pub type AwsSource = ExchangedSource<StsExchange>;
+
+fn aws_source(issuer: Issuer, aws: &AwsExchange) -> anyhow::Result<AwsSource> {
     let sts = StsClient::new(StsSettings {
         region: aws.region.clone(),
         endpoint_url: aws.endpoint_url.clone(),
         fips: aws.fips,
         http: aws.http.clone(),
     })?;
-    Ok(AwsSource {
-        keycloak,
-        request,
-        sts,
-        assume: AssumeRoleRequest {
-            role_arn: aws.role_arn.clone(),
-            session_name: aws.session_name.clone(),
-            duration: aws.duration,
-            policy: aws.policy.clone(),
-            policy_arns: aws.policy_arns.clone(),
-        },
-    })
+    let request = AssumeRoleRequest {
+        role_arn: aws.role_arn.clone(),
+        session_name: aws.session_name.clone(),
+        duration: aws.duration,
+        policy: aws.policy.clone(),
+        policy_arns: aws.policy_arns.clone(),
+    };
+    Ok(ExchangedSource::new(
+        issuer,
+        StsExchange { sts, request },
+        AWS_CONSUMER_WINDOW,
+    ))
 }
 
 /// The source for one target.
 pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<Box<dyn Source>> {
+    let issuer = Issuer {
+        keycloak,
+        request: target.request.clone(),
+    };
     Ok(match &target.exchange {
-        Exchange::Token => Box::new(TokenSource {
-            keycloak,
-            request: target.request.clone(),
-        }),
-        Exchange::Aws(aws) => Box::new(aws_source(keycloak, target.request.clone(), aws)?),
+        TargetExchange::Token => Box::new(TokenSource { issuer }),
+        TargetExchange::Aws(aws) => Box::new(aws_source(issuer, aws)?),
     })
 }
 

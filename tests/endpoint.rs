@@ -309,7 +309,8 @@ async fn status_shows_the_upstreams_words_when_refreshes_fail() {
     fx.keyfed(&["status"])
         .await
         .ok()
-        .prints("backing off")
+        .prints("stopped")
+        .prints("stopped: needs a change on the cloud side: ")
         .prints("AccessDenied");
     let http = client();
     let refused = http

@@ -311,8 +311,21 @@ async fn issue_7_a_held_cache_lock_does_not_hang_credential_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_7_a_reload_keeps_a_failing_siblings_backoff_and_last_error() {
     let fx = Fixture::aws().await;
-    // The sibling's own STS, which trusts no role: AccessDenied every time.
+    // The sibling's own STS, throttling every request: a passing trouble, retried with backoff
+    // (issue 9: a refusal such as AccessDenied stops the target instead, and a reload retries
+    // a stopped target at once — tests/stopped_targets.rs).
     let refusing = sts_on(&fx, Arc::new(SystemClock), &[]).await;
+    refusing.control().inject(
+        "/",
+        keyfed_core::emulator::Fault::Status {
+            status: 400,
+            body: "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                   <Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+                   <RequestId>c0ffee00-0000-4000-8000-000000000007</RequestId></ErrorResponse>"
+                .to_owned(),
+        },
+        None,
+    );
     let config = |output: &str| {
         let changed = fx.aws_target(
             "changed",
@@ -353,7 +366,7 @@ async fn issue_7_a_reload_keeps_a_failing_siblings_backoff_and_last_error() {
     assert!(
         before["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("AccessDenied")),
+            .is_some_and(|e| e.contains("Throttling") && !e.contains("stopped")),
         "{before}"
     );
     let refused = refusing.control().hits("/");

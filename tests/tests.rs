@@ -16,6 +16,7 @@ mod keycloak_server;
 mod leak_check;
 mod output_files;
 mod single_flight;
+mod stopped_targets;
 mod systemd_notify;
 mod systemd_unit;
 mod token_auth;

@@ -833,7 +833,9 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
                 .filter_map(|t| t["state"].as_str().map(str::to_owned))
                 .collect();
             assert!(
-                !states.iter().any(|s| s == "backing off" || s == "expired"),
+                !states
+                    .iter()
+                    .any(|s| s == "backing off" || s == "stopped" || s == "expired"),
                 "{shown}: {}",
                 status.stdout
             );

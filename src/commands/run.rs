@@ -12,8 +12,8 @@ use keyfed_core::clock::{Clock, SystemClock};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::EndpointSettings;
-use crate::control::server::{self, SocketSpec};
+use crate::config::{EndpointSettings, SocketSpec};
+use crate::control::server;
 use crate::engine::{Engine, Phase};
 use crate::served::Served;
 use crate::systemd;

@@ -12,7 +12,14 @@ use super::ConfigError;
 use super::perm;
 use super::raw::RawControl;
 use super::resolve::Ctx;
-use crate::control::server::SocketSpec;
+
+/// Where and how the control socket is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub group: Option<u32>,
+}
 
 /// The folder of the system-wide configuration; a configuration there belongs to the system
 /// daemon, whose socket is in [`SYSTEM_SOCKET`] whoever asks.

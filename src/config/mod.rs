@@ -5,12 +5,22 @@
 //!
 //! Reading happens in two steps (raw serde structs that refuse unknown keys, then validation and
 //! resolution), so every error names the file, the key and what was expected.
+//!
+//! One module per section: `issuer` (`[issuers.*]`, Keycloak), `target` (what every target has),
+//! `output` (its `outputs`, and the `token` kind), `control`, `endpoint`, and one per cloud —
+//! `aws` — holding the host's side of that cloud: its table, checked by the provider crate
+//! (`keyfed_aws::config`) with errors put at their full key path, its output kinds, and how
+//! `keyfed check` shows them. `raw` is the file's skeleton, `resolve` the walk through it and
+//! the context provider crates resolve with, `show` what `keyfed check` prints. This module
+//! depends on `outputs` and `engine` for the types it produces, and on nothing that reads it.
 
+mod aws;
 mod control;
-mod duration;
 mod endpoint;
 mod error;
 mod expand;
+mod issuer;
+mod output;
 mod perm;
 mod raw;
 mod resolve;
@@ -20,10 +30,13 @@ mod target;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use aws::AwsExchange;
+pub use control::SocketSpec;
 pub use endpoint::EndpointSettings;
 pub use error::ConfigError;
-pub use resolve::{Host, Issuer, SecretSource};
-pub use target::{Access, AwsExchange, Exchange, Target};
+pub use issuer::{Issuer, SecretSource};
+pub use resolve::Host;
+pub use target::{Access, Exchange, Target};
 
 /// `[engine]`: how failed refreshes are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +56,7 @@ pub struct Config {
     pub file: PathBuf,
     pub issuers: BTreeMap<String, Issuer>,
     pub targets: BTreeMap<String, Target>,
-    pub control: crate::control::server::SocketSpec,
+    pub control: SocketSpec,
     pub engine: EngineSettings,
     /// The local metadata endpoint, when `[endpoint]` is configured.
     pub endpoint: Option<EndpointSettings>,

@@ -1,11 +1,15 @@
 //! The configuration file exactly as written: serde structs that refuse unknown keys. Nothing
 //! here is validated beyond types; `resolve.rs` turns these into a checked [`super::Config`].
+//! Tables with modules of their own declare their raw form there: issuers (`issuer.rs`),
+//! outputs (`output.rs`), and each cloud's table in its provider crate (`keyfed_aws::config`).
 
 use std::collections::BTreeMap;
 
+use keyfed_core::config::HumanDuration;
 use serde::Deserialize;
 
-use super::duration::HumanDuration;
+use super::issuer::RawIssuer;
+use super::output::RawOutput;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,43 +102,6 @@ pub struct RawControl {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawIssuer {
-    pub url: String,
-    pub client_id: String,
-    pub auth: Option<AuthMethod>,
-    pub client_secret_file: Option<String>,
-    pub client_secret_env: Option<String>,
-    pub client_secret: Option<String>,
-    pub private_key_file: Option<String>,
-    pub algorithm: Option<String>,
-    pub key_id: Option<String>,
-    pub assertion_audience: Option<AssertionAudienceKey>,
-    pub token_endpoint: Option<String>,
-    pub verify_signature: Option<bool>,
-    pub ca_file: Option<String>,
-    pub allow_insecure_http: Option<bool>,
-    pub connect_timeout: Option<HumanDuration>,
-    pub timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-    PrivateKeyJwt,
-    ClientSecretJwt,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AssertionAudienceKey {
-    Issuer,
-    TokenEndpoint,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTarget {
     pub issuer: String,
     pub audience: Option<String>,
@@ -143,61 +110,13 @@ pub struct RawTarget {
     pub audience_parameter: Option<bool>,
     pub strict_audience: Option<bool>,
     pub min_token_lifetime: Option<HumanDuration>,
-    pub aws: Option<RawAws>,
+    /// Trade the token with AWS STS (checked by `keyfed_aws::config`).
+    pub aws: Option<keyfed_aws::config::RawAws>,
     #[serde(default)]
     pub outputs: Vec<RawOutput>,
     pub container_path: Option<String>,
     pub allow_users: Option<Vec<String>>,
     pub allow_groups: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAws {
-    pub role_arn: String,
-    pub region: String,
-    pub session_name: Option<String>,
-    pub duration: Option<HumanDuration>,
-    pub endpoint_url: Option<String>,
-    pub fips: Option<bool>,
-    pub policy: Option<String>,
-    pub policy_arns: Option<Vec<String>>,
-    pub ca_file: Option<String>,
-    pub allow_insecure_http: Option<bool>,
-    pub connect_timeout: Option<HumanDuration>,
-    pub timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawOutput {
-    pub kind: RawOutputKind,
-    pub path: String,
-    pub profile: Option<String>,
-    pub merge: Option<bool>,
-    pub mode: Option<String>,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RawOutputKind {
-    AwsCredentials,
-    CredentialProcessJson,
-    WebIdentityToken,
-    Token,
-}
-
-impl RawOutputKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AwsCredentials => "aws-credentials",
-            Self::CredentialProcessJson => "credential-process-json",
-            Self::WebIdentityToken => "web-identity-token",
-            Self::Token => "token",
-        }
-    }
 }
 
 /// `scope = "a b"` or `scope = ["a", "b"]`.

@@ -2,41 +2,22 @@
 //! validated; `${VAR}` expanded; relative paths resolved against the configuration file's
 //! folder; secrets and keys loaded (with a warning when a secret sits inline or in a file others
 //! can read). Nothing falls back to a default silently when a value is wrong.
+//!
+//! Each section has its module (`issuer`, `target`, `output`, `control`, `endpoint`, and one
+//! per cloud: `aws`); a cloud's own table is checked by its provider crate, through
+//! [`keyfed_core::config::Context`], which [`Ctx`] implements.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyfed_core::SecretString;
-use keyfed_core::http::HttpSettings;
-use keyfed_keycloak::{
-    AssertionAudience, ClientAuth, IssuerSettings, SigningAlgorithm, SigningKey,
-};
+use keyfed_core::config::{HumanDuration, KeyError};
 use url::Url;
 
 use super::expand::expand;
-use super::raw::{AssertionAudienceKey, AuthMethod, RawConfig, RawIssuer};
-use super::{Config, ConfigError, control, target};
-
-/// An issuer with its client credentials loaded.
-#[derive(Debug)]
-pub struct Issuer {
-    pub settings: IssuerSettings,
-    pub secret_source: SecretSource,
-}
-
-/// Where an issuer's secret or key came from (shown by `keyfed check`, never the value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    Env(String),
-    Inline,
-    PrivateKeyFile(PathBuf),
-}
-
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use super::raw::{RawConfig, RawEngine};
+use super::{Config, ConfigError, EngineSettings, control, issuer, target};
 
 /// What the configuration needs to know about the host it runs on.
 #[derive(Debug, Clone)]
@@ -45,6 +26,8 @@ pub struct Host {
     pub is_root: bool,
 }
 
+/// Everything resolving needs besides the raw values: the file (for relative paths and error
+/// messages), the environment (for `${VAR}`), the host, and the warnings gathered so far.
 pub(super) struct Ctx<'a> {
     pub file: &'a Path,
     pub env: &'a dyn Fn(&str) -> Option<String>,
@@ -57,15 +40,21 @@ impl Ctx<'_> {
         ConfigError::at(self.file, key, message)
     }
 
-    pub fn expand(&self, key: &str, value: &str) -> Result<String, ConfigError> {
-        expand(value, self.env).map_err(|e| self.err(key, e))
+    /// Maps an error naming a key within `table` (as provider crates give them) onto the full
+    /// key path: `role_arn` in `targets.prod.aws` becomes `targets.prod.aws.role_arn`.
+    pub fn within<'s>(&'s self, table: &'s str) -> impl Fn(KeyError) -> ConfigError + 's {
+        move |e| self.err(&format!("{table}.{}", e.key), e.message)
     }
 
     /// An expanded path, relative ones taken from the configuration file's folder.
     pub fn path(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
-        let expanded = self.expand(key, value)?;
+        self.file_path(value).map_err(|e| self.err(key, e))
+    }
+
+    fn file_path(&self, value: &str) -> Result<PathBuf, String> {
+        let expanded = expand(value, self.env)?;
         if expanded.is_empty() {
-            return Err(self.err(key, "expected a file path, found an empty string"));
+            return Err("expected a file path, found an empty string".to_owned());
         }
         let path = PathBuf::from(expanded);
         Ok(if path.is_absolute() {
@@ -81,68 +70,17 @@ impl Ctx<'_> {
         value: &str,
         allow_insecure_http: bool,
     ) -> Result<Url, ConfigError> {
-        let expanded = self.expand(key, value)?;
-        let url = Url::parse(&expanded).map_err(|e| {
-            self.err(
-                key,
-                format!("expected an absolute URL, found \"{expanded}\" ({e})"),
-            )
-        })?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(self.err(
-                key,
-                "credentials in the URL are not allowed; use the client_secret keys",
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(self.err(key, "expected a URL without ?query or #fragment"));
-        }
-        keyfed_core::http::check_url(&url, allow_insecure_http)
-            .map_err(|e| self.err(key, e.to_string()))?;
-        Ok(url)
+        keyfed_core::config::url(self, key, value, allow_insecure_http)
+            .map_err(|e| self.err(&e.key, e.message))
     }
 
     pub fn duration(
         &self,
         key: &str,
-        value: Option<super::duration::HumanDuration>,
+        value: Option<HumanDuration>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(d) if d.0.is_zero() => Err(self.err(key, "expected a duration greater than zero")),
-            Some(d) => Ok(d.0),
-        }
-    }
-
-    /// The outbound HTTP settings an issuer or a cloud exchange shares: `ca_file`,
-    /// `allow_insecure_http`, `connect_timeout` and `timeout` under `section`.
-    pub fn http(
-        &self,
-        section: &str,
-        ca_file: Option<&str>,
-        allow_insecure_http: bool,
-        connect_timeout: Option<super::duration::HumanDuration>,
-        timeout: Option<super::duration::HumanDuration>,
-    ) -> Result<HttpSettings, ConfigError> {
-        let key = |k: &str| format!("{section}.{k}");
-        let ca_file = ca_file.map(|p| self.path(&key("ca_file"), p)).transpose()?;
-        if let Some(ca) = ca_file.as_ref().filter(|ca| !ca.is_file()) {
-            return Err(self.err(
-                &key("ca_file"),
-                format!("{} is not a readable file", ca.display()),
-            ));
-        }
-        Ok(HttpSettings {
-            ca_file,
-            connect_timeout: self.duration(
-                &key("connect_timeout"),
-                connect_timeout,
-                DEFAULT_CONNECT_TIMEOUT,
-            )?,
-            timeout: self.duration(&key("timeout"), timeout, DEFAULT_TIMEOUT)?,
-            allow_insecure_http,
-        })
+        keyfed_core::config::duration(key, value, default).map_err(|e| self.err(&e.key, e.message))
     }
 
     /// Reads a secret or key file, warning when group or others may read it.
@@ -161,6 +99,22 @@ impl Ctx<'_> {
             }
         }
         Ok(content)
+    }
+}
+
+/// What provider crates resolve their tables with. (The inherent methods above take a key and
+/// give a [`ConfigError`]; these give the bare message, for the provider to name its key.)
+impl keyfed_core::config::Context for Ctx<'_> {
+    fn expand(&self, value: &str) -> Result<String, String> {
+        expand(value, self.env)
+    }
+
+    fn path(&self, value: &str) -> Result<PathBuf, String> {
+        self.file_path(value)
+    }
+
+    fn hostname(&self) -> &str {
+        &self.host.hostname
     }
 }
 
@@ -195,7 +149,7 @@ pub(super) fn resolve(
     let mut issuers = BTreeMap::new();
     for (name, raw_issuer) in &raw.issuers {
         check_name(&ctx, "issuers", name)?;
-        issuers.insert(name.clone(), issuer(&mut ctx, name, raw_issuer)?);
+        issuers.insert(name.clone(), issuer::resolve(&mut ctx, name, raw_issuer)?);
     }
     let mut targets = BTreeMap::new();
     for (name, raw_target) in &raw.targets {
@@ -235,10 +189,7 @@ pub(super) fn resolve(
     })
 }
 
-fn engine_settings(
-    ctx: &Ctx<'_>,
-    raw: Option<&super::raw::RawEngine>,
-) -> Result<super::EngineSettings, ConfigError> {
+fn engine_settings(ctx: &Ctx<'_>, raw: Option<&RawEngine>) -> Result<EngineSettings, ConfigError> {
     let min = ctx.duration(
         "engine.retry_min",
         raw.and_then(|r| r.retry_min),
@@ -256,179 +207,8 @@ fn engine_settings(
         raw.and_then(|r| r.attempt_timeout),
         Duration::from_secs(60),
     )?;
-    Ok(super::EngineSettings {
+    Ok(EngineSettings {
         backoff,
         attempt_timeout,
     })
-}
-
-fn issuer(ctx: &mut Ctx<'_>, name: &str, raw: &RawIssuer) -> Result<Issuer, ConfigError> {
-    let key = |k: &str| format!("issuers.{name}.{k}");
-    let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
-    let url = ctx.url(&key("url"), &raw.url, allow_insecure_http)?;
-    if raw.client_id.trim().is_empty() {
-        return Err(ctx.err(
-            &key("client_id"),
-            "expected the Keycloak client id, found an empty string",
-        ));
-    }
-    let method = raw.auth.unwrap_or(AuthMethod::ClientSecretBasic);
-    let uses_key = method == AuthMethod::PrivateKeyJwt;
-    for (present, k) in [
-        (raw.private_key_file.is_some(), "private_key_file"),
-        (raw.algorithm.is_some(), "algorithm"),
-        (raw.key_id.is_some(), "key_id"),
-    ] {
-        if present && !uses_key {
-            return Err(ctx.err(&key(k), "is only used with auth = \"private_key_jwt\""));
-        }
-    }
-    let secret_keys = [
-        (raw.client_secret_file.is_some(), "client_secret_file"),
-        (raw.client_secret_env.is_some(), "client_secret_env"),
-        (raw.client_secret.is_some(), "client_secret"),
-    ];
-    if let Some((_, k)) = secret_keys.iter().find(|(present, _)| *present && uses_key) {
-        return Err(ctx.err(
-            &key(k),
-            "is not used with auth = \"private_key_jwt\"; set private_key_file",
-        ));
-    }
-    let (auth, secret_source) = if uses_key {
-        let Some(path) = &raw.private_key_file else {
-            return Err(ctx.err(
-                &key("private_key_file"),
-                "is required with auth = \"private_key_jwt\"",
-            ));
-        };
-        let path = ctx.path(&key("private_key_file"), path)?;
-        let alg_name = raw.algorithm.as_deref().unwrap_or("RS256");
-        let algorithm = SigningAlgorithm::parse(alg_name).ok_or_else(|| {
-            ctx.err(
-                &key("algorithm"),
-                format!("expected \"RS256\", \"PS256\" or \"ES256\", found \"{alg_name}\""),
-            )
-        })?;
-        let pem = ctx.read_private_file(&key("private_key_file"), &path)?;
-        let signing = SigningKey::from_pem(&pem, algorithm, raw.key_id.clone())
-            .map_err(|e| ctx.err(&key("private_key_file"), format!("{}: {e}", path.display())))?;
-        (
-            ClientAuth::PrivateKeyJwt(signing),
-            SecretSource::PrivateKeyFile(path),
-        )
-    } else {
-        let (secret, source) = client_secret(ctx, name, raw)?;
-        let auth = match method {
-            AuthMethod::ClientSecretPost => ClientAuth::SecretPost(secret),
-            AuthMethod::ClientSecretJwt => ClientAuth::SecretJwt(secret),
-            AuthMethod::ClientSecretBasic | AuthMethod::PrivateKeyJwt => {
-                ClientAuth::SecretBasic(secret)
-            }
-        };
-        (auth, source)
-    };
-    let token_endpoint = raw
-        .token_endpoint
-        .as_deref()
-        .map(|u| ctx.url(&key("token_endpoint"), u, allow_insecure_http))
-        .transpose()?;
-    let http = ctx.http(
-        &format!("issuers.{name}"),
-        raw.ca_file.as_deref(),
-        allow_insecure_http,
-        raw.connect_timeout,
-        raw.timeout,
-    )?;
-    if allow_insecure_http && !keyfed_core::http::is_loopback(&url) {
-        ctx.warnings.push(format!(
-            "{}: {}: allow_insecure_http is on, so the client's credentials may cross the network in the clear",
-            ctx.file.display(),
-            key("allow_insecure_http")
-        ));
-    }
-    let settings = IssuerSettings {
-        name: name.to_owned(),
-        url,
-        client_id: raw.client_id.clone(),
-        auth,
-        token_endpoint,
-        assertion_audience: match raw.assertion_audience {
-            None | Some(AssertionAudienceKey::Issuer) => AssertionAudience::Issuer,
-            Some(AssertionAudienceKey::TokenEndpoint) => AssertionAudience::TokenEndpoint,
-        },
-        verify_signature: raw.verify_signature.unwrap_or(true),
-        http,
-    };
-    Ok(Issuer {
-        settings,
-        secret_source,
-    })
-}
-
-fn client_secret(
-    ctx: &mut Ctx<'_>,
-    name: &str,
-    raw: &RawIssuer,
-) -> Result<(SecretString, SecretSource), ConfigError> {
-    let key = |k: &str| format!("issuers.{name}.{k}");
-    let given = [
-        raw.client_secret_file.is_some(),
-        raw.client_secret_env.is_some(),
-        raw.client_secret.is_some(),
-    ]
-    .iter()
-    .filter(|p| **p)
-    .count();
-    if given != 1 {
-        return Err(ctx.err(
-            &key("client_secret_file"),
-            format!(
-                "expected exactly one of client_secret_file, client_secret_env or client_secret, found {given}"
-            ),
-        ));
-    }
-    if let Some(path) = &raw.client_secret_file {
-        let path = ctx.path(&key("client_secret_file"), path)?;
-        let bytes = ctx.read_private_file(&key("client_secret_file"), &path)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            ctx.err(
-                &key("client_secret_file"),
-                format!("{} is not UTF-8 text", path.display()),
-            )
-        })?;
-        // A trailing newline from `echo secret > file` is not part of the secret.
-        let secret = text
-            .strip_suffix('\n')
-            .map(|s| s.strip_suffix('\r').unwrap_or(s))
-            .unwrap_or(&text);
-        if secret.is_empty() {
-            return Err(ctx.err(
-                &key("client_secret_file"),
-                format!("{} is empty", path.display()),
-            ));
-        }
-        return Ok((SecretString::from(secret), SecretSource::File(path)));
-    }
-    if let Some(var) = &raw.client_secret_env {
-        let value = (ctx.env)(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-            ctx.err(
-                &key("client_secret_env"),
-                format!("environment variable {var} is not set or empty"),
-            )
-        })?;
-        return Ok((SecretString::from(value), SecretSource::Env(var.clone())));
-    }
-    let inline = raw.client_secret.as_deref().unwrap_or_default();
-    if inline.is_empty() {
-        return Err(ctx.err(
-            &key("client_secret"),
-            "expected the client secret, found an empty string",
-        ));
-    }
-    ctx.warnings.push(format!(
-        "{}: {}: the client secret is written inline; prefer client_secret_file (with systemd LoadCredential=) or client_secret_env",
-        ctx.file.display(),
-        key("client_secret")
-    ));
-    Ok((SecretString::from(inline), SecretSource::Inline))
 }

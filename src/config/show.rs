@@ -1,12 +1,33 @@
 //! The resolved configuration as `keyfed check` prints it: TOML with every default filled in
 //! and every secret replaced by where it came from.
 
+use std::time::Duration;
+
+use keyfed_core::config::HumanDuration;
+use keyfed_core::http::HttpSettings;
 use keyfed_keycloak::{AssertionAudience, ClientAuth};
 use toml::{Table, Value};
 
-use super::duration::format as duration;
-use super::{AwsExchange, Config, Exchange, SecretSource};
-use crate::outputs::{Output, OutputKind};
+use super::{Config, Exchange, SecretSource, aws};
+use crate::outputs::Output;
+
+/// A duration as the configuration accepts it (`"1m 30s"`).
+pub(super) fn duration(d: Duration) -> Value {
+    HumanDuration(d).to_string().into()
+}
+
+/// The HTTP keys an issuer's and a cloud's tables share.
+pub(super) fn http(t: &mut Table, http: &HttpSettings) {
+    if let Some(ca) = &http.ca_file {
+        t.insert("ca_file".into(), ca.display().to_string().into());
+    }
+    t.insert(
+        "allow_insecure_http".into(),
+        http.allow_insecure_http.into(),
+    );
+    t.insert("connect_timeout".into(), duration(http.connect_timeout));
+    t.insert("timeout".into(), duration(http.timeout));
+}
 
 /// Renders `config` as TOML; secrets appear only as their source, never their value.
 pub fn show(config: &Config) -> String {
@@ -56,18 +77,7 @@ pub fn show(config: &Config) -> String {
                 .into(),
         );
         t.insert("verify_signature".into(), s.verify_signature.into());
-        if let Some(ca) = &s.http.ca_file {
-            t.insert("ca_file".into(), ca.display().to_string().into());
-        }
-        t.insert(
-            "allow_insecure_http".into(),
-            s.http.allow_insecure_http.into(),
-        );
-        t.insert(
-            "connect_timeout".into(),
-            duration(s.http.connect_timeout).into(),
-        );
-        t.insert("timeout".into(), duration(s.http.timeout).into());
+        http(&mut t, &s.http);
         issuers.insert(name.clone(), Value::Table(t));
     }
     let mut targets = Table::new();
@@ -85,12 +95,12 @@ pub fn show(config: &Config) -> String {
             t.insert("resource".into(), resource.clone().into());
         }
         t.insert("audience_parameter".into(), r.audience_parameter.into());
-        t.insert(
-            "min_token_lifetime".into(),
-            duration(r.min_remaining).into(),
-        );
-        if let Exchange::Aws(aws) = &target.exchange {
-            t.insert("aws".into(), Value::Table(show_aws(aws)));
+        t.insert("min_token_lifetime".into(), duration(r.min_remaining));
+        match &target.exchange {
+            Exchange::Token => {}
+            Exchange::Aws(table) => {
+                t.insert("aws".into(), Value::Table(aws::show(table)));
+            }
         }
         let outputs: Vec<Value> = target
             .outputs
@@ -116,15 +126,15 @@ pub fn show(config: &Config) -> String {
     let mut engine = Table::new();
     engine.insert(
         "retry_min".into(),
-        duration(config.engine.backoff.ceiling(1)).into(),
+        duration(config.engine.backoff.ceiling(1)),
     );
     engine.insert(
         "retry_max".into(),
-        duration(config.engine.backoff.ceiling(u32::MAX)).into(),
+        duration(config.engine.backoff.ceiling(u32::MAX)),
     );
     engine.insert(
         "attempt_timeout".into(),
-        duration(config.engine.attempt_timeout).into(),
+        duration(config.engine.attempt_timeout),
     );
     root.insert("engine".into(), Value::Table(engine));
     if let Some(e) = &config.endpoint {
@@ -133,50 +143,14 @@ pub fn show(config: &Config) -> String {
     toml::to_string(&root).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
 }
 
-fn show_aws(aws: &AwsExchange) -> Table {
-    let mut t = Table::new();
-    t.insert("role_arn".into(), aws.role_arn.clone().into());
-    t.insert("region".into(), aws.region.clone().into());
-    t.insert("session_name".into(), aws.session_name.clone().into());
-    t.insert("duration".into(), duration(aws.duration).into());
-    t.insert(
-        "endpoint_url".into(),
-        aws.endpoint_url
-            .as_ref()
-            .map_or("(regional STS endpoint)".to_owned(), |u| u.to_string())
-            .into(),
-    );
-    t.insert("fips".into(), aws.fips.into());
-    if let Some(policy) = &aws.policy {
-        t.insert("policy".into(), policy.clone().into());
-    }
-    if !aws.policy_arns.is_empty() {
-        t.insert(
-            "policy_arns".into(),
-            Value::Array(aws.policy_arns.iter().map(|a| a.clone().into()).collect()),
-        );
-    }
-    if let Some(ca) = &aws.http.ca_file {
-        t.insert("ca_file".into(), ca.display().to_string().into());
-    }
-    t.insert("timeout".into(), duration(aws.http.timeout).into());
-    t
-}
-
 fn show_output(o: &Output) -> Table {
     let mut t = Table::new();
     t.insert("kind".into(), o.name.into());
     t.insert("path".into(), o.path.display().to_string().into());
-    if let OutputKind::AwsCredentials { profile, merge } = &o.kind {
-        t.insert("profile".into(), profile.clone().into());
-        t.insert("merge".into(), (*merge).into());
-    }
-    let mode = match (o.mode, &o.kind) {
-        (Some(m), _) => format!("{m:04o}"),
-        (None, OutputKind::AwsCredentials { merge: true, .. }) => {
-            "(kept from the existing file, else 0600)".to_owned()
-        }
-        (None, _) => "0600".to_owned(),
+    aws::show_output(&o.kind, &mut t);
+    let mode = match o.mode {
+        Some(m) => format!("{m:04o}"),
+        None => aws::unset_mode(&o.kind).unwrap_or("0600").to_owned(),
     };
     t.insert("mode".into(), mode.into());
     if let Some(uid) = o.owner {
@@ -233,6 +207,6 @@ fn show_endpoint(e: &super::EndpointSettings) -> Table {
         .map(Value::from)
         .collect();
     t.insert("allowed_hosts".into(), Value::Array(hosts));
-    t.insert("request_timeout".into(), duration(e.request_timeout).into());
+    t.insert("request_timeout".into(), duration(e.request_timeout));
     t
 }

@@ -72,3 +72,173 @@ fn relative_paths_resolve_against_the_config_folder() {
             .any(|w| w.contains("readable by group or others"))
     );
 }
+
+const ISSUER: &str = "[issuers.corp]\nurl = \"https://sso.example.com/realms/r\"\nclient_id = \"c\"\nclient_secret_file = \"secret\"\n";
+const AWS: &str = "[targets.a]\nissuer = \"corp\"\n[targets.a.aws]\nrole_arn = \"arn:aws:iam::123456789012:role/app\"\nregion = \"eu-west-1\"\n";
+
+/// Loads `body` as `keyfed.toml` beside a 0600 secret; the error as `keyfed check` prints it,
+/// with the temporary folder written as `DIR`.
+fn load_text(body: &str) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("keyfed.toml");
+    std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+    let host = Host {
+        hostname: "web-01".into(),
+        is_root: true,
+    };
+    let shown = dir.path().display().to_string();
+    load(&file, &|_| None, &host).map_err(|e| e.to_string().replace(&shown, "DIR"))
+}
+
+fn error_of(body: &str) -> String {
+    load_text(body).err().unwrap_or_default()
+}
+
+/// issue 9: the AWS table is checked by keyfed-aws, which names keys within the table; the
+/// host puts them at their full path, after the file, as before.
+#[test]
+fn cloud_table_errors_are_put_at_their_full_key_path_issue_9() {
+    let config = load_text(&format!("{ISSUER}{AWS}")).unwrap_or_else(|e| panic!("{e}"));
+    let Exchange::Aws(aws) = &config.targets["a"].exchange else {
+        panic!("not an AWS target");
+    };
+    assert_eq!(aws.session_name, "web-01");
+    assert_eq!(config.targets["a"].request.audience, "sts.amazonaws.com");
+    for (extra, says) in [
+        (
+            "rolle = 1\n",
+            "DIR/keyfed.toml:10:1: targets.a.aws.rolle: unknown field `rolle`, expected one of `role_arn`, `region`,",
+        ),
+        (
+            "duration = \"10m\"\n",
+            "DIR/keyfed.toml: targets.a.aws.duration: expected between 15m and 12h",
+        ),
+        (
+            "policy_arns = [\"x\"]\n",
+            "DIR/keyfed.toml: targets.a.aws.policy_arns: expected managed policy ARNs",
+        ),
+        (
+            "ca_file = \"ca.pem\"\n",
+            "DIR/keyfed.toml: targets.a.aws.ca_file: DIR/ca.pem is not a readable file",
+        ),
+        (
+            "timeout = \"0s\"\n",
+            "DIR/keyfed.toml: targets.a.aws.timeout: expected a duration greater than zero",
+        ),
+        (
+            "connect_timeout = \"soon\"\n",
+            "DIR/keyfed.toml:10:19: targets.a.aws.connect_timeout: expected a duration such as",
+        ),
+        (
+            "fips = true\nendpoint_url = \"https://sts.example.com\"\n",
+            "DIR/keyfed.toml: targets.a.aws.fips: fips = true selects AWS's FIPS endpoint",
+        ),
+    ] {
+        let err = error_of(&format!("{ISSUER}{AWS}{extra}"));
+        assert!(err.starts_with(says), "{extra}: {err}");
+    }
+}
+
+/// issue 9: issuers and clouds read the HTTP keys with one resolver, so the same mistake gets
+/// the same words in both tables.
+#[test]
+fn the_http_keys_read_alike_in_issuers_and_clouds_issue_9() {
+    for (table, body) in [
+        (
+            "issuers.corp",
+            format!("{ISSUER}ca_file = \"ca.pem\"\n{AWS}"),
+        ),
+        (
+            "targets.a.aws",
+            format!("{ISSUER}{AWS}ca_file = \"ca.pem\"\n"),
+        ),
+    ] {
+        assert_eq!(
+            error_of(&body),
+            format!("DIR/keyfed.toml: {table}.ca_file: DIR/ca.pem is not a readable file")
+        );
+    }
+    let config = load_text(&format!(
+        "{ISSUER}timeout = \"1m\"\n{AWS}connect_timeout = \"2s\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.issuers["corp"].settings.http.timeout,
+        std::time::Duration::from_secs(60)
+    );
+    let Exchange::Aws(aws) = &config.targets["a"].exchange else {
+        panic!("not an AWS target");
+    };
+    assert_eq!(aws.http.connect_timeout, std::time::Duration::from_secs(2));
+    let shown = show(&config);
+    assert!(shown.contains("connect_timeout = \"2s\""), "{shown}");
+}
+
+/// issue 9: output kinds are declared by the cloud they serve (and `token` by the host); each
+/// is refused on a target of another kind, and a cloud's output keys on other kinds.
+#[test]
+fn output_kinds_serve_their_own_kind_of_target_issue_9() {
+    let token = "[targets.t]\nissuer = \"corp\"\naudience = \"x\"\n";
+    let output = |target: &str, kind: &str, extra: &str| {
+        let at = if target == token { "t" } else { "a" };
+        format!(
+            "{ISSUER}{target}[[targets.{at}.outputs]]\nkind = \"{kind}\"\npath = \"out\"\n{extra}"
+        )
+    };
+    for (target, kind) in [
+        (AWS, "aws-credentials"),
+        (AWS, "credential-process-json"),
+        (token, "web-identity-token"),
+        (token, "token"),
+    ] {
+        let config = load_text(&output(target, kind, "")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            config.targets.values().any(|t| t.outputs[0].name == kind),
+            "{kind}"
+        );
+    }
+    for (target, kind, needs, is) in [
+        (AWS, "token", "token", "aws"),
+        (AWS, "web-identity-token", "token", "aws"),
+        (token, "aws-credentials", "aws", "token"),
+        (token, "credential-process-json", "aws", "token"),
+    ] {
+        let err = error_of(&output(target, kind, ""));
+        assert!(
+            err.ends_with(&format!(
+                ".outputs[0].kind: a \"{kind}\" output needs a target of kind {needs}, but this target is of kind {is}"
+            )),
+            "{err}"
+        );
+    }
+    assert!(
+        error_of(&output(AWS, "credential-process-json", "merge = true\n"))
+            .ends_with("targets.a.outputs[0].merge: is only used with kind = \"aws-credentials\"")
+    );
+    assert!(
+        error_of(&output(AWS, "aws-credentials", "profile = \"\"\n"))
+            .ends_with("targets.a.outputs[0].profile: expected a profile name, found \"\"")
+    );
+    assert_eq!(
+        error_of(&output(token, "gcp-access-token", "")),
+        "DIR/keyfed.toml:9:8: targets.t.outputs[0].kind: unknown variant `gcp-access-token`, \
+         expected one of `aws-credentials`, `credential-process-json`, `web-identity-token`, `token`"
+    );
+    let merged = load_text(&output(
+        AWS,
+        "aws-credentials",
+        "profile = \"p\"\nmerge = true\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let shown = show(&merged);
+    assert!(
+        shown.contains(
+            "profile = \"p\"\nmerge = true\nmode = \"(kept from the existing file, else 0600)\""
+        ),
+        "{shown}"
+    );
+}

@@ -28,8 +28,12 @@ pub enum Request {
 pub struct TargetStatus {
     pub name: String,
     pub kind: String,
-    /// pending, fresh, refreshing, backing off, expired.
+    /// pending, fresh, refreshing, backing off, stopped, expired.
     pub state: String,
+    /// While stopped: who must change something ("keyfed's configuration", "the Keycloak
+    /// side", "the cloud side"); `last_error` has the upstream's words.
+    #[serde(default)]
+    pub stopped: Option<String>,
     pub expires: Option<String>,
     pub next_refresh: Option<String>,
     pub last_error: Option<String>,

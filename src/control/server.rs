@@ -1,7 +1,7 @@
 //! The daemon's side of the control socket.
 
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,20 +13,13 @@ use keyfed_core::clock::rfc3339;
 
 use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::caps::{Caps, Limits};
+use crate::config::SocketSpec;
 use crate::credential::{Credential, credential_process_json};
 use crate::engine::{Phase, TargetEngine};
 use crate::served::Served;
 
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where and how the socket is created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketSpec {
-    pub path: PathBuf,
-    pub mode: u32,
-    pub group: Option<u32>,
-}
 
 /// Takes the daemon's lock beside the socket (`<socket>.lock`, held until the returned
 /// descriptor is dropped), so of two daemons started at the same moment with one socket, the
@@ -290,14 +283,17 @@ fn status(served: &Served, target: &TargetEngine) -> TargetStatus {
             .copied()
             .unwrap_or("?")
             .to_owned(),
-        state: match s.phase {
-            Phase::Pending => "pending",
-            Phase::Fresh => "fresh",
-            Phase::Refreshing => "refreshing",
-            Phase::BackingOff => "backing off",
-            Phase::Expired => "expired",
+        // A stopped target is backing off (or expired) with the side that must change named.
+        state: match (s.phase, s.stopped) {
+            (Phase::Refreshing, _) => "refreshing",
+            (Phase::BackingOff | Phase::Expired, Some(_)) => "stopped",
+            (Phase::Pending, _) => "pending",
+            (Phase::Fresh, _) => "fresh",
+            (Phase::BackingOff, None) => "backing off",
+            (Phase::Expired, None) => "expired",
         }
         .to_owned(),
+        stopped: s.stopped.map(|side| side.to_string()),
         expires: s.expires_at.map(rfc3339),
         next_refresh: s.next_refresh.map(rfc3339),
         last_error: s.last_error,

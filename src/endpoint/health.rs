@@ -1,6 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (every target holds a usable credential: 503 with
 //! the reasons until then — named only for targets the caller may have, since reasons carry
-//! upstream errors and paths) and `/metrics` (Prometheus text format).
+//! upstream errors and paths; a stopped target's reason reads "stopped: needs a change on …")
+//! and `/metrics` (Prometheus text format).
 
 use std::fmt::Write as _;
 
@@ -122,6 +123,24 @@ fn render(shared: &Shared, uid: Option<u32>) -> String {
     for (target, s) in &snapshots {
         let up = s.phase != Phase::Expired && s.expires_at.is_some();
         let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", u8::from(up));
+    }
+    let name = "keyfed_target_stopped";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "1 while the target is stopped until the side named (config, issuer or cloud) changes.",
+    );
+    for (target, s) in &snapshots {
+        match s.stopped {
+            Some(side) => {
+                let side = side.label();
+                let _ = writeln!(out, "{name}{{target=\"{target}\",side=\"{side}\"}} 1");
+            }
+            None => {
+                let _ = writeln!(out, "{name}{{target=\"{target}\"}} 0");
+            }
+        }
     }
     let name = "keyfed_refreshes_total";
     family(&mut out, name, "counter", "Refresh attempts by outcome.");

@@ -1,6 +1,10 @@
 //! Retry delays after a failed refresh: exponential with full jitter (a random delay between
 //! zero and the exponential ceiling), so a fleet that lost its upstream together does not come
 //! back together. With the defaults the ceilings are 1 s, 2 s, 4 s, … 256 s, then 300 s.
+//!
+//! A stopped target (its upstream refused in a way only a change on some side can fix) skips
+//! the short steps: it waits the longest step, plus up to a tenth of it so a fleet stopped
+//! together is not retried together.
 
 use std::time::Duration;
 
@@ -43,6 +47,23 @@ impl Backoff {
             .min(self.max)
     }
 
+    /// The delay before retrying a stopped target: the longest step, never less, plus up to a
+    /// tenth of it; `unit` is a random number in [0, 1).
+    pub fn stopped_delay(&self, unit: f64) -> Duration {
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.max + (self.max / 10).mul_f64(unit)
+    }
+
+    /// The longest step (`[engine] retry_max`).
+    #[cfg(test)]
+    pub fn longest(&self) -> Duration {
+        self.max
+    }
+
     /// The delay before retry number `attempt`; `unit` is a random number in [0, 1).
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let unit = if unit.is_finite() {
@@ -80,5 +101,15 @@ mod tests {
         assert_eq!(b.delay(4, 0.0), FLOOR);
         assert_eq!(b.delay(20, 0.999_999).as_secs(), 299);
         assert_eq!(b.delay(3, f64::NAN), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_stopped_target_waits_the_longest_step_or_a_little_more() {
+        let b = Backoff::DEFAULT;
+        assert_eq!(b.stopped_delay(0.0), Duration::from_secs(300));
+        assert_eq!(b.stopped_delay(0.5), Duration::from_secs(315));
+        assert!(b.stopped_delay(0.999_999) < Duration::from_secs(330));
+        assert_eq!(b.stopped_delay(f64::NAN), Duration::from_secs(300));
+        assert_eq!(b.stopped_delay(-3.0), Duration::from_secs(300));
     }
 }

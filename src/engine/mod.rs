@@ -2,7 +2,8 @@
 //! credential on schedule (`schedule.rs`), backs off after failures (`backoff.rs`), and lets
 //! consumers ask for a credential at any time with one upstream call per refresh, and writes
 //! outputs on a thread of its own (`target.rs`). Time comes from an injected clock; upstreams
-//! from a [`Source`].
+//! from a [`Source`], whose failures carry advice: back off, or stop (retried only at the
+//! longest backoff step, and at once on a reload) until the side they name changes.
 
 mod backoff;
 mod schedule;
@@ -85,9 +86,7 @@ impl Engine {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => outcomes.push((
                     "?".to_owned(),
-                    Err(FetchError {
-                        message: format!("the refresh task failed: {e}"),
-                    }),
+                    Err(FetchError::passing(format!("the refresh task failed: {e}"))),
                 )),
             }
         }

@@ -3,6 +3,10 @@
 //! its outcome), backoff after failures (which no caller can shorten), and the rule that a
 //! credential is never handed out or written once expired.
 //!
+//! A failure whose advice is to stop (the configuration, the issuer or the cloud must change)
+//! leaves the target stopped: it is retried only after the longest backoff step, whoever asks,
+//! and at once when a reload hands it to a new engine — the reload may be the change it needs.
+//!
 //! Outputs are written on a blocking thread of their own, after the credential is published and
 //! outside the single-flight lock, so a slow or stuck file (a merge lock held by someone else)
 //! delays neither consumers nor the next refresh. One writer per target takes the newest
@@ -14,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keyfed_core::clock::{Clock, rfc3339};
+use keyfed_core::exchange::Side;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -55,7 +60,8 @@ pub enum Unavailable {
     },
 }
 
-/// Where a target stands, for `keyfed status` and logs.
+/// Where a target stands, for `keyfed status` and logs. A stopped target is backing off (or
+/// expired) with [`Snapshot::stopped`] set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Pending,
@@ -110,7 +116,10 @@ pub struct Snapshot {
     pub phase: Phase,
     pub expires_at: Option<SystemTime>,
     pub next_refresh: Option<SystemTime>,
+    /// The last error as shown everywhere ("stopped: needs a change on …: …" when stopped).
     pub last_error: Option<String>,
+    /// Which side must change, while the last attempt's advice is to stop.
+    pub stopped: Option<Side>,
     pub output_errors: Vec<String>,
     pub stats: Stats,
 }
@@ -270,14 +279,14 @@ impl TargetEngine {
             self.lock()
                 .last_error
                 .as_ref()
-                .map(|e| e.message.clone())
+                .map(FetchError::to_string)
                 .unwrap_or_default()
         } else {
             tracing::debug!(target = %self.name, "no usable credential: waiting for a refresh");
             let _waiting = Waiting::new(&self.waiting);
             match self.refresh_after(seen).await {
                 Ok(fresh) => return Ok(fresh),
-                Err(e) => e.message,
+                Err(e) => e.to_string(),
             }
         };
         self.usable_or(reason)
@@ -316,11 +325,7 @@ impl TargetEngine {
         let me = Arc::clone(self);
         tokio::spawn(async move { me.refresh_in_flight(seen).await })
             .await
-            .unwrap_or_else(|e| {
-                Err(FetchError {
-                    message: format!("the refresh task failed: {e}"),
-                })
-            })
+            .unwrap_or_else(|e| Err(FetchError::passing(format!("the refresh task failed: {e}"))))
     }
 
     async fn refresh_in_flight(self: Arc<Self>, seen: u64) -> Result<Arc<Issued>, FetchError> {
@@ -331,16 +336,15 @@ impl TargetEngine {
                 return match (&s.last_error, &s.current) {
                     (None, Some(current)) => Ok(Arc::clone(current)),
                     (Some(e), _) => Err(e.clone()),
-                    (None, None) => Err(FetchError {
-                        message: "no credential yet".to_owned(),
-                    }),
+                    (None, None) => Err(FetchError::passing("no credential yet")),
                 };
             }
             // Nothing reaches the upstream sooner than the backoff allows, whoever asks.
             if s.retry_at.is_some_and(|t| self.clock.now() < t) {
-                return Err(s.last_error.clone().unwrap_or_else(|| FetchError {
-                    message: "backing off after a failed refresh".to_owned(),
-                }));
+                return Err(s
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| FetchError::passing("backing off after a failed refresh")));
             }
             s.refreshing = true;
         }
@@ -355,13 +359,10 @@ impl TargetEngine {
         });
         let outcome = match attempt.await {
             Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => Err(FetchError {
-                message: "the refresh panicked (a bug in keyfed; the log above has the details)"
-                    .to_owned(),
-            }),
-            Err(e) => Err(FetchError {
-                message: format!("the refresh task failed: {e}"),
-            }),
+            Err(e) if e.is_panic() => Err(FetchError::passing(
+                "the refresh panicked (a bug in keyfed; the log above has the details)",
+            )),
+            Err(e) => Err(FetchError::passing(format!("the refresh task failed: {e}"))),
         };
         let mut s = self.lock();
         s.refreshing = false;
@@ -385,21 +386,39 @@ impl TargetEngine {
                 s.stats.refreshes_failed += 1;
                 s.failures = s.failures.saturating_add(1);
                 let now = self.clock.now();
-                let mut delay = self.backoff.delay(s.failures, rand::random::<f64>());
-                // Retry sooner as the current credential's expiry nears.
-                if let Some(c) = s.current.as_ref().filter(|c| c.usable_at(now)) {
-                    let left = c
-                        .credential
-                        .expires_at()
-                        .duration_since(now)
-                        .unwrap_or_default();
-                    delay = delay.min((left / 4).max(Duration::from_secs(1)));
-                }
+                let delay = self.delay_after(&s, &e, now);
                 s.retry_at = Some(now + delay);
                 s.last_error = Some(e.clone());
-                tracing::warn!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
+                if e.stopped().is_some() {
+                    tracing::error!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
+                } else {
+                    tracing::warn!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// How long to wait after the failure `e`, `s.failures` counting it. A stopped target waits
+    /// the longest step whatever its credential's expiry: only a change elsewhere helps, and
+    /// retrying sooner would only hammer the upstream with a request it refuses. Any other
+    /// failure backs off exponentially, and sooner as the current credential's expiry nears
+    /// (a source that passes on "fetch a fresh subject token" without doing so counts as that).
+    fn delay_after(&self, s: &State, e: &FetchError, now: SystemTime) -> Duration {
+        if e.stopped().is_some() {
+            return self.backoff.stopped_delay(rand::random::<f64>());
+        }
+        let delay = self.backoff.delay(s.failures, rand::random::<f64>());
+        match s.current.as_ref().filter(|c| c.usable_at(now)) {
+            Some(c) => {
+                let left = c
+                    .credential
+                    .expires_at()
+                    .duration_since(now)
+                    .unwrap_or_default();
+                delay.min((left / 4).max(Duration::from_secs(1)))
+            }
+            None => delay,
         }
     }
 
@@ -409,13 +428,11 @@ impl TargetEngine {
         let now = self.clock.now();
         let expires = credential.expires_at();
         if now + EXPIRY_MARGIN >= expires {
-            return Err(FetchError {
-                message: format!(
-                    "the new {} expires at {}, too soon to use (check the clocks)",
-                    credential.describe(),
-                    rfc3339(expires)
-                ),
-            });
+            return Err(FetchError::passing(format!(
+                "the new {} expires at {}, too soon to use (check the clocks)",
+                credential.describe(),
+                rfc3339(expires)
+            )));
         }
         let jitter = rand::random::<f64>() * 0.2 - 0.1;
         let issued = Arc::new(Issued {
@@ -524,14 +541,19 @@ impl TargetEngine {
 
     /// Takes over the state of the engine this one replaces on reload — credential, backoff,
     /// last error, output errors and counters — so a reload neither drops a valid credential,
-    /// nor refreshes every target at once, nor cuts a failing target's backoff short.
+    /// nor refreshes every target at once, nor cuts a failing target's backoff short. A stopped
+    /// target is the exception: it is retried at once, since the change it waits for (a role's
+    /// trust policy, a Keycloak client, a secret file) is what an operator reloads after.
     pub fn adopt(&self, previous: &TargetEngine) {
         let old = previous.lock();
         let mut s = self.lock();
         s.current = old.current.clone();
         s.failures = old.failures;
         s.last_error = old.last_error.clone();
-        s.retry_at = old.retry_at;
+        s.retry_at = match &old.last_error {
+            Some(e) if e.stopped().is_some() => old.retry_at.map(|_| self.clock.now()),
+            _ => old.retry_at,
+        };
         s.output_errors = old.output_errors.clone();
         s.stats = old.stats.clone();
     }
@@ -581,7 +603,8 @@ impl TargetEngine {
             phase,
             expires_at: s.current.as_ref().map(|c| c.credential.expires_at()),
             next_refresh: s.retry_at.or(s.current.as_ref().map(|c| c.refresh_at)),
-            last_error: s.last_error.as_ref().map(|e| e.message.clone()),
+            last_error: s.last_error.as_ref().map(FetchError::to_string),
+            stopped: s.last_error.as_ref().and_then(FetchError::stopped),
             output_errors: s.output_errors.clone(),
             stats: s.stats.clone(),
         }

@@ -3,7 +3,9 @@
 //! within one backoff step, makes one upstream call for a burst of demand (callers held at a
 //! latch while the upstream call is under way), never retries sooner than the backoff allows,
 //! survives a panicking source, writes outputs off the refresh path and never backwards, and
-//! hands its state on at a reload.
+//! hands its state on at a reload. A failure advised to stop waits the longest backoff step
+//! (and is retried at once on a reload); an exchange whose subject token the cloud refused is
+//! tried once more with a fresh token.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -11,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use keyfed_aws::AwsCredentials;
 use keyfed_core::clock::{Clock, ManualClock};
+use keyfed_core::exchange::{Advice, Side};
 
 use super::*;
 use crate::credential::Credential;
@@ -24,6 +27,8 @@ struct Fake {
     lifetime: Duration,
     calls: AtomicU32,
     failing: AtomicBool,
+    /// What a failure advises (backoff unless a test says otherwise).
+    advice: Mutex<Advice>,
     /// A latch: while closed, fetches wait (counted in `held`) until the test opens it.
     gate: tokio::sync::watch::Sender<bool>,
     held: AtomicU32,
@@ -36,6 +41,7 @@ impl Fake {
             lifetime,
             calls: AtomicU32::new(0),
             failing: AtomicBool::new(false),
+            advice: Mutex::new(Advice::Backoff),
             gate: tokio::sync::watch::Sender::new(true),
             held: AtomicU32::new(0),
         })
@@ -43,6 +49,12 @@ impl Fake {
 
     fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// From now on every fetch fails with `advice`.
+    fn fail_with(&self, advice: Advice) {
+        *self.advice.lock().unwrap_or_else(PoisonError::into_inner) = advice;
+        self.failing.store(true, Ordering::SeqCst);
     }
 
     fn close(&self) {
@@ -82,6 +94,7 @@ impl Source for Shared {
             if fake.failing.load(Ordering::SeqCst) {
                 return Err(FetchError {
                     message: "InvalidIdentityToken: upstream is down".to_owned(),
+                    advice: *fake.advice.lock().unwrap_or_else(PoisonError::into_inner),
                 });
             }
             Ok(Credential::Aws(AwsCredentials {
@@ -777,4 +790,335 @@ async fn issue_7_adopt_keeps_backoff_and_the_last_error() {
     .await;
     assert_eq!(fake.calls(), 2);
     task.abort();
+}
+
+const CLOUD: Advice = Advice::Stop { side: Side::Cloud };
+
+/// How long from now until the target's next retry.
+fn retry_in(t: &TargetEngine, clock: &ManualClock) -> Duration {
+    t.snapshot()
+        .next_refresh
+        .unwrap_or_else(|| panic!("no retry scheduled"))
+        .duration_since(clock.now())
+        .unwrap_or_default()
+}
+
+/// issue 9: a failure advised to stop (AccessDenied: the cloud side must change) is retried
+/// only after the longest backoff step, by the loop or by any caller, and says so everywhere;
+/// it used to be retried like a network blip, after 1 s, 2 s, 4 s …
+#[tokio::test]
+async fn issue_9_a_stopped_target_waits_the_longest_backoff_step() {
+    let (clock, fake, t) = hour_target();
+    fake.fail_with(CLOUD);
+    let task = tokio::spawn(Arc::clone(&t).run());
+    until("the first attempt fails", || {
+        t.snapshot().stats.refreshes_failed == 1
+    })
+    .await;
+    let s = t.snapshot();
+    assert_eq!(s.stopped, Some(Side::Cloud));
+    assert_eq!(s.phase, Phase::BackingOff);
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("stopped: needs a change on the cloud side: InvalidIdentityToken: upstream is down")
+    );
+    let wait = retry_in(&t, &clock);
+    assert!(wait >= Backoff::DEFAULT.longest(), "{wait:?}");
+    // Through every short step, neither the loop nor a caller reaches the upstream.
+    while clock.now() + Duration::from_secs(1) < s.next_refresh.unwrap_or(clock.now()) {
+        let err = refusal(&t).await;
+        assert!(
+            err.contains("has no credential yet: stopped: needs a change on the cloud side"),
+            "{err}"
+        );
+        clock.advance(Duration::from_secs(1));
+        settle().await;
+        assert_eq!(
+            fake.calls(),
+            1,
+            "retried at {:?}, before the longest step",
+            clock.now()
+        );
+    }
+    // At the longest step, one retry; still refused, it waits the longest step again.
+    clock.advance(Duration::from_secs(1));
+    until("the retry at the longest step", || {
+        t.snapshot().stats.refreshes_failed == 2
+    })
+    .await;
+    assert_eq!(fake.calls(), 2);
+    assert!(retry_in(&t, &clock) >= Backoff::DEFAULT.longest());
+    task.abort();
+}
+
+/// issue 9: a stopped target waits the longest step even while its credential nears expiry —
+/// retrying sooner cannot help — where a passing failure retries sooner as expiry nears.
+#[tokio::test]
+async fn issue_9_a_stopped_target_is_not_hurried_by_an_expiring_credential() {
+    let (clock, fake, t) = hour_target();
+    let first = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    // Ten minutes left: a passing failure would retry within a quarter of that.
+    clock.set(first.credential.expires_at() - Duration::from_secs(600));
+    fake.fail_with(Advice::Backoff);
+    assert!(t.refresh().await.is_err());
+    assert!(retry_in(&t, &clock) <= Duration::from_secs(150));
+    clock.advance(retry_in(&t, &clock));
+    fake.fail_with(CLOUD);
+    assert!(t.refresh().await.is_err());
+    assert!(retry_in(&t, &clock) >= Backoff::DEFAULT.longest());
+    // The credential is still served meanwhile.
+    let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&served, &first));
+    assert_eq!(t.snapshot().stopped, Some(Side::Cloud));
+}
+
+/// issue 9: a passing failure (throttling, a 5xx, the network) keeps today's schedule: the
+/// short steps, 1 s, 2 s, 4 s … ceilings, and the target is not stopped.
+#[tokio::test]
+async fn issue_9_a_passing_failure_backs_off_in_short_steps() {
+    let (clock, fake, t) = hour_target();
+    fake.fail_with(Advice::Backoff);
+    for failure in 1..=6u32 {
+        assert!(t.refresh().await.is_err());
+        let s = t.snapshot();
+        assert_eq!(s.stopped, None);
+        assert_eq!(
+            s.last_error.as_deref(),
+            Some("InvalidIdentityToken: upstream is down")
+        );
+        let wait = retry_in(&t, &clock);
+        assert!(
+            wait <= Backoff::DEFAULT.ceiling(failure),
+            "failure {failure}: {wait:?}"
+        );
+        clock.advance(wait);
+    }
+    assert_eq!(fake.calls(), 6);
+}
+
+/// issue 9: when the failure turns from "stop" into a passing one, the short steps are back.
+#[tokio::test]
+async fn issue_9_a_stopped_target_recovers_when_the_side_changed() {
+    let (clock, fake, t) = hour_target();
+    fake.fail_with(CLOUD);
+    assert!(t.refresh().await.is_err());
+    clock.advance(retry_in(&t, &clock));
+    fake.failing.store(false, Ordering::SeqCst);
+    assert!(t.refresh().await.is_ok());
+    let s = t.snapshot();
+    assert_eq!(
+        (s.phase, s.stopped, s.last_error),
+        (Phase::Fresh, None, None)
+    );
+}
+
+/// issue 9 (reload): a stopped target handed to a new engine by a reload is retried at once —
+/// the reload may be the change it waits for — where a backing-off one keeps its wait
+/// (`issue_7_adopt_keeps_backoff_and_the_last_error`).
+#[tokio::test]
+async fn issue_9_a_reload_retries_a_stopped_target_at_once() {
+    let (clock, fake, old) = hour_target();
+    fake.fail_with(CLOUD);
+    assert!(old.credential().await.is_err());
+    assert!(retry_in(&old, &clock) >= Backoff::DEFAULT.longest());
+
+    let new = target(&clock, &fake);
+    new.adopt(&old);
+    old.retire();
+    let adopted = new.snapshot();
+    assert_eq!(adopted.next_refresh, Some(clock.now()), "due now");
+    assert_eq!(
+        adopted.stopped,
+        Some(Side::Cloud),
+        "still stopped until retried"
+    );
+    fake.failing.store(false, Ordering::SeqCst);
+    let task = tokio::spawn(Arc::clone(&new).run());
+    until("the retry at the reload", || {
+        new.snapshot().phase == Phase::Fresh
+    })
+    .await;
+    assert_eq!(fake.calls(), 2);
+    assert_eq!(new.snapshot().stopped, None);
+    task.abort();
+}
+
+/// The issuer for [`ExchangedSource`] tests: numbered subject tokens, or a refusal.
+#[derive(Debug, Default)]
+struct Tokens {
+    issued: AtomicU32,
+    refuse: Mutex<Option<Advice>>,
+}
+
+impl crate::sources::SubjectTokens for Tokens {
+    async fn subject_token(&self) -> Result<keyfed_core::SecretString, FetchError> {
+        if let Some(advice) = *self.refuse.lock().unwrap_or_else(PoisonError::into_inner) {
+            return Err(FetchError {
+                message: "issuer 'corp' refused the token request: invalid_client".to_owned(),
+                advice,
+            });
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(format!("jwt-{n}").into())
+    }
+}
+
+/// A cloud refusing the first `refusals` subject tokens with `advice`, then issuing one-hour
+/// credentials; the tokens it saw, in order.
+#[derive(Debug)]
+struct Cloud {
+    clock: ManualClock,
+    refusals: AtomicU32,
+    advice: Advice,
+    seen: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("STS refused: the token was refused for this test")]
+struct Refusal(Advice);
+
+impl keyfed_core::exchange::Advise for Refusal {
+    fn advice(&self) -> Advice {
+        self.0
+    }
+}
+
+impl keyfed_core::exchange::Exchange for Cloud {
+    type Credential = AwsCredentials;
+    type Error = Refusal;
+
+    async fn exchange(
+        &self,
+        subject_token: &keyfed_core::SecretString,
+    ) -> Result<AwsCredentials, Refusal> {
+        use keyfed_core::ExposeSecret as _;
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(subject_token.expose_secret().to_owned());
+        let refuse = self
+            .refusals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Err(Refusal(self.advice));
+        }
+        Ok(AwsCredentials {
+            access_key_id: "ASIAEXCHANGED".to_owned(),
+            secret_access_key: "secret".into(),
+            session_token: "session".into(),
+            expiration: self.clock.now() + Duration::from_secs(3600),
+            assumed_role_arn: "arn:aws:sts::123456789012:assumed-role/r/s".to_owned(),
+        })
+    }
+}
+
+/// A target whose source is an [`ExchangedSource`] over `tokens` and a cloud refusing the first
+/// `refusals` tokens with `advice`.
+fn exchanged(
+    clock: &ManualClock,
+    refusals: u32,
+    advice: Advice,
+) -> (Arc<Tokens>, Arc<Cloud>, Arc<TargetEngine>) {
+    #[derive(Debug)]
+    struct ByRef<T>(Arc<T>);
+    impl crate::sources::SubjectTokens for ByRef<Tokens> {
+        async fn subject_token(&self) -> Result<keyfed_core::SecretString, FetchError> {
+            crate::sources::SubjectTokens::subject_token(&*self.0).await
+        }
+    }
+    impl keyfed_core::exchange::Exchange for ByRef<Cloud> {
+        type Credential = AwsCredentials;
+        type Error = Refusal;
+        async fn exchange(
+            &self,
+            subject_token: &keyfed_core::SecretString,
+        ) -> Result<AwsCredentials, Refusal> {
+            self.0.exchange(subject_token).await
+        }
+    }
+    let tokens = Arc::new(Tokens::default());
+    let cloud = Arc::new(Cloud {
+        clock: clock.clone(),
+        refusals: AtomicU32::new(refusals),
+        advice,
+        seen: Mutex::new(Vec::new()),
+    });
+    let source = crate::sources::ExchangedSource::new(
+        ByRef(Arc::clone(&tokens)),
+        ByRef(Arc::clone(&cloud)),
+        Duration::from_secs(15 * 60),
+    );
+    let t = Arc::new(engine(clock, Box::new(source), Vec::new()));
+    (tokens, cloud, t)
+}
+
+impl Cloud {
+    fn seen(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// issue 9: the cloud refusing the subject token once: a fresh token and one more exchange,
+/// within the one attempt.
+#[tokio::test]
+async fn issue_9_a_refused_subject_token_is_retried_once_with_a_fresh_one() {
+    let clock = start();
+    let (tokens, cloud, t) = exchanged(&clock, 1, Advice::FreshSubjectToken);
+    let issued = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(issued.usable_at(clock.now()));
+    assert_eq!(
+        cloud.seen(),
+        ["jwt-1", "jwt-2"],
+        "a fresh token, not the refused one"
+    );
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 2);
+    assert_eq!(t.snapshot().stats.refreshes_ok, 1, "one attempt");
+}
+
+/// issue 9: refused twice, the cloud does not take the issuer's tokens: the attempt stops,
+/// naming the cloud side, after two exchanges — not three, not a backoff loop.
+#[tokio::test]
+async fn issue_9_a_subject_token_refused_twice_stops_on_the_cloud_side() {
+    let clock = start();
+    let (tokens, cloud, t) = exchanged(&clock, 2, Advice::FreshSubjectToken);
+    let err = refusal(&t).await;
+    assert!(
+        err.contains(
+            "stopped: needs a change on the cloud side: STS refused: the token was refused"
+        ),
+        "{err}"
+    );
+    assert_eq!(cloud.seen(), ["jwt-1", "jwt-2"]);
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 2);
+    assert_eq!(t.snapshot().stopped, Some(Side::Cloud));
+    assert!(retry_in(&t, &clock) >= Backoff::DEFAULT.longest());
+}
+
+/// issue 9: other advice passes through the exchanged source as it is: a passing failure is
+/// not retried with a fresh token (one exchange), and an issuer refusing keyfed's client stops
+/// on the Keycloak side before any exchange.
+#[tokio::test]
+async fn issue_9_only_a_refused_subject_token_gets_a_fresh_one() {
+    let clock = start();
+    let (tokens, cloud, t) = exchanged(&clock, 1, Advice::Backoff);
+    assert!(t.credential().await.is_err());
+    assert_eq!(cloud.seen(), ["jwt-1"]);
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 1);
+    assert_eq!(t.snapshot().stopped, None);
+    assert!(retry_in(&t, &clock) <= Backoff::DEFAULT.ceiling(1));
+
+    let (tokens, cloud, t) = exchanged(&clock, 0, Advice::Backoff);
+    *tokens.refuse.lock().unwrap_or_else(PoisonError::into_inner) =
+        Some(Advice::Stop { side: Side::Issuer });
+    let err = refusal(&t).await;
+    assert!(
+        err.contains("stopped: needs a change on the Keycloak side: issuer 'corp' refused"),
+        "{err}"
+    );
+    assert!(cloud.seen().is_empty());
+    assert_eq!(t.snapshot().stopped, Some(Side::Issuer));
 }

@@ -28,15 +28,6 @@ pub enum OutputKind {
     Token,
 }
 
-impl OutputKind {
-    pub fn for_aws(&self) -> bool {
-        matches!(
-            self,
-            Self::AwsCredentials { .. } | Self::CredentialProcessJson
-        )
-    }
-}
-
 /// One configured output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {

@@ -2,7 +2,7 @@
 //! credentials provider is configured and nothing of the AWS shared config is read (no
 //! `~/.aws/config`, no credentials file, no `AWS_*` environment variables, no IMDS): the web
 //! identity token is the only proof. SDK retries are off — the caller's engine decides, from
-//! [`AwsError::retry`], whether and when to try again. One `StsClient` per STS endpoint; it is
+//! the error's advice ([`keyfed_core::exchange::Advise`]), whether and when to try again. One `StsClient` per STS endpoint; it is
 //! cheap to share behind an `Arc` and safe to call concurrently.
 
 use std::time::SystemTime;
@@ -354,7 +354,12 @@ mod tests {
         match StsClient::new(settings) {
             Ok(_) => panic!("expected a refusal"),
             Err(e) => {
-                assert_eq!(e.retry(), crate::Retry::Stop);
+                assert_eq!(
+                    keyfed_core::exchange::Advise::advice(&e),
+                    keyfed_core::exchange::Advice::Stop {
+                        side: keyfed_core::exchange::Side::Config
+                    }
+                );
                 e.to_string()
             }
         }

@@ -1,10 +1,10 @@
 //! Everything that can go wrong trading a web identity token with STS, each variant naming the
-//! role and saying what to check next, and [`AwsError::retry`]: what the caller should do about
-//! it (DESIGN §9). STS's own error code and message are quoted verbatim; the token and the
-//! credentials never appear here.
+//! role and saying what to check next, and its [`Advice`]: what the caller should do about it
+//! (DESIGN §9), and when it is to stop, whether keyfed's configuration or the AWS side must
+//! change. STS's own error code and message are quoted verbatim; the token and the credentials
+//! never appear here.
 
-use std::fmt;
-
+use keyfed_core::exchange::{Advice, Advise, Side};
 use keyfed_core::http::HttpSetupError;
 
 use crate::token_facts::TokenFacts;
@@ -59,35 +59,29 @@ pub enum AwsError {
     },
 }
 
-/// What the caller should do after an [`AwsError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// A passing trouble (network, throttling, STS or the issuer briefly unreachable): retry
-    /// with exponential backoff.
-    Backoff,
-    /// STS did not accept this token (`InvalidIdentityToken`, `ExpiredTokenException`): fetch a
-    /// new token from the issuer and retry once; if that fails the same way, stop.
-    FreshTokenOnce,
-    /// A configuration problem that retrying cannot fix: report it and wait for a change.
-    Stop,
+/// What the caller should do after an [`AwsError`]. Settings keyfed sends (the endpoint, the
+/// session policy, the duration, the session name) are keyfed's configuration; a refusal of
+/// the role or the token's claims is the AWS side's (the IAM OIDC provider, the role's trust
+/// policy).
+impl Advise for AwsError {
+    fn advice(&self) -> Advice {
+        match self {
+            Self::Setup(_) | Self::InvalidSettings { .. } => Advice::Stop { side: Side::Config },
+            Self::Transport { .. } | Self::InvalidResponse { .. } => Advice::Backoff,
+            // Not STS's voice: a proxy or whatever `endpoint_url` points at.
+            Self::Http { status, .. } => {
+                if *status >= 500 || *status == 429 {
+                    Advice::Backoff
+                } else {
+                    Advice::Stop { side: Side::Config }
+                }
+            }
+            Self::Refused { code, status, .. } => advice_for_code(code, *status),
+        }
+    }
 }
 
 impl AwsError {
-    pub fn retry(&self) -> Retry {
-        match self {
-            Self::Setup(_) | Self::InvalidSettings { .. } => Retry::Stop,
-            Self::Transport { .. } | Self::InvalidResponse { .. } => Retry::Backoff,
-            Self::Http { status, .. } => {
-                if *status >= 500 || *status == 429 {
-                    Retry::Backoff
-                } else {
-                    Retry::Stop
-                }
-            }
-            Self::Refused { code, status, .. } => retry_for_code(code, *status),
-        }
-    }
-
     /// STS's error code, when STS answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -109,8 +103,11 @@ fn transport_hint(detail: &str, timed_out: bool) -> &'static str {
 }
 
 /// DESIGN §9: retry throttling, the issuer being unreachable from AWS and 5xx; retry once with
-/// a fresh token when STS did not take the token; never retry refusals.
-fn retry_for_code(code: &str, status: u16) -> Retry {
+/// a fresh token when STS did not take the token; stop on refusals. A refusal of what keyfed
+/// sent (its parameters, its session policy) needs keyfed's configuration changed; any other
+/// refusal (`AccessDenied`, `IDPRejectedClaim`, a disabled region, a code keyfed does not know)
+/// the AWS side.
+fn advice_for_code(code: &str, status: u16) -> Advice {
     match code {
         "IDPCommunicationError"
         | "Throttling"
@@ -118,10 +115,13 @@ fn retry_for_code(code: &str, status: u16) -> Retry {
         | "RequestLimitExceeded"
         | "TooManyRequestsException"
         | "ServiceUnavailable"
-        | "InternalFailure" => Retry::Backoff,
-        "InvalidIdentityToken" | "ExpiredTokenException" => Retry::FreshTokenOnce,
-        _ if status >= 500 => Retry::Backoff,
-        _ => Retry::Stop,
+        | "InternalFailure" => Advice::Backoff,
+        "InvalidIdentityToken" | "ExpiredTokenException" => Advice::FreshSubjectToken,
+        _ if status >= 500 => Advice::Backoff,
+        "ValidationError" | "MalformedPolicyDocument" | "PackedPolicyTooLarge" => {
+            Advice::Stop { side: Side::Config }
+        }
+        _ => Advice::Stop { side: Side::Cloud },
     }
 }
 
@@ -216,17 +216,6 @@ pub(crate) fn hint(code: &str, message: &str, cx: &HintContext<'_>) -> Option<St
     }
 }
 
-/// How the decision reads in a log line.
-impl fmt::Display for Retry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Backoff => "retry with backoff",
-            Self::FreshTokenOnce => "retry once with a fresh token",
-            Self::Stop => "do not retry",
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +231,9 @@ mod tests {
         }
     }
 
+    const CLOUD: Advice = Advice::Stop { side: Side::Cloud };
+    const CONFIG: Advice = Advice::Stop { side: Side::Config };
+
     #[test]
     fn classification_follows_design() {
         for code in [
@@ -250,27 +242,33 @@ mod tests {
             "ThrottlingException",
             "RequestLimitExceeded",
         ] {
-            assert_eq!(refused(code, 400, "").retry(), Retry::Backoff, "{code}");
+            assert_eq!(refused(code, 400, "").advice(), Advice::Backoff, "{code}");
         }
-        assert_eq!(refused("InternalError", 500, "").retry(), Retry::Backoff);
-        assert_eq!(refused("Whatever", 503, "").retry(), Retry::Backoff);
+        assert_eq!(refused("InternalError", 500, "").advice(), Advice::Backoff);
+        assert_eq!(refused("Whatever", 503, "").advice(), Advice::Backoff);
         for code in ["InvalidIdentityToken", "ExpiredTokenException"] {
             assert_eq!(
-                refused(code, 400, "").retry(),
-                Retry::FreshTokenOnce,
+                refused(code, 400, "").advice(),
+                Advice::FreshSubjectToken,
                 "{code}"
             );
         }
+        // The role, its trust policy, the OIDC provider or the region: the AWS side.
         for code in [
             "AccessDenied",
             "IDPRejectedClaim",
-            "MalformedPolicyDocument",
-            "PackedPolicyTooLarge",
-            "ValidationError",
             "RegionDisabledException",
             "SomethingNew",
         ] {
-            assert_eq!(refused(code, 400, "").retry(), Retry::Stop, "{code}");
+            assert_eq!(refused(code, 403, "").advice(), CLOUD, "{code}");
+        }
+        // What keyfed sent: its configuration.
+        for code in [
+            "MalformedPolicyDocument",
+            "PackedPolicyTooLarge",
+            "ValidationError",
+        ] {
+            assert_eq!(refused(code, 400, "").advice(), CONFIG, "{code}");
         }
         let http = |status| AwsError::Http {
             role_arn: String::new(),
@@ -278,9 +276,24 @@ mod tests {
             status,
             body: String::new(),
         };
-        assert_eq!(http(502).retry(), Retry::Backoff);
-        assert_eq!(http(429).retry(), Retry::Backoff);
-        assert_eq!(http(404).retry(), Retry::Stop);
+        assert_eq!(http(502).advice(), Advice::Backoff);
+        assert_eq!(http(429).advice(), Advice::Backoff);
+        assert_eq!(
+            http(404).advice(),
+            CONFIG,
+            "endpoint_url names something else"
+        );
+        let transport = AwsError::Transport {
+            role_arn: String::new(),
+            endpoint: String::new(),
+            detail: "connection refused".to_owned(),
+            timed_out: false,
+        };
+        assert_eq!(transport.advice(), Advice::Backoff);
+        let settings = AwsError::InvalidSettings {
+            detail: String::new(),
+        };
+        assert_eq!(settings.advice(), CONFIG);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! keyfed's client for AWS STS `AssumeRoleWithWebIdentity`: it trades an OIDC token from the
 //! issuer (Keycloak) for temporary credentials of an IAM role. The call is unsigned and goes to
 //! the region's STS endpoint (or `endpoint_url`, or the FIPS endpoint); the SDK's own retries
-//! are off and every failure says, through [`AwsError::retry`], whether to back off, fetch a
-//! fresh token and retry once, or stop (DESIGN §9). Errors quote STS's code and message and add
-//! a hint for the usual IAM misconfigurations (OIDC provider URL and audiences, the role's trust
-//! policy, MaxSessionDuration).
+//! are off and every failure says, through its [`Advice`](keyfed_core::exchange::Advice),
+//! whether to back off, fetch a fresh token and retry once, or stop until keyfed's configuration
+//! or the AWS side changes (DESIGN §9). Errors quote STS's code and message and add a hint for
+//! the usual IAM misconfigurations (OIDC provider URL and audiences, the role's trust policy,
+//! MaxSessionDuration). [`StsExchange`] is AWS's side of keyfed's exchange contract.
 //!
 //! [`session_name`] builds a `RoleSessionName` STS accepts from the target's template.
 //!
@@ -16,11 +17,14 @@
 //! the web identity token and the issued keys; a program using this crate must keep that target
 //! at `debug` or quieter ([`LOG_DIRECTIVE`]).
 //!
-//! This crate knows nothing of keyfed's configuration files, outputs or endpoints.
+//! [`config`] reads and checks a target's `aws` table of keyfed's configuration; beyond that
+//! table this crate knows nothing of keyfed's configuration files, outputs or endpoints.
 
 mod client;
+pub mod config;
 mod credentials;
 mod error;
+mod exchange;
 mod http_client;
 mod session_name;
 mod settings;
@@ -34,7 +38,8 @@ mod tests;
 
 pub use client::StsClient;
 pub use credentials::AwsCredentials;
-pub use error::{AwsError, Retry};
+pub use error::AwsError;
+pub use exchange::StsExchange;
 pub use session_name::session_name;
 pub use settings::{AssumeRoleRequest, StsSettings};
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use keyfed_core::clock::{Clock, ManualClock, unix_seconds};
 use keyfed_core::emulator::{Fault, TestCa};
+use keyfed_core::exchange::{Advice, Advise as _, Side};
 use keyfed_core::http::HttpSettings;
 use keyfed_core::{ExposeSecret as _, SecretString};
 use keyfed_keycloak::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
@@ -16,7 +17,7 @@ use keyfed_keycloak::{
 use url::Url;
 
 use crate::emulator::{Condition, OidcProvider, Role, StsEmulator};
-use crate::{AssumeRoleRequest, AwsCredentials, AwsError, Retry, StsClient, StsSettings};
+use crate::{AssumeRoleRequest, AwsCredentials, AwsError, StsClient, StsSettings};
 
 const AUDIENCE: &str = "sts.amazonaws.com";
 const CLIENT_ID: &str = "host-web-01";
@@ -236,7 +237,7 @@ async fn session_policies_reach_sts() {
     req.policy = Some("{not json".to_owned());
     let e = refused(w.client.assume_role_with_web_identity(&req, &token).await);
     assert_eq!(e.code(), Some("MalformedPolicyDocument"), "{e}");
-    assert_eq!(e.retry(), Retry::Stop);
+    assert_eq!(e.advice(), Advice::Stop { side: Side::Config });
 }
 
 #[tokio::test]
@@ -250,7 +251,7 @@ async fn wrong_audience_asks_for_a_fresh_token_and_names_the_audience_list() {
     );
     assert_no_secret_in(&e, &token);
     assert_eq!(e.code(), Some("InvalidIdentityToken"), "{e}");
-    assert_eq!(e.retry(), Retry::FreshTokenOnce);
+    assert_eq!(e.advice(), Advice::FreshSubjectToken);
     let text = e.to_string();
     assert!(text.contains("\"Incorrect token audience\""), "{text}");
     assert!(text.contains(&w.sts.role_arn(ROLE)), "{text}");
@@ -280,7 +281,7 @@ async fn unknown_provider_says_to_create_one_for_the_issuer() {
     );
     assert_no_secret_in(&e, &token);
     assert_eq!(e.code(), Some("InvalidIdentityToken"), "{e}");
-    assert_eq!(e.retry(), Retry::FreshTokenOnce);
+    assert_eq!(e.advice(), Advice::FreshSubjectToken);
     let text = e.to_string();
     assert!(
         text.contains(&format!(
@@ -300,7 +301,7 @@ async fn failed_trust_condition_is_access_denied_and_final() {
     let w = world(|r| r.condition(Condition::string_equals("sub", &["someone-else"]))).await;
     let e = refused(w.assume(Duration::from_secs(3600)).await);
     assert_eq!(e.code(), Some("AccessDenied"), "{e}");
-    assert_eq!(e.retry(), Retry::Stop);
+    assert_eq!(e.advice(), Advice::Stop { side: Side::Cloud });
     let text = e.to_string();
     assert!(text.contains("HTTP 403"), "{text}");
     assert!(
@@ -332,7 +333,7 @@ async fn unknown_role_is_access_denied() {
     req.role_arn = w.sts.role_arn("no-such-role");
     let e = refused(w.client.assume_role_with_web_identity(&req, &token).await);
     assert_eq!(e.code(), Some("AccessDenied"), "{e}");
-    assert_eq!(e.retry(), Retry::Stop);
+    assert_eq!(e.advice(), Advice::Stop { side: Side::Cloud });
 }
 
 #[tokio::test]
@@ -340,7 +341,7 @@ async fn duration_beyond_the_roles_maximum_says_what_to_change() {
     let w = world(|r| r).await;
     let e = refused(w.assume(Duration::from_secs(7200)).await);
     assert_eq!(e.code(), Some("ValidationError"), "{e}");
-    assert_eq!(e.retry(), Retry::Stop);
+    assert_eq!(e.advice(), Advice::Stop { side: Side::Config });
     let text = e.to_string();
     assert!(
         text.contains(
@@ -377,7 +378,7 @@ async fn expired_token_asks_for_a_fresh_one() {
     );
     assert_no_secret_in(&e, &token);
     assert_eq!(e.code(), Some("ExpiredTokenException"), "{e}");
-    assert_eq!(e.retry(), Retry::FreshTokenOnce);
+    assert_eq!(e.advice(), Advice::FreshSubjectToken);
     assert!(
         e.to_string().contains("Token expired: current date/time"),
         "{e}"
@@ -408,7 +409,7 @@ async fn server_errors_and_throttling_back_off() {
     );
     let e = refused(w.assume(Duration::from_secs(3600)).await);
     assert!(matches!(e, AwsError::Http { status: 500, .. }), "{e:?}");
-    assert_eq!(e.retry(), Retry::Backoff);
+    assert_eq!(e.advice(), Advice::Backoff);
 
     let throttled =
         crate::emulator::xml::error(400, "Throttling", "Rate exceeded", "req-throttled");
@@ -422,7 +423,7 @@ async fn server_errors_and_throttling_back_off() {
     );
     let e = refused(w.assume(Duration::from_secs(3600)).await);
     assert_eq!(e.code(), Some("Throttling"), "{e}");
-    assert_eq!(e.retry(), Retry::Backoff);
+    assert_eq!(e.advice(), Advice::Backoff);
     assert!(e.to_string().contains("\"Rate exceeded\""), "{e}");
 
     let unavailable =
@@ -436,7 +437,7 @@ async fn server_errors_and_throttling_back_off() {
         Some(1),
     );
     let e = refused(w.assume(Duration::from_secs(3600)).await);
-    assert_eq!(e.retry(), Retry::Backoff, "{e}");
+    assert_eq!(e.advice(), Advice::Backoff, "{e}");
 
     // The faults were used up; STS works again.
     w.assume(Duration::from_secs(3600))
@@ -456,7 +457,7 @@ async fn a_dropped_connection_backs_off() {
     w.sts.control().inject("/", Fault::Drop, Some(1));
     let e = refused(w.assume(Duration::from_secs(3600)).await);
     assert!(matches!(e, AwsError::Transport { .. }), "{e:?}");
-    assert_eq!(e.retry(), Retry::Backoff);
+    assert_eq!(e.advice(), Advice::Backoff);
     assert!(e.to_string().contains(&w.sts.endpoint_url()), "{e}");
 }
 
@@ -466,7 +467,7 @@ async fn a_malformed_answer_backs_off() {
     w.sts.control().inject("/", Fault::Malformed, Some(1));
     let e = refused(w.assume(Duration::from_secs(3600)).await);
     assert!(matches!(e, AwsError::InvalidResponse { .. }), "{e:?}");
-    assert_eq!(e.retry(), Retry::Backoff);
+    assert_eq!(e.advice(), Advice::Backoff);
 }
 
 /// issue 7: STS answers were buffered whatever their size; the README promises 1 MiB.
@@ -495,7 +496,7 @@ async fn an_answer_over_1_mib_is_refused() {
             "the body is not quoted: {} bytes",
             text.len()
         );
-        assert_eq!(e.retry(), Retry::Backoff);
+        assert_eq!(e.advice(), Advice::Backoff);
     }
     // Exactly 1 MiB is read (and is not an STS answer).
     w.sts.control().inject(
@@ -598,7 +599,7 @@ async fn a_slow_sts_times_out_and_backs_off() {
         ),
         "{e:?}"
     );
-    assert_eq!(e.retry(), Retry::Backoff);
+    assert_eq!(e.advice(), Advice::Backoff);
 }
 
 #[tokio::test]

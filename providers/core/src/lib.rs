@@ -1,12 +1,18 @@
 //! What every keyfed provider crate shares, and nothing more: the injected clock, the secret
-//! type, the outbound HTTP client (rustls, system roots plus an optional CA file, proxies from
-//! `HTTPS_PROXY`/`NO_PROXY`, timeouts, the loopback-only rule for plain `http://`), and — behind
+//! type, the exchange contract (a subject token in, a credential with an exact expiry out, and
+//! the advice every error carries: back off, fetch a fresh subject token, or stop), the outbound
+//! HTTP client (rustls, system roots plus an optional CA file, proxies from
+//! `HTTPS_PROXY`/`NO_PROXY`, timeouts, the loopback-only rule for plain `http://`), the pieces
+//! each provider reads its own configuration table with (`config`: human durations, the shared
+//! HTTP keys, errors naming a key within the table), and — behind
 //! the `emulator` feature — the HTTP(S) server plumbing with fault injection that the providers'
 //! emulators are built on.
 //!
 //! Provider crates depend on this one; it knows nothing of keyfed's files, endpoints or systemd.
 
 pub mod clock;
+pub mod config;
+pub mod exchange;
 pub mod http;
 pub mod secret;
 
@@ -14,4 +20,5 @@ pub mod secret;
 pub mod emulator;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use exchange::{Advice, Advise, Exchange, Expiring, Side};
 pub use secret::{ExposeSecret, REDACTED, SecretString};

@@ -61,19 +61,6 @@ pub enum KeycloakError {
     Assertion { issuer: String, detail: String },
 }
 
-impl KeycloakError {
-    /// Worth retrying later: the network, a timeout or a 5xx/429 answer, not a refusal.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Transport { .. } | Self::InvalidResponse { .. } => true,
-            Self::Http { status, .. } | Self::OAuth { status, .. } => {
-                *status >= 500 || *status == 429
-            }
-            Self::Setup { .. } | Self::TokenRejected { .. } | Self::Assertion { .. } => false,
-        }
-    }
-}
-
 fn hint_line(hint: &Option<String>) -> String {
     hint.as_deref()
         .map(|h| format!("\n  hint: {h}"))

@@ -11,6 +11,7 @@
 //! This crate knows nothing of keyfed's configuration files, outputs or endpoints.
 
 mod assertion;
+mod classify;
 mod client;
 mod discovery;
 mod error;
