@@ -4,14 +4,19 @@
 //! a fleet of hosts started together does not refresh together), and never later than the
 //! consumer's own refresh window before expiry when the lifetime allows it: botocore refreshes
 //! process and container credentials with under 15 minutes left, so an AWS credential is
-//! refreshed while it still has more than that.
+//! refreshed while it still has more than that. Nor later than the moment the engine stops
+//! serving it ([`EXPIRY_MARGIN`] before expiry), so a short-lived token (under about 90 s) is
+//! replaced before it stops being usable rather than after.
 
 use std::time::{Duration, SystemTime};
+
+use super::target::EXPIRY_MARGIN;
 
 /// The moment to refresh a credential issued at `issued` that expires at `expires`.
 ///
 /// `jitter` is clamped to ±0.1. `consumer_window` is how long before expiry consumers start
-/// asking for a new credential (zero when none does).
+/// asking for a new credential (zero when none does); the engine's own [`EXPIRY_MARGIN`] counts
+/// as one too.
 pub fn refresh_at(
     issued: SystemTime,
     expires: SystemTime,
@@ -27,7 +32,7 @@ pub fn refresh_at(
     let base = lifetime.mul_f64(2.0 / 3.0 * (1.0 + jitter));
     // The window is honoured only while it leaves at least a third of the lifetime before the
     // refresh, so a short-lived credential is not refreshed the moment it arrives.
-    let latest = lifetime.saturating_sub(consumer_window);
+    let latest = lifetime.saturating_sub(consumer_window.max(EXPIRY_MARGIN));
     let after = if latest >= lifetime / 3 {
         base.min(latest)
     } else {
@@ -63,6 +68,11 @@ mod tests {
         assert_eq!(
             refresh_at(at(T0), at(T0 + 300), 0.0, Duration::ZERO),
             at(T0 + 200)
+        );
+        // A 60 s token is replaced before the engine stops serving it, 30 s before expiry.
+        assert_eq!(
+            refresh_at(at(T0), at(T0 + 60), 0.0, Duration::ZERO),
+            at(T0 + 30)
         );
         // Already expired (clock skew): refresh at once.
         assert_eq!(refresh_at(at(T0), at(T0 - 5), 0.0, window), at(T0));

@@ -32,7 +32,9 @@ impl Server {
             panic!("{test}: {reason}; run tests/run, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
         };
         let admin = std::env::var("KEYFED_TEST_KEYCLOAK_ADMIN").unwrap_or_default();
-        let (user, password) = admin.split_once(':').unwrap_or(("admin", "admin"));
+        let (user, password) = admin.split_once(':').unwrap_or_else(|| {
+            panic!("{test}: KEYFED_TEST_KEYCLOAK_ADMIN must be user:password (tests/run sets it)")
+        });
         Some(Self {
             url,
             admin: (user.to_owned(), password.to_owned()),

@@ -247,7 +247,7 @@ fn authenticate_assertion<'a>(
     let now = unix_seconds(state.clock.now());
     let time = |name: &str| claims.get(name).and_then(Value::as_u64);
     let exp = time("exp").ok_or_else(|| jwt_failed("Token exp claim is required"))?;
-    if now > exp + SKEW {
+    if now > exp.saturating_add(SKEW) {
         return Err(jwt_failed("Token is not active"));
     }
     match time("iat") {
@@ -261,7 +261,7 @@ fn authenticate_assertion<'a>(
             return Err(jwt_failed("Token was issued in the future"));
         }
         Some(_) if exp <= now => return Err(jwt_failed("Token is not active")),
-        Some(iat) if now > iat + MAX_EXP => {
+        Some(iat) if now > iat.saturating_add(MAX_EXP) => {
             return Err(jwt_failed(
                 "Token was issued too far in the past to be used now",
             ));
@@ -273,7 +273,7 @@ fn authenticate_assertion<'a>(
         .used_jtis
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !used.first_use(&format!("{sub}:{jti}"), exp + SKEW, now) {
+    if !used.first_use(&format!("{sub}:{jti}"), exp.saturating_add(SKEW), now) {
         return Err(jwt_failed("Token reuse detected"));
     }
     Ok(client)
