@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::util::keycloak::{AZURE_AUD, Clients, GCP_AUD, Server};
 use crate::util::{API_AUD, AWS_AUD, Fixture, JWT_SECRET, SECRET, issuer, target};
