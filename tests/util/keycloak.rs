@@ -16,7 +16,13 @@ pub struct Server {
     admin: (String, String),
     log: Option<String>,
     pub http: reqwest::Client,
+    /// The admin token and when it was fetched: a password grant costs Keycloak a deliberately
+    /// slow password hash, so one token serves the calls of the next minute.
+    token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
+
+/// How long an admin token is reused: `admin-cli` tokens live 60 s.
+const ADMIN_TOKEN_REUSE: std::time::Duration = std::time::Duration::from_secs(45);
 
 impl Server {
     /// The server `tests/run` started. Without one the test fails, unless
@@ -40,6 +46,7 @@ impl Server {
             admin: (user.to_owned(), password.to_owned()),
             log: std::env::var("KEYFED_TEST_KEYCLOAK_LOG").ok(),
             http: crate::util::http::client(),
+            token: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -54,7 +61,15 @@ impl Server {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// A token for the admin API, reused while young.
     pub async fn admin_token(&self) -> String {
+        let mut cached = self.token.lock().await;
+        if let Some((token, at)) = cached.as_ref()
+            && at.elapsed() < ADMIN_TOKEN_REUSE
+        {
+            return token.clone();
+        }
+        let fetched_at = std::time::Instant::now();
         let answer: Value = self
             .http
             .post(format!(
@@ -73,10 +88,12 @@ impl Server {
             .json()
             .await
             .unwrap_or_else(|e| panic!("admin token: {e}"));
-        answer["access_token"]
+        let token = answer["access_token"]
             .as_str()
             .unwrap_or_else(|| panic!("no admin token: {answer}\n{}", self.log_tail()))
-            .to_owned()
+            .to_owned();
+        *cached = Some((token.clone(), fetched_at));
+        token
     }
 
     /// Calls the admin API at `path` (under `/admin/realms`): its status and JSON body (`Null`
