@@ -1,7 +1,7 @@
 //! What the daemon serves, built from one configuration and replaced as a whole on reload: the
 //! engine, and for each target who may have its credentials and where the endpoint serves it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use keyfed_core::clock::Clock;
@@ -10,14 +10,24 @@ use crate::config::{Access, Config};
 use crate::engine::{Engine, TargetEngine};
 use crate::sources;
 
+/// Where a target's path on a face leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FacePath {
+    /// The face's name (`container`).
+    pub face: &'static str,
+    pub target: String,
+}
+
 #[derive(Debug)]
 pub struct Served {
     pub engine: Engine,
     pub access: BTreeMap<String, Access>,
-    /// Container face path → target name.
-    pub container_paths: BTreeMap<String, String>,
-    /// Targets some listen address serves on its IMDSv2 face.
-    pub imds_targets: std::collections::BTreeSet<String>,
+    /// The paths targets chose on the faces that give targets paths (`container_path`): path →
+    /// the face and the target.
+    pub face_paths: BTreeMap<String, FacePath>,
+    /// `(face, target)` for each target some listen address serves on a face with one target
+    /// per address (`imds_target`).
+    pub face_targets: BTreeSet<(&'static str, String)>,
     /// Each target's kind ("token", "aws").
     pub kinds: BTreeMap<String, &'static str>,
     /// Each target's settings with its issuer's (secrets redacted): a reload keeps a target's
@@ -48,15 +58,24 @@ impl Served {
             .values()
             .map(|t| (t.name.clone(), t.access.clone()))
             .collect();
-        let container_paths = config
+        let face_paths = config
             .targets
             .values()
-            .filter_map(|t| t.container_path.clone().map(|p| (p, t.name.clone())))
+            .flat_map(|t| {
+                crate::config::paths_of(t).map(|(face, path)| {
+                    let at = FacePath {
+                        face: face.name,
+                        target: t.name.clone(),
+                    };
+                    (path.to_owned(), at)
+                })
+            })
             .collect();
-        let imds_targets = config
+        let face_targets = config
             .endpoint
             .iter()
-            .flat_map(|e| e.listen.iter().filter_map(|l| l.imds_target.clone()))
+            .flat_map(|e| &e.listen)
+            .flat_map(|l| l.targets.iter().map(|(face, t)| (*face, t.clone())))
             .collect();
         let kinds = config
             .targets
@@ -76,22 +95,42 @@ impl Served {
         Ok(Self {
             engine,
             access,
-            container_paths,
-            imds_targets,
+            face_paths,
+            face_targets,
             kinds,
             fingerprints,
         })
     }
 
+    /// Serves `engine`'s targets, open to everyone, at `face_paths` and `face_targets` (tests
+    /// of the endpoint, which need no configuration file).
+    #[cfg(test)]
+    pub fn for_tests(
+        engine: Engine,
+        face_paths: BTreeMap<String, FacePath>,
+        face_targets: BTreeSet<(&'static str, String)>,
+    ) -> Self {
+        Self {
+            engine,
+            access: BTreeMap::new(),
+            face_paths,
+            face_targets,
+            kinds: BTreeMap::new(),
+            fingerprints: BTreeMap::new(),
+        }
+    }
+
     /// Where the target's credentials can be had besides its output files.
     pub fn faces(&self, name: &str) -> Vec<String> {
         let mut faces = vec!["control socket".to_owned()];
-        if self.imds_targets.contains(name) {
-            faces.push("imds".to_owned());
-        }
-        for (path, target) in &self.container_paths {
+        for (face, target) in &self.face_targets {
             if target == name {
-                faces.push(format!("container {path}"));
+                faces.push((*face).to_owned());
+            }
+        }
+        for (path, at) in &self.face_paths {
+            if at.target == name {
+                faces.push(format!("{} {path}", at.face));
             }
         }
         faces

@@ -1,6 +1,8 @@
 //! Wiring: each configured target becomes a [`TargetEngine`] with its upstream [`Source`] —
 //! a Keycloak token alone ([`TokenSource`]), or a Keycloak token traded with a cloud
-//! ([`ExchangedSource`], one for every cloud: AWS STS today) — and its outputs.
+//! ([`ExchangedSource`], one for every cloud: AWS STS today) — and its outputs. A source issues
+//! the keyed variants ("slots") its cloud has ([`Exchange::has_slot`]); AWS and bare tokens
+//! have none, so the engine refuses every slot of theirs without an upstream call.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -11,12 +13,12 @@ use std::time::Duration;
 use keyfed_aws::{AssumeRoleRequest, StsClient, StsExchange, StsSettings};
 use keyfed_core::SecretString;
 use keyfed_core::clock::Clock;
-use keyfed_core::exchange::{Advice, Advise as _, Exchange, Side};
+use keyfed_core::exchange::{Advice, Advise as _, Exchange, Side, SlotKey};
 use keyfed_keycloak::{AccessToken, KeycloakClient, TokenRequest};
 
 use crate::config::{AwsExchange, Config, Exchange as TargetExchange, Target};
 use crate::credential::Credential;
-use crate::engine::{Engine, Fetch, FetchError, Source, TargetEngine};
+use crate::engine::{Engine, Fetch, FetchError, Slots, Source, TargetEngine};
 
 /// botocore asks for new process/container credentials with less than 15 minutes left.
 pub const AWS_CONSUMER_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -58,8 +60,13 @@ pub struct TokenSource {
 }
 
 impl Source for TokenSource {
-    fn fetch(&self) -> Fetch<'_> {
-        Box::pin(async move { self.issuer.token().await.map(Credential::Token) })
+    fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a> {
+        Box::pin(async move {
+            match slot {
+                None => self.issuer.token().await.map(Credential::Token),
+                Some(slot) => Err(FetchError::no_slot(slot)),
+            }
+        })
     }
 
     fn consumer_window(&self) -> Duration {
@@ -96,12 +103,23 @@ where
     E::Credential: Into<Credential>,
     T: SubjectTokens,
 {
-    fn fetch(&self) -> Fetch<'_> {
+    fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a> {
         Box::pin(async move {
+            // Checked before the issuer is asked for a token the cloud would never see.
+            if let Some(slot) = slot.filter(|s| !self.exchange.has_slot(s)) {
+                return Err(FetchError::no_slot(slot));
+            }
             let mut fresh_token_retry = true;
             loop {
                 let token = self.tokens.subject_token().await?;
-                let e = match self.exchange.exchange(&token).await {
+                let exchanged = match slot {
+                    None => self.exchange.exchange(&token).await,
+                    Some(slot) => match self.exchange.exchange_slot(&token, slot) {
+                        Some(exchange) => exchange.await,
+                        None => return Err(FetchError::no_slot(slot)),
+                    },
+                };
+                let e = match exchanged {
                     Ok(credential) => return Ok(credential.into()),
                     Err(e) => e,
                 };
@@ -122,6 +140,10 @@ where
                 }
             }
         })
+    }
+
+    fn has_slot(&self, slot: &SlotKey) -> bool {
+        self.exchange.has_slot(slot)
     }
 
     fn consumer_window(&self) -> Duration {
@@ -165,6 +187,13 @@ pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<
     })
 }
 
+/// The variants of its credential a target keeps fresh besides the main one, and how many
+/// asked for on demand it keeps. No target's configuration names any yet: Google Cloud's
+/// scopes and ID-token audiences, and Azure's resources, will be read here.
+fn slots(_target: &Target) -> Slots {
+    Slots::default()
+}
+
 /// One client per issuer, shared by its targets.
 pub fn keycloak_clients(
     config: &mut Config,
@@ -189,14 +218,18 @@ pub fn engine(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Engin
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("target {} lost its issuer", target.name))?;
         let source = source(keycloak, &target)?;
-        targets.push(TargetEngine::new(
-            target.name,
-            source,
-            target.outputs,
-            Arc::clone(&clock),
-            config.engine.backoff,
-            config.engine.attempt_timeout,
-        ));
+        let slots = slots(&target);
+        targets.push(
+            TargetEngine::new(
+                target.name,
+                source,
+                target.outputs,
+                Arc::clone(&clock),
+                config.engine.backoff,
+                config.engine.attempt_timeout,
+            )
+            .with_slots(slots)?,
+        );
     }
     Ok(Engine::new(targets))
 }

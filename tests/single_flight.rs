@@ -65,7 +65,7 @@ async fn sts_on(fx: &Fixture, clock: Arc<dyn Clock>, roles: &[&str]) -> Arc<StsE
             .await
             .unwrap_or_else(|e| panic!("sts emulator: {e}")),
     );
-    fx.known.add_emulators(None, Some(&sts));
+    fx.known.add_emulator(&sts);
     sts
 }
 

@@ -677,7 +677,7 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
             .await
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    fx.known.add_emulators(None, Some(&sts));
+    fx.known.add_emulator(&sts);
     // Consumers reach the runtime folder through the fixture's folder.
     crate::util::set_mode(fx.dir.path(), 0o711);
 

@@ -1,6 +1,8 @@
 //! The host's side of AWS targets: a target's `aws` table, checked by `keyfed_aws::config` with
 //! its errors put at their full key path (`targets.NAME.aws.role_arn`); the output kinds AWS
-//! consumers read and their keys (`profile`, `merge`); and how `keyfed check` shows both.
+//! consumers read and their keys (`profile`, `merge`); the endpoint faces AWS SDKs call (IMDSv2
+//! and container, served by `crate::endpoint`'s modules of those names); and how `keyfed check`
+//! shows them.
 
 use keyfed_aws::config::RawAws;
 use keyfed_core::config::{KeyError, Keys};
@@ -8,6 +10,7 @@ use serde::{Deserialize as _, Deserializer};
 use toml::{Table, Value};
 
 use super::ConfigError;
+use super::endpoint::FaceSpec;
 use super::output::{OutputKindSpec, RawOutput};
 use super::resolve::Ctx;
 use crate::outputs::OutputKind;
@@ -44,6 +47,28 @@ pub(super) const OUTPUT_KINDS: [OutputKindSpec; 3] = [
         name: "web-identity-token",
         target: "token",
         build: |_| Ok(OutputKind::Token),
+    },
+];
+
+/// The endpoint faces AWS SDKs call.
+pub(super) const FACES: [FaceSpec; 2] = [
+    // IMDSv2, as on EC2: one target per listen address, its role name the target's name.
+    FaceSpec {
+        name: "imds",
+        title: "IMDS",
+        target_key: Some("imds_target"),
+        path_key: None,
+        serves: &["aws"],
+        reserved: &["/latest"],
+    },
+    // The ECS-style container endpoint: each target at a path of its own.
+    FaceSpec {
+        name: "container",
+        title: "container",
+        target_key: None,
+        path_key: Some("container_path"),
+        serves: &["aws"],
+        reserved: &[],
     },
 ];
 

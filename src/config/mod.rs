@@ -32,7 +32,9 @@ use std::path::{Path, PathBuf};
 
 pub use aws::AwsExchange;
 pub use control::SocketSpec;
-pub use endpoint::EndpointSettings;
+#[cfg(test)]
+pub use endpoint::Listen;
+pub use endpoint::{EndpointSettings, FaceSpec, HEALTH_PATHS, face, faces, paths_of};
 pub use error::ConfigError;
 pub use issuer::{Issuer, SecretSource};
 pub use resolve::Host;

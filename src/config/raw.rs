@@ -1,13 +1,15 @@
 //! The configuration file exactly as written: serde structs that refuse unknown keys. Nothing
 //! here is validated beyond types; `resolve.rs` turns these into a checked [`super::Config`].
 //! Tables with modules of their own declare their raw form there: issuers (`issuer.rs`),
-//! outputs (`output.rs`), and each cloud's table in its provider crate (`keyfed_aws::config`).
+//! outputs (`output.rs`), the endpoint (`endpoint.rs`), and each cloud's table in its provider
+//! crate (`keyfed_aws::config`).
 
 use std::collections::BTreeMap;
 
 use keyfed_core::config::HumanDuration;
 use serde::Deserialize;
 
+use super::endpoint::RawEndpoint;
 use super::issuer::RawIssuer;
 use super::output::RawOutput;
 
@@ -21,67 +23,6 @@ pub struct RawConfig {
     pub control: Option<RawControl>,
     pub engine: Option<RawEngine>,
     pub endpoint: Option<RawEndpoint>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEndpoint {
-    pub listen: Option<Vec<RawListen>>,
-    pub allow_remote: Option<bool>,
-    pub imds_target: Option<String>,
-    pub imds_v1: Option<bool>,
-    pub health_listen: Option<String>,
-    pub container_token_file: Option<String>,
-    pub container_token_group: Option<String>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_user: Option<usize>,
-    pub allowed_hosts: Option<Vec<String>>,
-    pub request_timeout: Option<HumanDuration>,
-}
-
-/// `"127.0.0.1:9911"`, or `{ address = "…", imds_target = "…" }` to serve another target on
-/// that address's IMDS face.
-#[derive(Debug)]
-pub struct RawListen {
-    pub address: String,
-    pub imds_target: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawListenTable {
-    address: String,
-    imds_target: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for RawListen {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawListen;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an address string or a table { address, imds_target }")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawListen {
-                    address: v.to_owned(),
-                    imds_target: None,
-                })
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let t =
-                    RawListenTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawListen {
-                    address: t.address,
-                    imds_target: t.imds_target,
-                })
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
 }
 
 #[derive(Debug, Deserialize)]

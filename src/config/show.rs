@@ -170,13 +170,14 @@ fn show_endpoint(e: &super::EndpointSettings) -> Table {
         .map(|l| {
             let mut entry = Table::new();
             entry.insert("address".into(), l.address.to_string().into());
-            entry.insert(
-                "imds_target".into(),
-                l.imds_target
-                    .clone()
-                    .unwrap_or_else(|| "(none: IMDS off)".to_owned())
-                    .into(),
-            );
+            for face in super::faces() {
+                if let Some(key) = face.target_key {
+                    let target = l
+                        .target(face.name)
+                        .map_or_else(|| format!("(none: {} off)", face.title), str::to_owned);
+                    entry.insert(key.into(), target.into());
+                }
+            }
             Value::Table(entry)
         })
         .collect();

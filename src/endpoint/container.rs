@@ -1,45 +1,133 @@
 //! The AWS container (ECS-style) face: `GET <target's container_path>` with `Authorization`
-//! equal to the token keyfed wrote to `endpoint.container_token_file` answers
-//! `{"AccessKeyId","SecretAccessKey","Token","Expiration"}`. SDKs find it through
-//! `AWS_CONTAINER_CREDENTIALS_FULL_URI` and `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
+//! equal to the token keyfed wrote to `endpoint.container_token_file` (at each start, mode
+//! 0640, group `container_token_group`) answers `{"AccessKeyId","SecretAccessKey","Token",
+//! "Expiration"}`. SDKs find it through `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`. A missing or wrong token is 401.
 
-use axum::http::{HeaderMap, header};
-use axum::response::IntoResponse as _;
-use keyfed_core::ExposeSecret as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use keyfed_core::clock::rfc3339;
+use keyfed_core::{ExposeSecret as _, SecretString};
 use serde_json::json;
 
+use super::Core;
+use super::documents::Key;
+use super::face::{Answer, Face};
 use super::refusal::Refusal;
 use super::server::Peer;
-use super::{Face, Shared};
+use crate::config::FaceSpec;
 use crate::credential::Credential;
+use crate::outputs::{FileSpec, write_atomic};
 
-pub async fn answer(
-    shared: &Shared,
-    target: &str,
-    peer: Peer,
-    headers: &HeaderMap,
-) -> axum::response::Response {
-    let result = async {
+/// The face's name, as its `FaceSpec` declares it, and its document's format.
+const NAME: &str = "container";
+
+/// The container face: the token its callers must send.
+pub struct Container {
+    spec: &'static FaceSpec,
+    core: Arc<Core>,
+    token: SecretString,
+}
+
+/// Writes a fresh token to `endpoint.container_token_file` and builds the face.
+pub fn start(core: &Arc<Core>) -> anyhow::Result<Arc<dyn Face>> {
+    let settings = core.settings();
+    let token = super::random_token();
+    let spec = FileSpec {
+        mode: 0o640,
+        owner: None,
+        group: settings.container_token_group,
+    };
+    write_atomic(&settings.container_token_file, token.as_bytes(), spec).with_context(|| {
+        format!(
+            "cannot write the container token file {}",
+            settings.container_token_file.display()
+        )
+    })?;
+    Ok(Arc::new(Container {
+        spec: super::declared(NAME)?,
+        core: Arc::clone(core),
+        token: SecretString::from(token),
+    }))
+}
+
+/// The container face's statuses: a missing or wrong token is 401.
+#[deny(
+    clippy::wildcard_enum_match_arm,
+    clippy::match_wildcard_for_single_variants
+)]
+fn status(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::Forwarded => StatusCode::FORBIDDEN,
+        Refusal::ForeignHost(_) => StatusCode::FORBIDDEN,
+        Refusal::FromBrowser => StatusCode::FORBIDDEN,
+        Refusal::MissingHeader(_) => StatusCode::UNAUTHORIZED,
+        Refusal::BadToken => StatusCode::UNAUTHORIZED,
+        Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+        Refusal::NotFound => StatusCode::NOT_FOUND,
+        Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl Face for Container {
+    fn spec(&self) -> &'static FaceSpec {
+        self.spec
+    }
+
+    /// None of its own: it answers at the paths targets chose (`container_path`).
+    fn routes(self: Arc<Self>) -> Router {
+        Router::new()
+    }
+
+    fn status(&self, refusal: &Refusal) -> StatusCode {
+        status(refusal)
+    }
+
+    fn at_path(self: Arc<Self>, target: String, peer: Peer, request: Request) -> Answer {
+        Box::pin(async move {
+            let result = if request.method() == Method::GET {
+                self.serve(&target, peer, request.headers()).await
+            } else {
+                Err(Refusal::NotFound)
+            };
+            self.core.answer(&*self, result)
+        })
+    }
+}
+
+impl Container {
+    /// The token check, then the target's document.
+    async fn serve(
+        &self,
+        target: &str,
+        peer: Peer,
+        headers: &HeaderMap,
+    ) -> Result<Response, Refusal> {
         let given = headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(header::AUTHORIZATION)
             .ok_or(Refusal::MissingHeader("Authorization"))?;
-        if !constant_time_eq(
-            given.as_bytes(),
-            shared.container_token.expose_secret().as_bytes(),
-        ) {
+        if !constant_time_eq(given.as_bytes(), self.token.expose_secret().as_bytes()) {
             return Err(Refusal::BadToken);
         }
-        let served = shared.served();
-        let issued = shared.credential(&served, target, peer).await?;
-        let body = shared
-            .documents
-            .get(target, &issued, render)
+        let served = self.core.served();
+        let issued = self.core.credential(&served, target, peer).await?;
+        let key = Key {
+            target,
+            slot: None,
+            format: NAME,
+        };
+        let body = self
+            .core
+            .document(key, &issued, render)
             .ok_or(Refusal::NotFound)?;
         Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
     }
-    .await;
-    shared.answer(Face::Container, result)
 }
 
 /// The container face's document for an AWS credential.
@@ -70,6 +158,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// issue 9: the container face's statuses, one per refusal (the match in `status` names
+    /// every one).
+    #[test]
+    fn statuses() {
+        let statuses: Vec<u16> = super::super::refusal::every()
+            .iter()
+            .map(|r| status(r).as_u16())
+            .collect();
+        assert_eq!(statuses, [403, 403, 403, 401, 401, 400, 403, 404, 503]);
+    }
 
     #[test]
     fn compares_whole_tokens() {

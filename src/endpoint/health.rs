@@ -4,26 +4,27 @@
 //! and `/metrics` (Prometheus text format).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyfed_core::clock::unix_seconds;
 
-use super::{Face, Shared};
+use super::{Core, HEALTH};
 use crate::engine::{LATENCY_BUCKETS, Phase};
 
-pub async fn healthz(State(shared): State<Shared>) -> Response {
-    shared.count(Face::Health, StatusCode::OK);
+pub async fn healthz(State(core): State<Arc<Core>>) -> Response {
+    core.count(HEALTH, StatusCode::OK);
     "ok\n".into_response()
 }
 
 pub async fn readyz(
-    State(shared): State<Shared>,
+    State(core): State<Arc<Core>>,
     peer: axum::Extension<super::server::Peer>,
 ) -> Response {
-    let served = shared.served();
-    let now = shared.clock.now();
+    let served = core.served();
+    let now = core.now();
     let mut waiting = String::new();
     let mut hidden = 0usize;
     for target in served.engine.targets() {
@@ -51,7 +52,7 @@ pub async fn readyz(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    shared.count(Face::Health, status);
+    core.count(HEALTH, status);
     let body = if waiting.is_empty() {
         "ready\n".to_owned()
     } else {
@@ -61,11 +62,11 @@ pub async fn readyz(
 }
 
 pub async fn metrics(
-    State(shared): State<Shared>,
+    State(core): State<Arc<Core>>,
     peer: axum::Extension<super::server::Peer>,
 ) -> Response {
-    shared.count(Face::Health, StatusCode::OK);
-    let mut response = render(&shared, peer.uid).into_response();
+    core.count(HEALTH, StatusCode::OK);
+    let mut response = render(&core, peer.uid).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -79,8 +80,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The metrics of the targets `uid` may have (restricted targets' names and states are theirs
 /// alone), and the endpoint's request counts.
-fn render(shared: &Shared, uid: Option<u32>) -> String {
-    let served = shared.served();
+fn render(core: &Core, uid: Option<u32>) -> String {
+    let served = core.served();
     let snapshots: Vec<_> = served
         .engine
         .targets()
@@ -142,6 +143,16 @@ fn render(shared: &Shared, uid: Option<u32>) -> String {
             }
         }
     }
+    let name = "keyfed_slot_evictions_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "On-demand credential variants dropped (least recently used) to stay within the target's bound.",
+    );
+    for (target, s) in &snapshots {
+        let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", s.slot_evictions);
+    }
     let name = "keyfed_refreshes_total";
     family(&mut out, name, "counter", "Refresh attempts by outcome.");
     for (target, s) in &snapshots {
@@ -186,7 +197,7 @@ fn render(shared: &Shared, uid: Option<u32>) -> String {
         "counter",
         "Endpoint requests by face and status.",
     );
-    for ((face, status), count) in shared.request_counts() {
+    for ((face, status), count) in core.request_counts() {
         let _ = writeln!(out, "{name}{{face=\"{face}\",status=\"{status}\"}} {count}");
     }
     out

@@ -1,13 +1,17 @@
-//! The local metadata endpoint: one HTTP listener (loopback by default) serving the AWS IMDSv2
-//! face (`imds.rs`), the AWS container face (`container.rs`), and health, readiness and
-//! Prometheus metrics (`health.rs`). Every request first passes the DNS-rebinding guard
-//! (`guard.rs`: `Host` must name this endpoint; no `Origin`, `Sec-Fetch-*` or
-//! `X-Forwarded-For`); each face then checks its SDK's header or secret. Statuses come from one place
-//! (`refusal.rs`); per-target access control from `crate::access`; connection caps from
-//! `crate::caps`. Reads the `[endpoint]` configuration section.
+//! The local metadata endpoint: HTTP listeners (loopback by default) serving the faces SDKs
+//! fetch credentials from, and health, readiness and Prometheus metrics (`health.rs`). A face is
+//! a module of its own (`face.rs` says what one is; `FACES` below lists them); this core knows
+//! none by name. Every request first passes the DNS-rebinding guard (`guard.rs`: `Host` must
+//! name this endpoint; no `Origin`, `Sec-Fetch-*` or `X-Forwarded-For`); the face then checks
+//! its SDK's header or secret and answers through [`Core`]: the served targets, per-target
+//! access control (`crate::access`), credentials, rendered bodies (`documents.rs`), its own
+//! statuses for the refusals of `refusal.rs`, and request counts. Connection caps
+//! (`crate::caps`), header limits and timed writes are the server's (`server.rs`). Reads the
+//! `[endpoint]` configuration section.
 
 mod container;
 mod documents;
+mod face;
 mod guard;
 mod health;
 mod imds;
@@ -15,89 +19,75 @@ mod refusal;
 mod server;
 mod timed_io;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use keyfed_core::SecretString;
+use axum::routing::get;
 use keyfed_core::clock::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::caps::{Caps, Limits};
-use crate::config::EndpointSettings;
-use crate::engine::Issued;
-use crate::outputs::{FileSpec, write_atomic};
+use crate::config::{EndpointSettings, FaceSpec, HEALTH_PATHS};
+use crate::credential::Credential;
+use crate::engine::{Issued, TargetEngine};
 use crate::served::Served;
+use face::{Face, Start};
 pub use refusal::Refusal;
 use server::Peer;
 
-/// Which face answered, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Face {
-    Imds,
-    Container,
-    Health,
-    Other,
-}
+/// Every face, one line each (each module's `start` builds it). A face's configuration is its
+/// `FaceSpec`, declared with its cloud's glue in `crate::config`.
+const FACES: [Start; 2] = [imds::start, container::start];
 
-impl Face {
-    /// The face a path belongs to, for counting requests refused before any face saw them.
-    fn of_path(path: &str) -> Self {
-        match path {
-            "/healthz" | "/readyz" | "/metrics" => Self::Health,
-            p if p.starts_with("/latest/") => Self::Imds,
-            _ => Self::Other,
-        }
-    }
+/// The metrics label of /healthz, /readyz and /metrics.
+const HEALTH: &str = "health";
+/// The metrics label of requests for paths nothing serves.
+const OTHER: &str = "other";
 
-    fn label(self) -> &'static str {
-        match self {
-            Self::Imds => "imds",
-            Self::Container => "container",
-            Self::Health => "health",
-            Self::Other => "other",
-        }
-    }
-}
-
-/// State every handler shares.
+/// What every face is given: the served targets and the services around them.
 #[derive(Debug)]
-pub struct Inner {
+pub struct Core {
     served: watch::Receiver<Arc<Served>>,
     settings: EndpointSettings,
-    hosts: guard::Hosts,
-    tokens: Mutex<imds::Tokens>,
-    container_token: SecretString,
-    requests: Mutex<BTreeMap<(Face, u16), u64>>,
+    /// Answers by face (or `health`, `other`) and status.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     documents: documents::Documents,
     clock: Arc<dyn Clock>,
 }
 
-pub type Shared = Arc<Inner>;
-
-impl Inner {
-    fn served(&self) -> Arc<Served> {
+impl Core {
+    /// What is served now (replaced as a whole on reload).
+    pub fn served(&self) -> Arc<Served> {
         Arc::clone(&self.served.borrow())
     }
 
-    fn lock_tokens(&self) -> MutexGuard<'_, imds::Tokens> {
-        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn settings(&self) -> &EndpointSettings {
+        &self.settings
     }
 
-    fn count(&self, face: Face, status: StatusCode) {
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    fn count(&self, label: &'static str, status: StatusCode) {
         *self
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((face, status.as_u16()))
+            .entry((label, status.as_u16()))
             .or_default() += 1;
     }
 
@@ -106,47 +96,105 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|((face, status), n)| ((face.label(), *status), *n))
+            .map(|(key, n)| (*key, *n))
             .collect()
     }
 
-    /// Turns a handler's outcome into a response, counting it and logging refusals of access.
-    fn answer(&self, face: Face, result: Result<Response, Refusal>) -> Response {
-        let response = match result {
+    /// Turns a face's outcome into its response: refusals in the face's statuses and shape,
+    /// the face's headers added, the answer counted, refusals of access logged.
+    pub fn answer(&self, face: &dyn Face, result: Result<Response, Refusal>) -> Response {
+        let label = face.spec().name;
+        let mut response = match result {
             Ok(r) => r,
             Err(refusal) => {
                 if let Refusal::Forbidden { target, uid } = &refusal {
-                    crate::access::log_refusal(*uid, target, face.label());
+                    crate::access::log_refusal(*uid, target, label);
                 }
-                refusal.into_response()
+                face.refuse(&refusal)
             }
         };
-        self.count(face, response.status());
+        face.finish(&mut response);
+        self.count(label, response.status());
         response
     }
 
-    /// The target's credential for the peer, after the access check.
-    async fn credential(
+    /// The same for what no face answers (`health`, `other`), in the endpoint's own statuses.
+    fn answer_plain(&self, label: &'static str, result: Result<Response, Refusal>) -> Response {
+        let response = result.unwrap_or_else(IntoResponse::into_response);
+        self.count(label, response.status());
+        response
+    }
+
+    /// The target the face named `face` serves on the address `peer` arrived on (its
+    /// `[endpoint]` target key, per address or for all).
+    pub fn target_at(&self, face: &str, peer: &Peer) -> Result<&str, Refusal> {
+        self.settings
+            .listen
+            .iter()
+            .find(|l| l.address == peer.local)
+            .and_then(|l| l.target(face))
+            .ok_or(Refusal::NotFound)
+    }
+
+    /// The target `name` if `uid` may have its credentials.
+    pub fn allowed<'s>(
         &self,
-        served: &Served,
-        target: &str,
-        peer: Peer,
-    ) -> Result<Arc<Issued>, Refusal> {
-        let uid = peer.uid;
-        let engine = served.target_for(target, uid).map_err(|exists| {
+        served: &'s Served,
+        name: &str,
+        uid: Option<u32>,
+    ) -> Result<&'s Arc<TargetEngine>, Refusal> {
+        served.target_for(name, uid).map_err(|exists| {
             if exists {
                 Refusal::Forbidden {
-                    target: target.to_owned(),
+                    target: name.to_owned(),
                     uid,
                 }
             } else {
                 Refusal::NotFound
             }
-        })?;
-        engine
+        })
+    }
+
+    /// The target's credential for the peer, after the access check.
+    pub async fn credential(
+        &self,
+        served: &Served,
+        target: &str,
+        peer: Peer,
+    ) -> Result<Arc<Issued>, Refusal> {
+        self.allowed(served, target, peer.uid)?
             .credential()
             .await
             .map_err(|e| Refusal::Unavailable(e.to_string()))
+    }
+
+    /// `issued` (the credential of `key`'s target and slot) rendered by `render` in `key`'s
+    /// format, once per credential; `None` when `render` has no document for it.
+    pub fn document(
+        &self,
+        key: documents::Key<'_, str>,
+        issued: &Arc<Issued>,
+        render: fn(&Credential) -> Option<String>,
+    ) -> Option<Bytes> {
+        self.documents.get(key, issued, render, self.now())
+    }
+}
+
+/// A listener's state: the core, the guard's names, and the faces.
+struct Endpoint {
+    core: Arc<Core>,
+    hosts: guard::Hosts,
+    faces: Vec<Arc<dyn Face>>,
+}
+
+impl Endpoint {
+    /// The face answering `path` by its reserved prefixes.
+    fn face_at(&self, path: &str) -> Option<&Arc<dyn Face>> {
+        self.faces.iter().find(|f| f.spec().reserves(path))
+    }
+
+    fn face(&self, name: &str) -> Option<&Arc<dyn Face>> {
+        self.faces.iter().find(|f| f.spec().name == name)
     }
 }
 
@@ -158,47 +206,54 @@ fn random_token() -> String {
         .collect()
 }
 
-/// Container paths, and anything else.
-async fn fallback(State(shared): State<Shared>, request: Request) -> Response {
-    let served = shared.served();
+/// The face's declaration in the configuration, for its `start`.
+fn declared(name: &str) -> anyhow::Result<&'static FaceSpec> {
+    crate::config::face(name).with_context(|| format!("no face named {name} is declared"))
+}
+
+/// Paths targets chose on a face (`container_path`), and anything else.
+async fn fallback(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
+    let served = endpoint.core.served();
     let peer = request.extensions().get::<Peer>().copied();
-    match (
-        request.method(),
-        served.container_paths.get(request.uri().path()),
-        peer,
-    ) {
-        (&Method::GET, Some(target), Some(peer)) => {
-            container::answer(&shared, target, peer, request.headers()).await
-        }
-        _ => shared.answer(Face::Other, Err(Refusal::NotFound)),
+    let at = served
+        .face_paths
+        .get(request.uri().path())
+        .and_then(|at| Some((endpoint.face(at.face)?, at.target.clone())));
+    match (at, peer) {
+        (Some((face, target)), Some(peer)) => Arc::clone(face).at_path(target, peer, request).await,
+        _ => endpoint.core.answer_plain(OTHER, Err(Refusal::NotFound)),
     }
 }
 
-fn credential_routes(shared: &Shared) -> Router {
-    Router::new()
-        .route("/latest/api/token", put(imds::token))
-        .route(
-            "/latest/meta-data/iam/security-credentials",
-            get(imds::roles),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials/",
-            get(imds::roles),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials/{role}",
-            get(imds::credentials),
-        )
-        .fallback(fallback)
-        .with_state(Arc::clone(shared))
-}
-
-fn health_routes(shared: &Shared) -> Router {
+fn health_routes(core: &Arc<Core>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .with_state(Arc::clone(shared))
+        .with_state(Arc::clone(core))
+}
+
+/// A listener's routes: the faces' (with `credentials`) and health's (with `health`), behind
+/// the guard.
+fn router(endpoint: &Arc<Endpoint>, credentials: bool, health: bool) -> Router {
+    let mut router = Router::new();
+    if credentials {
+        for face in &endpoint.faces {
+            router = router.merge(Arc::clone(face).routes());
+        }
+        router = router.merge(
+            Router::new()
+                .fallback(fallback)
+                .with_state(Arc::clone(endpoint)),
+        );
+    }
+    if health {
+        router = router.merge(health_routes(&endpoint.core));
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(endpoint),
+        guard,
+    ))
 }
 
 /// The endpoint's listeners, bound but not yet serving.
@@ -211,7 +266,7 @@ pub struct Bound {
 #[derive(Debug)]
 struct BoundListener {
     listener: std::net::TcpListener,
-    /// Serves the credential faces (IMDS, container).
+    /// Serves the credential faces.
     credentials: bool,
     /// Serves /healthz, /readyz and /metrics.
     health: bool,
@@ -247,26 +302,57 @@ pub fn bind(settings: EndpointSettings) -> anyhow::Result<Bound> {
     })
 }
 
-/// Refuses, before any face sees it, a request from a web page or naming a foreign `Host`.
-async fn guard(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+/// Refuses, before any face sees it, a request from a web page or naming a foreign `Host`;
+/// the face whose path it is answers the refusal in its own statuses.
+async fn guard(State(endpoint): State<Arc<Endpoint>>, request: Request, next: Next) -> Response {
     let local = request.extensions().get::<Peer>().map(|p| p.local);
     let absolute = request.uri().authority().map(|a| a.as_str());
     let checked = match local {
-        Some(local) => guard::check(&shared.hosts, absolute, request.headers(), local),
+        Some(local) => guard::check(&endpoint.hosts, absolute, request.headers(), local),
         None => Err(Refusal::NotFound),
     };
-    match checked {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => {
-            let face = Face::of_path(request.uri().path());
-            tracing::debug!(face = face.label(), "endpoint request refused: {refusal:?}");
-            shared.answer(face, Err(refusal))
-        }
+    let Err(refusal) = checked else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    let face = endpoint.face_at(path);
+    let label = match face {
+        Some(face) => face.spec().name,
+        None if HEALTH_PATHS.contains(&path) => HEALTH,
+        None => OTHER,
+    };
+    tracing::debug!(face = label, "endpoint request refused: {refusal:?}");
+    match face {
+        Some(face) => endpoint.core.answer(&**face, Err(refusal)),
+        None => endpoint.core.answer_plain(label, Err(refusal)),
     }
 }
 
-/// Writes the container token file and serves on `bound` until the set is dropped; at most
-/// `limits` connections are open at once.
+/// The core and every face `starts` builds (each may write its files: the container face's
+/// token), for the guard's `hosts`.
+fn assemble(
+    settings: EndpointSettings,
+    hosts: guard::Hosts,
+    served: watch::Receiver<Arc<Served>>,
+    clock: Arc<dyn Clock>,
+    starts: &[Start],
+) -> anyhow::Result<Arc<Endpoint>> {
+    let core = Arc::new(Core {
+        served,
+        settings,
+        requests: Mutex::new(BTreeMap::new()),
+        documents: documents::Documents::default(),
+        clock,
+    });
+    let faces = starts
+        .iter()
+        .map(|start| start(&core))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Arc::new(Endpoint { core, hosts, faces }))
+}
+
+/// Starts every face (writing their files: the container token) and serves on `bound` until
+/// the set is dropped; at most `limits` connections are open at once.
 pub fn start(
     bound: Bound,
     limits: Limits,
@@ -277,49 +363,18 @@ pub fn start(
         settings,
         listeners,
     } = bound;
-    let token = random_token();
-    let spec = FileSpec {
-        mode: 0o640,
-        owner: None,
-        group: settings.container_token_group,
-    };
-    write_atomic(&settings.container_token_file, token.as_bytes(), spec).with_context(|| {
-        format!(
-            "cannot write the container token file {}",
-            settings.container_token_file.display()
-        )
-    })?;
     let hosts = guard::Hosts::new(
         listeners
             .iter()
             .filter_map(|b| b.listener.local_addr().ok()),
         &settings.allowed_hosts,
     );
-    let shared = Arc::new(Inner {
-        served,
-        hosts,
-        tokens: Mutex::new(imds::Tokens::default()),
-        container_token: SecretString::from(token),
-        requests: Mutex::new(BTreeMap::new()),
-        documents: documents::Documents::default(),
-        clock,
-        settings,
-    });
+    let endpoint = assemble(settings, hosts, served, clock, &FACES)?;
     let caps = Caps::new(limits);
-    let timeout = shared.settings.request_timeout;
+    let timeout = endpoint.core.settings.request_timeout;
     let mut tasks = JoinSet::new();
     for bound in listeners {
-        let mut router = Router::new();
-        if bound.credentials {
-            router = router.merge(credential_routes(&shared));
-        }
-        if bound.health {
-            router = router.merge(health_routes(&shared));
-        }
-        let router = router.layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            guard,
-        ));
+        let router = router(&endpoint, bound.credentials, bound.health);
         let listener = TcpListener::from_std(bound.listener)?;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, "endpoint listening");

@@ -1,5 +1,9 @@
-//! Every way the endpoint says no, mapped to an HTTP status in one exhaustive place. Bodies
-//! carry the reason as plain text; never a stack trace, never a secret.
+//! Every way the endpoint says no. Which status each refusal gets is the face's to say (each
+//! face maps every refusal in one exhaustive `match`: an SDK family expects its own statuses
+//! for the same trouble — a missing header is 401 to one and 403 or 400 to others); requests
+//! no face answers (health, unknown paths) get the endpoint's own mapping here. Bodies carry the
+//! reason as plain text unless a face's SDKs expect another shape; never a stack trace, never
+//! a secret.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,10 +19,10 @@ pub enum Refusal {
     FromBrowser,
     /// The face's required header is missing (named).
     MissingHeader(&'static str),
-    /// The IMDS session token or container token is wrong or expired.
+    /// The face's session token or shared secret is wrong or expired.
     BadToken,
-    /// The IMDS token TTL is missing or outside 1–21600.
-    BadTtl(String),
+    /// A value the face needs is missing or malformed: the reason says which.
+    BadRequest(String),
     /// The connecting user may not have this target's credentials.
     Forbidden {
         target: String,
@@ -30,6 +34,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The endpoint's own status for a refusal of a request no face answers.
+    #[deny(
+        clippy::wildcard_enum_match_arm,
+        clippy::match_wildcard_for_single_variants
+    )]
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Forwarded => StatusCode::FORBIDDEN,
@@ -37,14 +46,15 @@ impl Refusal {
             Self::FromBrowser => StatusCode::FORBIDDEN,
             Self::MissingHeader(_) => StatusCode::UNAUTHORIZED,
             Self::BadToken => StatusCode::UNAUTHORIZED,
-            Self::BadTtl(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    fn reason(&self) -> String {
+    /// What went wrong, in words for the caller.
+    pub fn reason(&self) -> String {
         match self {
             Self::Forwarded => "requests carrying X-Forwarded-For are refused".to_owned(),
             Self::ForeignHost(host) => format!(
@@ -56,7 +66,7 @@ impl Refusal {
             }
             Self::MissingHeader(name) => format!("the {name} header is required"),
             Self::BadToken => "the token is invalid or expired".to_owned(),
-            Self::BadTtl(why) => why.clone(),
+            Self::BadRequest(why) => why.clone(),
             Self::Forbidden { target, uid } => match uid {
                 Some(uid) => format!("uid {uid} may not have the credentials of target {target}"),
                 None => {
@@ -67,11 +77,10 @@ impl Refusal {
             Self::Unavailable(why) => why.clone(),
         }
     }
-}
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), format!("{}\n", self.reason())).into_response();
+    /// The refusal answered with `status` and its reason as plain text.
+    pub fn response(&self, status: StatusCode) -> Response {
+        let mut response = (status, format!("{}\n", self.reason())).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -80,19 +89,50 @@ impl IntoResponse for Refusal {
     }
 }
 
+impl IntoResponse for Refusal {
+    /// With the endpoint's own status: for requests no face answers.
+    fn into_response(self) -> Response {
+        self.response(self.status())
+    }
+}
+
+/// One of each refusal, for the faces' status tables.
+#[cfg(test)]
+pub fn every() -> Vec<Refusal> {
+    vec![
+        Refusal::Forwarded,
+        Refusal::ForeignHost("evil.example".to_owned()),
+        Refusal::FromBrowser,
+        Refusal::MissingHeader("X-Header"),
+        Refusal::BadToken,
+        Refusal::BadRequest("why".to_owned()),
+        Refusal::Forbidden {
+            target: "t".to_owned(),
+            uid: Some(1000),
+        },
+        Refusal::NotFound,
+        Refusal::Unavailable("why".to_owned()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A request no face answers (health, an unknown path) is refused with these.
     #[test]
     fn statuses() {
-        assert_eq!(Refusal::Forwarded.status(), 403);
-        assert_eq!(Refusal::ForeignHost(String::new()).status(), 403);
-        assert_eq!(Refusal::FromBrowser.status(), 403);
-        assert_eq!(Refusal::MissingHeader("X").status(), 401);
-        assert_eq!(Refusal::BadToken.status(), 401);
-        assert_eq!(Refusal::BadTtl(String::new()).status(), 400);
-        assert_eq!(Refusal::NotFound.status(), 404);
-        assert_eq!(Refusal::Unavailable(String::new()).status(), 503);
+        let statuses: Vec<u16> = every().iter().map(|r| r.status().as_u16()).collect();
+        assert_eq!(statuses, [403, 403, 403, 401, 401, 400, 403, 404, 503]);
+    }
+
+    #[test]
+    fn bodies_are_the_reason_as_text() {
+        let response = Refusal::MissingHeader("X-Header").response(StatusCode::BAD_REQUEST);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static("text/plain; charset=utf-8"))
+        );
     }
 }

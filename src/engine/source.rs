@@ -1,5 +1,7 @@
-//! Where a target's credentials come from: a [`Source`] makes one upstream attempt. The engine
-//! decides when to call it; sources know nothing of schedules, files or endpoints.
+//! Where a target's credentials come from: a [`Source`] makes one upstream attempt, for the
+//! target's main credential or for one of its keyed variants ([`SlotKey`]) that the source says
+//! it has. The engine decides when to call it; sources know nothing of schedules, files or
+//! endpoints.
 //!
 //! A failed attempt carries the upstream's words and its [`Advice`]: the engine backs off after
 //! a passing trouble and, when the advice is to stop, waits the longest backoff step and says
@@ -10,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use keyfed_core::exchange::{Advice, Advise, Side};
+use keyfed_core::exchange::{Advice, Advise, Side, SlotKey};
 
 use crate::credential::Credential;
 
@@ -42,6 +44,16 @@ impl FetchError {
         }
     }
 
+    /// A variant the source does not issue: only a change of keyfed's configuration (or of
+    /// the consumer asking for it) helps. The engine refuses such requests before calling the
+    /// source; this is the source's own guard.
+    pub fn no_slot(slot: &SlotKey) -> Self {
+        Self {
+            message: format!("this target's cloud issues no credential for {slot}"),
+            advice: Advice::Stop { side: Side::Config },
+        }
+    }
+
     /// A passing trouble of keyfed's own (a timeout, a task that failed): retried with backoff.
     pub fn passing(message: impl Into<String>) -> Self {
         Self {
@@ -58,13 +70,22 @@ impl FetchError {
 
 pub type Fetch<'a> = Pin<Box<dyn Future<Output = Result<Credential, FetchError>> + Send + 'a>>;
 
-/// One attempt by `source`, given up after `timeout` (`[engine] attempt_timeout`): a hung
-/// upstream ends as a failed attempt, retried with backoff.
+/// One attempt by `source` at its main credential, given up after `timeout` (`[engine]
+/// attempt_timeout`): a hung upstream ends as a failed attempt, retried with backoff.
 pub async fn fetch_within(
     source: &dyn Source,
     timeout: Duration,
 ) -> Result<Credential, FetchError> {
-    tokio::time::timeout(timeout, source.fetch())
+    fetch_slot_within(source, None, timeout).await
+}
+
+/// [`fetch_within`] for the variant `slot` (`None`: the main credential).
+pub async fn fetch_slot_within(
+    source: &dyn Source,
+    slot: Option<&SlotKey>,
+    timeout: Duration,
+) -> Result<Credential, FetchError> {
+    tokio::time::timeout(timeout, source.fetch(slot))
         .await
         .unwrap_or_else(|_| {
             Err(FetchError::passing(format!(
@@ -76,8 +97,15 @@ pub async fn fetch_within(
 
 /// One target's upstream.
 pub trait Source: Send + Sync + Debug {
-    /// One attempt at a new credential.
-    fn fetch(&self) -> Fetch<'_>;
+    /// One attempt at a new credential: the main one (`slot` is `None`), or the variant `slot`,
+    /// which [`Source::has_slot`] accepted.
+    fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a>;
+
+    /// Whether the source issues the variant `slot`; none by default (AWS, a bare token).
+    fn has_slot(&self, slot: &SlotKey) -> bool {
+        let _ = slot;
+        false
+    }
 
     /// How long before expiry the credential's consumers ask for a new one; the engine
     /// refreshes before that when the lifetime allows.

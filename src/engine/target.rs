@@ -12,8 +12,24 @@
 //! delays neither consumers nor the next refresh. One writer per target takes the newest
 //! credential handed to it: files are replaced only by a fresh credential and never go back to
 //! an older one. An engine retired by a reload writes nothing more.
+//!
+//! A target holds its main credential and keyed variants of it ("slots": scopes, ID-token
+//! audiences, resources; `slot.rs`), each under the rules above with a state and a single
+//! flight of its own, so a failing variant leaves the main credential alone and the other way
+//! round. Variants named by the target's configuration are refreshed in the background like the
+//! main credential. A variant a consumer asks for on demand ([`TargetEngine::credential_for`])
+//! is fetched on the first ask (concurrent askers share the one upstream call) and cached; it
+//! is refreshed only on demand, never by the background loop: a consumer asking once it is due
+//! is served the cached credential at once while one refresh runs behind it, and one nobody
+//! asks for again simply expires where it lies, costing no upstream call. At most
+//! [`Slots::on_demand`] variants are kept; beyond that the least recently asked for is dropped
+//! (counted in [`Snapshot::slot_evictions`]), and a dropped variant is fetched anew if asked
+//! for again. A variant the target's cloud does not issue (any variant of AWS or of a bare
+//! token) is refused at once ([`Unavailable::UnknownSlot`]), with no upstream call. Outputs are
+//! written from the main credential only.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(test)]
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -22,9 +38,11 @@ use keyfed_core::exchange::Side;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
+use super::SlotKey;
 use super::backoff::Backoff;
 use super::schedule::refresh_at;
-use super::source::{FetchError, Source, fetch_within};
+use super::slot::{OnDemand, Slot, SlotSnapshot, Slots, State, UnknownSlot, Waiting};
+use super::source::{FetchError, Source, fetch_slot_within};
 use crate::credential::Credential;
 use crate::outputs::{Output, OutputError};
 
@@ -45,19 +63,34 @@ impl Issued {
     }
 }
 
-/// Why no credential can be handed out.
+/// Why no credential can be handed out. `slot` names the variant asked for (`None`: the main
+/// credential).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unavailable {
-    #[error("target '{target}' has no credential yet: {reason}")]
-    NotYet { target: String, reason: String },
+    #[error("target '{target}'{} has no credential yet: {reason}", for_slot(.slot.as_ref()))]
+    NotYet {
+        target: String,
+        slot: Option<SlotKey>,
+        reason: String,
+    },
     #[error(
-        "target '{target}': the last credential expired at {expired}; the last refresh failed: {reason}"
+        "target '{target}'{}: the last credential expired at {expired}; the last refresh failed: {reason}",
+        for_slot(.slot.as_ref())
     )]
     Expired {
         target: String,
+        slot: Option<SlotKey>,
         expired: String,
         reason: String,
     },
+    /// A variant the target's cloud does not issue: a refusal, not an outage.
+    #[error(transparent)]
+    UnknownSlot(#[from] UnknownSlot),
+}
+
+/// " (scopes …)" after a target's name for a variant; nothing for the main credential.
+fn for_slot(slot: Option<&SlotKey>) -> String {
+    slot.map(|s| format!(" ({s})")).unwrap_or_default()
 }
 
 /// Where a target stands, for `keyfed status` and logs. A stopped target is backing off (or
@@ -69,18 +102,6 @@ pub enum Phase {
     Refreshing,
     BackingOff,
     Expired,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    current: Option<Arc<Issued>>,
-    attempts: u64,
-    failures: u32,
-    last_error: Option<FetchError>,
-    retry_at: Option<SystemTime>,
-    refreshing: bool,
-    output_errors: Vec<String>,
-    stats: Stats,
 }
 
 /// Upper bounds (seconds) of the upstream latency histogram's buckets.
@@ -122,6 +143,9 @@ pub struct Snapshot {
     pub stopped: Option<Side>,
     pub output_errors: Vec<String>,
     pub stats: Stats,
+    /// On-demand variants dropped to stay within the bound, since the target started
+    /// (`keyfed_slot_evictions_total`).
+    pub slot_evictions: u64,
 }
 
 /// How one output is written: [`Output::write`], or a test's stand-in.
@@ -147,32 +171,19 @@ pub struct TargetEngine {
     clock: Arc<dyn Clock>,
     backoff: Backoff,
     attempt_timeout: Duration,
-    state: Mutex<State>,
-    flight: tokio::sync::Mutex<()>,
+    /// The main credential, the one the outputs are written from.
+    main: Arc<Slot>,
+    /// Variants named by the configuration, refreshed in the background like the main one.
+    configured: Vec<Arc<Slot>>,
+    /// Variants asked for on demand, at most [`Slots::on_demand`].
+    on_demand: Mutex<OnDemand>,
+    output_errors: Mutex<Vec<String>>,
     writes: Mutex<Writes>,
     /// The sequence number of the newest credential the writer is done with.
     written: watch::Sender<u64>,
     /// Set when a reload replaces this engine: it writes no more outputs, and its background
     /// loop stops.
     retired: watch::Sender<bool>,
-    /// Callers waiting for a refresh (they had no usable credential).
-    waiting: AtomicUsize,
-}
-
-/// Counts a caller waiting for a refresh for as long as it waits, even if it gives up.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl std::fmt::Debug for TargetEngine {
@@ -203,13 +214,35 @@ impl TargetEngine {
             clock,
             backoff,
             attempt_timeout,
-            state: Mutex::new(State::default()),
-            flight: tokio::sync::Mutex::new(()),
+            main: Slot::new(None),
+            configured: Vec::new(),
+            on_demand: Mutex::new(OnDemand::new(Slots::default().on_demand)),
+            output_errors: Mutex::new(Vec::new()),
             writes: Mutex::new(Writes::default()),
             written: watch::Sender::new(0),
             retired: watch::Sender::new(false),
-            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Gives the target its variants: those to keep fresh in the background, and the bound on
+    /// those asked for on demand. Refuses a configured variant the target's cloud does not
+    /// issue; one named twice is kept once.
+    pub fn with_slots(mut self, slots: Slots) -> Result<Self, UnknownSlot> {
+        let mut configured: Vec<Arc<Slot>> = Vec::new();
+        for key in slots.configured {
+            if !self.source.has_slot(&key) {
+                return Err(UnknownSlot {
+                    target: self.name.clone(),
+                    slot: key,
+                });
+            }
+            if !configured.iter().any(|s| s.key.as_ref() == Some(&key)) {
+                configured.push(Slot::new(Some(key)));
+            }
+        }
+        self.configured = configured;
+        self.on_demand = Mutex::new(OnDemand::new(slots.on_demand));
+        Ok(self)
     }
 
     /// Writes outputs with `write` instead of [`Output::write`] (tests: a write that blocks).
@@ -230,8 +263,16 @@ impl TargetEngine {
         &self.outputs
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn on_demand(&self) -> MutexGuard<'_, OnDemand> {
+        self.on_demand
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn output_errors(&self) -> MutexGuard<'_, Vec<String>> {
+        self.output_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn writes(&self) -> MutexGuard<'_, Writes> {
@@ -245,27 +286,75 @@ impl TargetEngine {
         self.retired.send_replace(true);
     }
 
-    /// How many callers wait for a refresh to end right now (tests: callers provably arrived
-    /// during a refresh).
+    /// How many callers wait for a refresh of the main credential to end right now (tests:
+    /// callers provably arrived during a refresh).
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.main.waiting.load(Ordering::SeqCst)
+    }
+
+    /// The same for the variant `key`, configured or on demand.
+    #[cfg(test)]
+    pub fn waiting_for(&self, key: &SlotKey) -> usize {
+        self.configured
+            .iter()
+            .find(|s| s.key.as_ref() == Some(key))
+            .cloned()
+            .or_else(|| self.on_demand().get(key).cloned())
+            .map_or(0, |s| s.waiting.load(Ordering::SeqCst))
     }
 
     fn is_retired(&self) -> bool {
         *self.retired.borrow()
     }
 
-    /// A credential for a consumer: the current one whenever it is usable — refreshing it is
-    /// the background loop's job, so a slow upstream never holds a consumer up while a good
-    /// credential exists. Without one, the outcome of a refresh shared with every concurrent
-    /// caller; during backoff no upstream call is made.
+    /// The main credential for a consumer: [`TargetEngine::credential_for`] with no slot.
     pub async fn credential(self: &Arc<Self>) -> Result<Arc<Issued>, Unavailable> {
+        self.credential_for(None).await
+    }
+
+    /// A credential for a consumer: the main one (`slot` is `None`) or the variant `slot`. The
+    /// current one whenever it is usable — refreshing it is the background loop's job (for an
+    /// on-demand variant, a refresh started behind the consumer once it is due), so a slow
+    /// upstream never holds a consumer up while a good credential exists. Without one, the
+    /// outcome of a refresh shared with every concurrent caller; during backoff no upstream
+    /// call is made. A variant the target's cloud does not issue is refused at once.
+    pub async fn credential_for(
+        self: &Arc<Self>,
+        slot: Option<&SlotKey>,
+    ) -> Result<Arc<Issued>, Unavailable> {
+        let Some(key) = slot else {
+            return self.serve(&self.main, false).await;
+        };
+        if let Some(configured) = self.configured.iter().find(|s| s.key.as_ref() == Some(key)) {
+            return self.serve(configured, false).await;
+        }
+        if !self.source.has_slot(key) {
+            return Err(UnknownSlot {
+                target: self.name.clone(),
+                slot: key.clone(),
+            }
+            .into());
+        }
+        let (slot, dropped) = self.on_demand().ask(key);
+        for dropped in dropped {
+            tracing::info!(target = %self.name, slot = %dropped, "dropped the least recently asked for on-demand credential to stay within the bound");
+        }
+        self.serve(&slot, true).await
+    }
+
+    /// `slot`'s credential for a consumer; `on_demand`: start a refresh behind the consumer
+    /// when the credential served is due (no background loop keeps such a slot).
+    async fn serve(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        on_demand: bool,
+    ) -> Result<Arc<Issued>, Unavailable> {
         let now = self.clock.now();
         // What the caller saw, and how many attempts had ended when it saw it, in one look: a
         // refresh ending after this look is one the caller shares rather than repeats.
         let (current, backing_off, seen) = {
-            let s = self.lock();
+            let s = slot.lock();
             (
                 s.current.clone(),
                 s.retry_at.is_some_and(|t| now < t),
@@ -273,65 +362,94 @@ impl TargetEngine {
             )
         };
         if let Some(c) = current.as_ref().filter(|c| c.usable_at(now)) {
+            if on_demand && now >= c.refresh_at && !backing_off {
+                self.refresh_behind(slot, seen);
+            }
             return Ok(Arc::clone(c));
         }
         let reason = if backing_off {
-            self.lock()
+            slot.lock()
                 .last_error
                 .as_ref()
                 .map(FetchError::to_string)
                 .unwrap_or_default()
         } else {
-            tracing::debug!(target = %self.name, "no usable credential: waiting for a refresh");
-            let _waiting = Waiting::new(&self.waiting);
-            match self.refresh_after(seen).await {
+            tracing::debug!(target = %self.name, slot = %SlotName(slot), "no usable credential: waiting for a refresh");
+            let _waiting = Waiting::new(&slot.waiting);
+            match self.refresh_after(slot, seen).await {
                 Ok(fresh) => return Ok(fresh),
                 Err(e) => e.to_string(),
             }
         };
-        self.usable_or(reason)
+        self.usable_or(slot, reason)
     }
 
-    /// The current credential if still usable, else why none is.
-    fn usable_or(&self, reason: String) -> Result<Arc<Issued>, Unavailable> {
+    /// Starts a refresh of `slot` that no consumer waits for, unless one started so is still
+    /// under way: a burst of consumers asking for a due credential starts one.
+    fn refresh_behind(self: &Arc<Self>, slot: &Arc<Slot>, seen: u64) {
+        if std::mem::replace(&mut slot.lock().background, true) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move {
+            let _ = me.refresh_after(&slot, seen).await;
+            slot.lock().background = false;
+        });
+    }
+
+    /// `slot`'s current credential if still usable, else why none is.
+    fn usable_or(&self, slot: &Slot, reason: String) -> Result<Arc<Issued>, Unavailable> {
         let now = self.clock.now();
-        match self.lock().current.clone() {
+        let current = slot.lock().current.clone();
+        match current {
             Some(c) if c.usable_at(now) => Ok(c),
             Some(c) => Err(Unavailable::Expired {
                 target: self.name.clone(),
+                slot: slot.key.clone(),
                 expired: rfc3339(c.credential.expires_at()),
                 reason,
             }),
             None => Err(Unavailable::NotYet {
                 target: self.name.clone(),
+                slot: slot.key.clone(),
                 reason,
             }),
         }
     }
 
-    /// One refresh. Callers arriving while one is under way wait for it and share its outcome.
-    /// The refresh runs as a task of its own, so a caller that gives up (an SDK timing out and
-    /// closing its connection) cannot cancel it halfway and leave the next caller to start
-    /// another upstream call. During backoff it makes no upstream call and returns the last
-    /// error.
+    /// One refresh of the main credential. Callers arriving while one is under way wait for it
+    /// and share its outcome. The refresh runs as a task of its own, so a caller that gives up
+    /// (an SDK timing out and closing its connection) cannot cancel it halfway and leave the
+    /// next caller to start another upstream call. During backoff it makes no upstream call
+    /// and returns the last error.
     pub async fn refresh(self: &Arc<Self>) -> Result<Arc<Issued>, FetchError> {
-        let seen = self.lock().attempts;
-        self.refresh_after(seen).await
+        let seen = self.main.lock().attempts;
+        self.refresh_after(&self.main, seen).await
     }
 
-    /// A refresh for a caller that saw `seen` attempts ended: if another ends before this one
-    /// gets its turn, its outcome is the caller's too.
-    async fn refresh_after(self: &Arc<Self>, seen: u64) -> Result<Arc<Issued>, FetchError> {
+    /// A refresh of `slot` for a caller that saw `seen` attempts ended: if another ends before
+    /// this one gets its turn, its outcome is the caller's too.
+    async fn refresh_after(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        seen: u64,
+    ) -> Result<Arc<Issued>, FetchError> {
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.refresh_in_flight(seen).await })
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move { me.refresh_in_flight(slot, seen).await })
             .await
             .unwrap_or_else(|e| Err(FetchError::passing(format!("the refresh task failed: {e}"))))
     }
 
-    async fn refresh_in_flight(self: Arc<Self>, seen: u64) -> Result<Arc<Issued>, FetchError> {
-        let _flight = self.flight.lock().await;
+    async fn refresh_in_flight(
+        self: Arc<Self>,
+        slot: Arc<Slot>,
+        seen: u64,
+    ) -> Result<Arc<Issued>, FetchError> {
+        let _flight = slot.flight.lock().await;
         {
-            let mut s = self.lock();
+            let mut s = slot.lock();
             if s.attempts != seen {
                 return match (&s.last_error, &s.current) {
                     (None, Some(current)) => Ok(Arc::clone(current)),
@@ -348,14 +466,18 @@ impl TargetEngine {
             }
             s.refreshing = true;
         }
-        let span = tracing::info_span!("refresh", target = %self.name);
+        let span = match &slot.key {
+            None => tracing::info_span!("refresh", target = %self.name),
+            Some(key) => tracing::info_span!("refresh", target = %self.name, slot = %key),
+        };
         let started = std::time::Instant::now();
         // The attempt runs as a task of its own so that a panic in it (a bug) ends as a failed
         // attempt — backoff, last error, `refreshing` cleared — not as a target stuck
         // "refreshing" that the background loop retries at once.
         let attempt = tokio::spawn({
             let me = Arc::clone(&self);
-            async move { me.attempt().await }.instrument(span)
+            let slot = Arc::clone(&slot);
+            async move { me.attempt(&slot).await }.instrument(span.clone())
         });
         let outcome = match attempt.await {
             Ok(outcome) => outcome,
@@ -364,7 +486,7 @@ impl TargetEngine {
             )),
             Err(e) => Err(FetchError::passing(format!("the refresh task failed: {e}"))),
         };
-        let mut s = self.lock();
+        let mut s = slot.lock();
         s.refreshing = false;
         s.attempts += 1;
         s.stats.observe(started.elapsed().as_secs_f64());
@@ -378,8 +500,11 @@ impl TargetEngine {
                 s.current = Some(Arc::clone(&issued));
                 drop(s);
                 // Handed over while the flight lock is held, so credentials reach the writer
-                // in the order they were issued.
-                self.hand_to_writer(&issued);
+                // in the order they were issued. Outputs are the main credential's; when a
+                // configured variant gets outputs of its own, it is handed to its writer here.
+                if slot.key.is_none() {
+                    self.hand_to_writer(&issued);
+                }
                 Ok(issued)
             }
             Err(e) => {
@@ -389,11 +514,14 @@ impl TargetEngine {
                 let delay = self.delay_after(&s, &e, now);
                 s.retry_at = Some(now + delay);
                 s.last_error = Some(e.clone());
-                if e.stopped().is_some() {
-                    tracing::error!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
-                } else {
-                    tracing::warn!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
-                }
+                drop(s);
+                span.in_scope(|| {
+                    if e.stopped().is_some() {
+                        tracing::error!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
+                    } else {
+                        tracing::warn!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
+                    }
+                });
                 Err(e)
             }
         }
@@ -422,9 +550,10 @@ impl TargetEngine {
         }
     }
 
-    async fn attempt(&self) -> Result<Arc<Issued>, FetchError> {
+    async fn attempt(&self, slot: &Slot) -> Result<Arc<Issued>, FetchError> {
         let started = std::time::Instant::now();
-        let credential = fetch_within(&*self.source, self.attempt_timeout).await?;
+        let credential =
+            fetch_slot_within(&*self.source, slot.key.as_ref(), self.attempt_timeout).await?;
         let now = self.clock.now();
         let expires = credential.expires_at();
         if now + EXPIRY_MARGIN >= expires {
@@ -487,7 +616,7 @@ impl TargetEngine {
                 }
             };
             if let Some(errors) = self.write_outputs(&issued) {
-                self.lock().output_errors = errors;
+                *self.output_errors() = errors;
             }
             self.written.send_replace(seq);
         }
@@ -539,28 +668,37 @@ impl TargetEngine {
             .await;
     }
 
-    /// Takes over the state of the engine this one replaces on reload — credential, backoff,
-    /// last error, output errors and counters — so a reload neither drops a valid credential,
-    /// nor refreshes every target at once, nor cuts a failing target's backoff short. A stopped
-    /// target is the exception: it is retried at once, since the change it waits for (a role's
-    /// trust policy, a Keycloak client, a secret file) is what an operator reloads after.
+    /// Takes over the state of the engine this one replaces on reload — every slot's
+    /// credential, backoff, last error and counters, the on-demand variants still issued, and
+    /// the output errors — so a reload neither drops a valid credential, nor refreshes every
+    /// target at once, nor cuts a failing target's backoff short. A stopped slot is the
+    /// exception: it is retried at once, since the change it waits for (a role's trust policy,
+    /// a Keycloak client, a secret file) is what an operator reloads after.
     pub fn adopt(&self, previous: &TargetEngine) {
-        let old = previous.lock();
-        let mut s = self.lock();
-        s.current = old.current.clone();
-        s.failures = old.failures;
-        s.last_error = old.last_error.clone();
-        s.retry_at = match &old.last_error {
-            Some(e) if e.stopped().is_some() => old.retry_at.map(|_| self.clock.now()),
-            _ => old.retry_at,
-        };
-        s.output_errors = old.output_errors.clone();
-        s.stats = old.stats.clone();
+        let now = self.clock.now();
+        self.main.adopt(&previous.main, now);
+        let old_on_demand = previous.on_demand();
+        for slot in &self.configured {
+            let old = previous
+                .configured
+                .iter()
+                .chain(old_on_demand.slots())
+                .find(|old| old.key == slot.key);
+            if let Some(old) = old {
+                slot.adopt(old, now);
+            }
+        }
+        self.on_demand().adopt(&old_on_demand, now, |key| {
+            self.source.has_slot(key)
+                && !self.configured.iter().any(|s| s.key.as_ref() == Some(key))
+        });
+        drop(old_on_demand);
+        *self.output_errors() = previous.output_errors().clone();
     }
 
-    /// When the background loop should act next.
-    fn due_at(&self) -> SystemTime {
-        let s = self.lock();
+    /// When the background loop should act next for `slot`.
+    fn due_at(&self, slot: &Slot) -> SystemTime {
+        let s = slot.lock();
         match (s.retry_at, &s.current) {
             (Some(retry), _) => retry,
             (None, Some(c)) => c.refresh_at,
@@ -568,13 +706,26 @@ impl TargetEngine {
         }
     }
 
-    /// Keeps the target fresh until the task is dropped or the engine retired.
+    /// Keeps the main credential and every configured variant fresh until the task is dropped
+    /// or the engine retired; on-demand variants are left to their consumers.
     pub async fn run(self: Arc<Self>) {
+        // Dropped with this task, which aborts the variants' loops with it.
+        let mut variants = tokio::task::JoinSet::new();
+        for slot in &self.configured {
+            variants.spawn(Arc::clone(&self).keep_fresh(Arc::clone(slot)));
+        }
+        Arc::clone(&self).keep_fresh(Arc::clone(&self.main)).await;
+        while variants.join_next().await.is_some() {}
+    }
+
+    /// One slot's background loop: refreshes it when due, until the engine is retired.
+    async fn keep_fresh(self: Arc<Self>, slot: Arc<Slot>) {
         let mut retired = self.retired.subscribe();
         while !self.is_retired() {
-            let due = self.due_at();
+            let due = self.due_at(&slot);
             if self.clock.now() >= due {
-                let _ = self.refresh().await;
+                let seen = slot.lock().attempts;
+                let _ = self.refresh_after(&slot, seen).await;
             } else {
                 tokio::select! {
                     () = self.clock.sleep_until(due) => {}
@@ -584,9 +735,54 @@ impl TargetEngine {
         }
     }
 
+    /// The main credential's state, the output errors and the eviction count.
     pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.snapshot_of(&self.main);
+        snapshot.output_errors = self.output_errors().clone();
+        snapshot.slot_evictions = self.on_demand().evictions;
+        snapshot
+    }
+
+    /// On-demand variants dropped to stay within the bound (`keyfed_slot_evictions_total`).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the metric comes with the endpoint's rework")
+    )]
+    pub fn slot_evictions(&self) -> u64 {
+        self.on_demand().evictions
+    }
+
+    /// Every variant's state: the configured ones in their order, then those asked for on
+    /// demand, by key.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "`status` shows variants once a cloud has them")
+    )]
+    pub fn slot_snapshots(&self) -> Vec<SlotSnapshot> {
+        let on_demand: Vec<Arc<Slot>> = self.on_demand().slots().cloned().collect();
+        let mut on_demand: Vec<SlotSnapshot> = on_demand
+            .iter()
+            .filter_map(|slot| self.slot_snapshot(slot, false))
+            .collect();
+        on_demand.sort_by(|a, b| a.key.cmp(&b.key));
+        self.configured
+            .iter()
+            .filter_map(|slot| self.slot_snapshot(slot, true))
+            .chain(on_demand)
+            .collect()
+    }
+
+    fn slot_snapshot(&self, slot: &Slot, configured: bool) -> Option<SlotSnapshot> {
+        Some(SlotSnapshot {
+            key: slot.key.clone()?,
+            configured,
+            state: self.snapshot_of(slot),
+        })
+    }
+
+    fn snapshot_of(&self, slot: &Slot) -> Snapshot {
         let now = self.clock.now();
-        let s = self.lock();
+        let s = slot.lock();
         let usable = s.current.as_ref().is_some_and(|c| c.usable_at(now));
         let phase = if s.refreshing {
             Phase::Refreshing
@@ -605,8 +801,21 @@ impl TargetEngine {
             next_refresh: s.retry_at.or(s.current.as_ref().map(|c| c.refresh_at)),
             last_error: s.last_error.as_ref().map(FetchError::to_string),
             stopped: s.last_error.as_ref().and_then(FetchError::stopped),
-            output_errors: s.output_errors.clone(),
+            output_errors: Vec::new(),
             stats: s.stats.clone(),
+            slot_evictions: 0,
+        }
+    }
+}
+
+/// How a slot reads in a log line: "main", or its key.
+struct SlotName<'a>(&'a Slot);
+
+impl std::fmt::Display for SlotName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.key {
+            None => f.write_str("main"),
+            Some(key) => key.fmt(f),
         }
     }
 }

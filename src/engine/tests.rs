@@ -6,7 +6,14 @@
 //! hands its state on at a reload. A failure advised to stop waits the longest backoff step
 //! (and is retried at once on a reload); an exchange whose subject token the cloud refused is
 //! tried once more with a fresh token.
+//!
+//! A target's keyed variants ("slots"): one upstream call for concurrent askers of an on-demand
+//! variant, cached until near expiry, refreshed behind its consumers and only on demand, at
+//! most a bound of them with the least recently asked for dropped; configured variants kept
+//! fresh by the background loop; a failing variant and the main credential independent; and
+//! sources without variants (AWS) refusing them without an upstream call.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -15,6 +22,9 @@ use keyfed_aws::AwsCredentials;
 use keyfed_core::clock::{Clock, ManualClock};
 use keyfed_core::exchange::{Advice, Side};
 
+use super::slot::ON_DEMAND_SLOTS;
+use super::source::fetch_slot_within;
+use super::target::Snapshot;
 use super::*;
 use crate::credential::Credential;
 use crate::outputs::{Output, OutputError, OutputKind};
@@ -25,8 +35,16 @@ const T0: u64 = 1_800_000_000;
 struct Fake {
     clock: ManualClock,
     lifetime: Duration,
+    /// Upstream calls, for the main credential and every variant.
     calls: AtomicU32,
+    /// Whether the main credential's fetches fail.
     failing: AtomicBool,
+    /// Whether the source issues variants (an AWS-like one issues none).
+    slotted: AtomicBool,
+    /// Upstream calls per variant.
+    slot_calls: Mutex<BTreeMap<SlotKey, u32>>,
+    /// Variants whose fetches fail (with `advice`).
+    failing_slots: Mutex<BTreeSet<SlotKey>>,
     /// What a failure advises (backoff unless a test says otherwise).
     advice: Mutex<Advice>,
     /// A latch: while closed, fetches wait (counted in `held`) until the test opens it.
@@ -41,6 +59,9 @@ impl Fake {
             lifetime,
             calls: AtomicU32::new(0),
             failing: AtomicBool::new(false),
+            slotted: AtomicBool::new(false),
+            slot_calls: Mutex::new(BTreeMap::new()),
+            failing_slots: Mutex::new(BTreeSet::new()),
             advice: Mutex::new(Advice::Backoff),
             gate: tokio::sync::watch::Sender::new(true),
             held: AtomicU32::new(0),
@@ -49,6 +70,45 @@ impl Fake {
 
     fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Upstream calls for the variant `key`.
+    fn calls_for(&self, key: &SlotKey) -> u32 {
+        self.slot_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Upstream calls for the main credential.
+    fn main_calls(&self) -> u32 {
+        let variants: u32 = self
+            .slot_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum();
+        self.calls() - variants
+    }
+
+    /// From now on fetches of `key` fail with `advice` (`None`: they succeed again); the main
+    /// credential's are left as they are.
+    fn fail_slot(&self, key: &SlotKey, advice: Option<Advice>) {
+        let mut failing = self
+            .failing_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match advice {
+            Some(advice) => {
+                *self.advice.lock().unwrap_or_else(PoisonError::into_inner) = advice;
+                failing.insert(key.clone());
+            }
+            None => {
+                failing.remove(key);
+            }
+        }
     }
 
     /// From now on every fetch fails with `advice`.
@@ -81,30 +141,55 @@ impl Fake {
 struct Shared(Arc<Fake>);
 
 impl Source for Shared {
-    fn fetch(&self) -> Fetch<'_> {
+    fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a> {
         Box::pin(async move {
             let fake = &self.0;
-            fake.calls.fetch_add(1, Ordering::SeqCst);
+            let n = fake.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            // A variant's credentials are numbered per variant: "scopes \"a\"#2".
+            let id = match slot {
+                None => format!("ASIA{n}"),
+                Some(key) => {
+                    let mut calls = fake
+                        .slot_calls
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let n = calls.entry(key.clone()).or_default();
+                    *n += 1;
+                    format!("{key}#{n}")
+                }
+            };
             let mut gate = fake.gate.subscribe();
             if !*gate.borrow_and_update() {
                 fake.held.fetch_add(1, Ordering::SeqCst);
                 let _ = gate.wait_for(|&open| open).await;
                 fake.held.fetch_sub(1, Ordering::SeqCst);
             }
-            if fake.failing.load(Ordering::SeqCst) {
+            let failing = match slot {
+                None => fake.failing.load(Ordering::SeqCst),
+                Some(key) => fake
+                    .failing_slots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(key),
+            };
+            if failing {
                 return Err(FetchError {
                     message: "InvalidIdentityToken: upstream is down".to_owned(),
                     advice: *fake.advice.lock().unwrap_or_else(PoisonError::into_inner),
                 });
             }
             Ok(Credential::Aws(AwsCredentials {
-                access_key_id: format!("ASIA{}", fake.calls.load(Ordering::SeqCst)),
+                access_key_id: id,
                 secret_access_key: "secret".into(),
                 session_token: "session".into(),
                 expiration: fake.clock.now() + fake.lifetime,
                 assumed_role_arn: "arn:aws:sts::123456789012:assumed-role/r/s".to_owned(),
             }))
         })
+    }
+
+    fn has_slot(&self, _slot: &SlotKey) -> bool {
+        self.0.slotted.load(Ordering::SeqCst)
     }
 
     fn consumer_window(&self) -> Duration {
@@ -522,7 +607,7 @@ async fn issue_7_demand_during_an_outage_never_retries_sooner_than_the_backoff()
 struct Panicking;
 
 impl Source for Panicking {
-    fn fetch(&self) -> Fetch<'_> {
+    fn fetch<'a>(&'a self, _slot: Option<&'a SlotKey>) -> Fetch<'a> {
         Box::pin(async { panic!("a bug in the source (on purpose)") })
     }
 
@@ -540,9 +625,9 @@ async fn issue_7_a_panicking_attempt_counts_as_a_failure_with_backoff() {
     #[derive(Debug)]
     struct Counting(Arc<AtomicU32>);
     impl Source for Counting {
-        fn fetch(&self) -> Fetch<'_> {
+        fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Panicking.fetch()
+            Box::pin(async move { Panicking.fetch(slot).await })
         }
         fn consumer_window(&self) -> Duration {
             Duration::ZERO
@@ -1121,4 +1206,602 @@ async fn issue_9_only_a_refused_subject_token_gets_a_fresh_one() {
     );
     assert!(cloud.seen().is_empty());
     assert_eq!(t.snapshot().stopped, Some(Side::Issuer));
+}
+
+/// The variant of the scopes `name`.
+fn key(name: &str) -> SlotKey {
+    SlotKey::scopes([name])
+}
+
+/// Target "t" on `clock` over `fake`, which issues variants, with `slots`.
+fn slotted(clock: &ManualClock, fake: &Arc<Fake>, slots: Slots) -> Arc<TargetEngine> {
+    fake.slotted.store(true, Ordering::SeqCst);
+    Arc::new(
+        engine(clock, Box::new(Shared(Arc::clone(fake))), Vec::new())
+            .with_slots(slots)
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A world with one-hour credentials and a target issuing variants, `bound` kept on demand.
+fn slotted_hour_target(bound: usize) -> (ManualClock, Arc<Fake>, Arc<TargetEngine>) {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let t = slotted(
+        &clock,
+        &fake,
+        Slots {
+            configured: Vec::new(),
+            on_demand: bound,
+        },
+    );
+    (clock, fake, t)
+}
+
+/// The identity of a credential handed out: "ASIA3" for the main one, `scopes "a"#2` for the
+/// second one of the variant `a`.
+fn id(issued: &Arc<Issued>) -> String {
+    match &issued.credential {
+        Credential::Aws(aws) => aws.access_key_id.clone(),
+        Credential::Token(_) => String::new(),
+    }
+}
+
+/// The variant `k`'s credential, which must be had.
+async fn variant(t: &Arc<TargetEngine>, k: &SlotKey) -> Arc<Issued> {
+    t.credential_for(Some(k))
+        .await
+        .unwrap_or_else(|e| panic!("{k}: {e}"))
+}
+
+/// The refusal a caller of the variant `k` gets now, as text.
+async fn variant_refusal(t: &Arc<TargetEngine>, k: &SlotKey) -> String {
+    t.credential_for(Some(k))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+/// The state of the variant `k`, which the target must hold.
+fn slot_state(t: &TargetEngine, k: &SlotKey) -> Snapshot {
+    t.slot_snapshots()
+        .into_iter()
+        .find(|s| &s.key == k)
+        .map(|s| s.state)
+        .unwrap_or_else(|| panic!("no variant {k}"))
+}
+
+/// issue 9 (slots, single flight): two hundred consumers asking for a variant nobody asked for
+/// before, while the first ask's upstream call is held, all wait for that one call and share
+/// its credential; the main credential is not fetched for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_concurrent_askers_of_an_on_demand_slot_share_one_upstream_call() {
+    let (_clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let k = key("a");
+    fake.close();
+    let askers: Vec<_> = (0..200)
+        .map(|_| {
+            let (t, k) = (Arc::clone(&t), k.clone());
+            tokio::spawn(async move { t.credential_for(Some(&k)).await.map(|c| id(&c)) })
+        })
+        .collect();
+    fake.until_held(1).await;
+    for _ in 0..1_000_000 {
+        if t.waiting_for(&k) >= 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(t.waiting_for(&k), 200, "askers waiting for the one call");
+    assert_eq!(fake.held.load(Ordering::SeqCst), 1);
+    fake.open();
+    for asker in askers {
+        let got = asker.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.as_deref().map_err(|e| e.to_string()),
+            Ok(r##"scopes "a"#1"##)
+        );
+    }
+    assert_eq!(fake.calls_for(&k), 1);
+    assert_eq!(fake.calls(), 1, "no call for the main credential");
+    assert_eq!(t.waiting_for(&k), 0);
+}
+
+/// issue 9 (slots, cache): an on-demand variant is served from the cache without an upstream
+/// call until it is due; while its refreshes fail it is still served, but never within
+/// [`EXPIRY_MARGIN`] of its expiry; a consumer then gets a fresh one once the upstream is back.
+#[tokio::test]
+async fn issue_9_an_on_demand_slot_is_reused_until_near_expiry() {
+    let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let k = key("a");
+    let first = variant(&t, &k).await;
+    let expiry = first.credential.expires_at();
+    // Until it is due: the cached credential, no upstream call.
+    while clock.now() + Duration::from_secs(60) < first.refresh_at {
+        clock.advance(Duration::from_secs(60));
+        let served = variant(&t, &k).await;
+        assert!(Arc::ptr_eq(&served, &first));
+        settle().await;
+        assert_eq!(
+            fake.calls_for(&k),
+            1,
+            "an upstream call at {:?}",
+            clock.now()
+        );
+    }
+    // Due, with the upstream failing: still the cached one, up to the margin before expiry.
+    fake.fail_slot(&k, Some(Advice::Backoff));
+    clock.set(first.refresh_at);
+    while clock.now() + EXPIRY_MARGIN < expiry {
+        let served = variant(&t, &k).await;
+        assert!(Arc::ptr_eq(&served, &first), "at {:?}", clock.now());
+        settle().await;
+        clock.advance(Duration::from_secs(10));
+    }
+    assert!(
+        fake.calls_for(&k) > 1,
+        "refreshes were tried behind the consumers"
+    );
+    // Within the margin: not the cached one.
+    clock.set(expiry - EXPIRY_MARGIN);
+    let err = variant_refusal(&t, &k).await;
+    assert!(
+        err.contains(r#"target 't' (scopes "a")"#) && err.contains("upstream is down"),
+        "{err}"
+    );
+    // The upstream back, once the backoff allows: a fresh one.
+    fake.fail_slot(&k, None);
+    clock.advance(Duration::from_secs(301));
+    let fresh = variant(&t, &k).await;
+    assert!(!Arc::ptr_eq(&fresh, &first));
+    assert!(fresh.usable_at(clock.now()));
+}
+
+/// issue 9 (slots, never wait): a consumer asking for an on-demand variant that is due, while
+/// its upstream hangs, is served the cached credential at once; one refresh runs behind it
+/// however many ask, and its credential is served once it is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_a_due_on_demand_slot_is_served_at_once_and_refreshed_behind() {
+    let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let k = key("a");
+    let first = variant(&t, &k).await;
+    clock.set(first.refresh_at);
+    fake.close();
+    // The upstream hangs until the gate opens: a consumer waiting for it would hit the bound.
+    let served = promptly("the consumer waited for the refresh", variant(&t, &k)).await;
+    assert!(Arc::ptr_eq(&served, &first));
+    fake.until_held(1).await;
+    for _ in 0..100 {
+        let served = promptly("a consumer waited for the refresh", variant(&t, &k)).await;
+        assert!(Arc::ptr_eq(&served, &first));
+    }
+    assert_eq!(fake.calls_for(&k), 2, "one refresh behind the consumers");
+    fake.open();
+    let mut renewed = None;
+    for _ in 0..200_000 {
+        let served = variant(&t, &k).await;
+        if !Arc::ptr_eq(&served, &first) {
+            renewed = Some(served);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let renewed = renewed.unwrap_or_else(|| panic!("the refresh behind never landed"));
+    assert_eq!(id(&renewed), r##"scopes "a"#2"##);
+    assert_eq!(fake.calls_for(&k), 2);
+}
+
+/// issue 9 (slots, bound): at most the bound of on-demand variants is kept; a new one drops
+/// the least recently asked for, counted in the snapshot; a dropped one asked for again is
+/// fetched anew.
+#[tokio::test]
+async fn issue_9_on_demand_slots_are_bounded_and_the_least_recently_used_dropped() {
+    let (_clock, fake, t) = slotted_hour_target(3);
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(key);
+    for k in [&a, &b, &c] {
+        variant(&t, k).await;
+    }
+    variant(&t, &a).await; // a is now the most recently asked for; b the least
+    assert_eq!(fake.calls(), 3);
+    assert_eq!(t.snapshot().slot_evictions, 0);
+    variant(&t, &d).await;
+    assert_eq!(t.snapshot().slot_evictions, 1);
+    assert_eq!(t.slot_evictions(), 1);
+    let kept: Vec<SlotKey> = t
+        .slot_snapshots()
+        .into_iter()
+        .map(|s: SlotSnapshot| s.key)
+        .collect();
+    assert_eq!(kept, [a.clone(), c.clone(), d.clone()]);
+    // The kept ones are served from the cache.
+    for k in [&a, &c, &d] {
+        variant(&t, k).await;
+    }
+    assert_eq!(fake.calls(), 4);
+    // b again: fetched anew, and a — now the least recently asked for — dropped.
+    assert_eq!(id(&variant(&t, &b).await), r##"scopes "b"#2"##);
+    assert_eq!(fake.calls(), 5);
+    assert_eq!(t.slot_evictions(), 2);
+    let kept: Vec<SlotKey> = t.slot_snapshots().into_iter().map(|s| s.key).collect();
+    assert_eq!(kept, [b, c, d]);
+}
+
+/// issue 9 (slots, on demand only): the background loop keeps the main credential fresh for a
+/// simulated day, but never refreshes a variant asked for on demand — kept or already dropped —
+/// that nobody asks for again.
+#[tokio::test]
+async fn issue_9_an_on_demand_slot_nobody_asks_for_is_not_refreshed() {
+    let (clock, fake, t) = slotted_hour_target(2);
+    let task = tokio::spawn(Arc::clone(&t).run());
+    settle().await;
+    let [a, b, c] = ["a", "b", "c"].map(key);
+    for k in [&a, &b, &c] {
+        variant(&t, k).await;
+    }
+    assert_eq!(t.slot_evictions(), 1, "a was dropped");
+    for _ in 0..24 * 60 {
+        clock.advance(Duration::from_secs(60));
+        settle().await;
+    }
+    for k in [&a, &b, &c] {
+        assert_eq!(fake.calls_for(k), 1, "{k} was refreshed");
+    }
+    assert!(
+        fake.main_calls() >= 33,
+        "the main credential was kept fresh"
+    );
+    // Asked for again a day later, b has long expired: the consumer waits for a fresh one.
+    assert_eq!(id(&variant(&t, &b).await), r##"scopes "b"#2"##);
+    task.abort();
+}
+
+/// issue 9 (slots, configured): a variant named by the configuration is fetched and refreshed
+/// by the background loop like the main credential, with no consumer asking: over six hours it
+/// always has more than the consumers' window left, and it is refreshed about every 40 minutes.
+/// It is not an on-demand one (no bound, no eviction), and its loop stops with the engine's.
+#[tokio::test]
+async fn issue_9_a_configured_slot_is_refreshed_in_the_background_on_schedule() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let k = key("configured");
+    let t = slotted(
+        &clock,
+        &fake,
+        Slots {
+            configured: vec![k.clone()],
+            on_demand: 1,
+        },
+    );
+    let task = tokio::spawn(Arc::clone(&t).run());
+    until("the first fetches", || {
+        fake.calls_for(&k) == 1 && fake.main_calls() == 1
+    })
+    .await;
+    settle().await;
+    for minute in 0..6 * 60 {
+        let served = variant(&t, &k).await;
+        let left = served
+            .credential
+            .expires_at()
+            .duration_since(clock.now())
+            .unwrap_or_default();
+        assert!(
+            left > Duration::from_secs(15 * 60),
+            "minute {minute}: {left:?} left"
+        );
+        clock.advance(Duration::from_secs(60));
+        settle().await;
+    }
+    // 1 h credentials refreshed at 2/3 of their life (±10 %): 9 in 6 h, give or take jitter.
+    let refreshes = fake.calls_for(&k);
+    assert!((8..=11).contains(&refreshes), "{refreshes} fetches in 6 h");
+    let slots = t.slot_snapshots();
+    assert_eq!(slots.len(), 1);
+    assert!(slots[0].configured);
+    assert_eq!(slots[0].state.phase, Phase::Fresh);
+    // Asking for an on-demand variant does not drop the configured one.
+    variant(&t, &key("other")).await;
+    variant(&t, &key("another")).await;
+    assert_eq!(fake.calls_for(&k), refreshes);
+    assert!(
+        t.slot_snapshots()
+            .iter()
+            .any(|s| s.key == k && s.configured)
+    );
+    // Retired, the loops end: the variant's as well as the main credential's.
+    t.retire();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap_or_else(|_| panic!("a retired engine's loops kept running"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// issue 9 (slots, independence): a variant the cloud refuses (stopped) leaves the main
+/// credential's state, backoff and service alone; a failing main credential leaves the
+/// variants alone, and its backoff does not hold a variant's fetch back.
+#[tokio::test]
+async fn issue_9_a_failing_slot_and_the_main_credential_do_not_touch_each_other() {
+    let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let main = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    let k = key("refused");
+    fake.fail_slot(&k, Some(CLOUD));
+    let err = variant_refusal(&t, &k).await;
+    assert!(
+        err.contains(r#"target 't' (scopes "refused") has no credential yet: stopped: needs a change on the cloud side"#),
+        "{err}"
+    );
+    let s = t.snapshot();
+    assert_eq!(
+        (s.phase, s.stopped, s.last_error, s.next_refresh),
+        (Phase::Fresh, None, None, Some(main.refresh_at)),
+        "the main credential's state"
+    );
+    assert_eq!(s.stats.refreshes_failed, 0);
+    let served = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&served, &main));
+    let refused = slot_state(&t, &k);
+    assert_eq!(refused.stopped, Some(Side::Cloud));
+    assert_eq!(refused.stats.refreshes_failed, 1);
+
+    // Now the main credential fails, and backs off.
+    fake.fail_with(Advice::Backoff);
+    fake.fail_slot(&k, Some(CLOUD));
+    clock.set(main.refresh_at);
+    assert!(t.refresh().await.is_err());
+    assert_eq!(t.snapshot().phase, Phase::BackingOff);
+    // Another variant is fetched meanwhile, and the refused one keeps its own state and words.
+    let j = key("fine");
+    assert_eq!(id(&variant(&t, &j).await), r##"scopes "fine"#1"##);
+    assert_eq!(slot_state(&t, &j).phase, Phase::Fresh);
+    let refused_now = slot_state(&t, &k);
+    assert_eq!(refused_now.last_error, refused.last_error);
+    assert_eq!(refused_now.next_refresh, refused.next_refresh);
+    assert_eq!(
+        fake.calls_for(&k),
+        1,
+        "the stopped variant waits its own step"
+    );
+}
+
+/// issue 9 (slots, AWS): a source without variants — AWS's, through the one exchanged source —
+/// refuses every variant at once: no Keycloak token, no exchange, nothing cached; a variant in
+/// its configuration is refused when the engine is built; the main credential is unaffected.
+#[tokio::test]
+async fn issue_9_aws_like_sources_refuse_unknown_slots() {
+    let clock = start();
+    let (tokens, cloud, t) = exchanged(&clock, 0, Advice::Backoff);
+    let k = key("https://www.googleapis.com/auth/cloud-platform");
+    match t.credential_for(Some(&k)).await {
+        Err(Unavailable::UnknownSlot(e)) => assert_eq!(e.slot, k),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        variant_refusal(&t, &k).await,
+        r#"target 't' has no credential for scopes "https://www.googleapis.com/auth/cloud-platform": its cloud issues none"#
+    );
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 0, "no Keycloak token");
+    assert!(cloud.seen().is_empty(), "no exchange");
+    assert!(t.slot_snapshots().is_empty(), "nothing cached");
+    assert!(
+        t.credential().await.is_ok(),
+        "the main credential still works"
+    );
+
+    // The fake upstream without variants, the same.
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let t = target(&clock, &fake);
+    assert!(matches!(
+        t.credential_for(Some(&k)).await,
+        Err(Unavailable::UnknownSlot(_))
+    ));
+    assert_eq!(fake.calls(), 0);
+    // Configured, it is refused when the engine is built.
+    let refused =
+        engine(&clock, Box::new(Shared(Arc::clone(&fake))), Vec::new()).with_slots(Slots {
+            configured: vec![k.clone()],
+            on_demand: 1,
+        });
+    assert!(matches!(refused, Err(UnknownSlot { ref slot, .. }) if slot == &k));
+}
+
+/// issue 9 (slots, AWS): the real AWS source says it has no variants, and asked for one anyway
+/// it refuses before asking the issuer, as needing a change of keyfed's configuration.
+#[tokio::test]
+async fn issue_9_the_aws_source_has_no_slots() {
+    let tokens = Arc::new(Tokens::default());
+    #[derive(Debug)]
+    struct ByRef(Arc<Tokens>);
+    impl crate::sources::SubjectTokens for ByRef {
+        async fn subject_token(&self) -> Result<keyfed_core::SecretString, FetchError> {
+            crate::sources::SubjectTokens::subject_token(&*self.0).await
+        }
+    }
+    let sts = keyfed_aws::StsClient::new(keyfed_aws::StsSettings {
+        region: "eu-west-1".to_owned(),
+        endpoint_url: None,
+        fips: false,
+        http: keyfed_core::http::HttpSettings::default(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let source = crate::sources::ExchangedSource::new(
+        ByRef(Arc::clone(&tokens)),
+        keyfed_aws::StsExchange {
+            sts,
+            request: keyfed_aws::AssumeRoleRequest {
+                role_arn: "arn:aws:iam::123456789012:role/r".to_owned(),
+                session_name: "s".to_owned(),
+                duration: Duration::from_secs(3600),
+                policy: None,
+                policy_arns: Vec::new(),
+            },
+        },
+        Duration::from_secs(15 * 60),
+    );
+    let k = SlotKey::Resource("https://management.azure.com/".to_owned());
+    assert!(!source.has_slot(&k));
+    let err = fetch_slot_within(&source, Some(&k), Duration::from_secs(10))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a variant of AWS was issued"));
+    assert_eq!(err.stopped(), Some(Side::Config));
+    assert!(
+        err.message
+            .contains(r#"resource "https://management.azure.com/""#),
+        "{err}"
+    );
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 0);
+}
+
+/// A cloud with variants: scopes only; the variants it was asked for, in order.
+#[derive(Debug)]
+struct ScopedCloud {
+    clock: ManualClock,
+    asked: Mutex<Vec<Option<SlotKey>>>,
+    /// Refuse the first subject token of a variant as one to fetch afresh.
+    refuse_first: AtomicBool,
+}
+
+impl keyfed_core::exchange::Exchange for ScopedCloud {
+    type Credential = AwsCredentials;
+    type Error = Refusal;
+
+    async fn exchange(
+        &self,
+        subject_token: &keyfed_core::SecretString,
+    ) -> Result<AwsCredentials, Refusal> {
+        self.issue(subject_token, None)
+    }
+
+    fn has_slot(&self, slot: &SlotKey) -> bool {
+        matches!(slot, SlotKey::Scopes(_))
+    }
+
+    fn exchange_slot<'a>(
+        &'a self,
+        subject_token: &'a keyfed_core::SecretString,
+        slot: &'a SlotKey,
+    ) -> Option<impl Future<Output = Result<AwsCredentials, Refusal>> + Send + 'a> {
+        Some(std::future::ready(self.issue(subject_token, Some(slot))))
+    }
+}
+
+impl ScopedCloud {
+    fn issue(
+        &self,
+        _subject_token: &keyfed_core::SecretString,
+        slot: Option<&SlotKey>,
+    ) -> Result<AwsCredentials, Refusal> {
+        self.asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(slot.cloned());
+        if slot.is_some() && self.refuse_first.swap(false, Ordering::SeqCst) {
+            return Err(Refusal(Advice::FreshSubjectToken));
+        }
+        Ok(AwsCredentials {
+            access_key_id: slot.map_or_else(|| "MAIN".to_owned(), ToString::to_string),
+            secret_access_key: "secret".into(),
+            session_token: "session".into(),
+            expiration: self.clock.now() + Duration::from_secs(3600),
+            assumed_role_arn: "arn:aws:sts::123456789012:assumed-role/r/s".to_owned(),
+        })
+    }
+}
+
+/// issue 9 (slots, exchange contract): through the one exchanged source, a cloud with variants
+/// is asked for the variant the consumer named (the fresh-subject-token retry included), and
+/// refuses the kinds it does not have without an upstream call.
+#[tokio::test]
+async fn issue_9_the_exchanged_source_asks_the_cloud_for_the_slot() {
+    let clock = start();
+    #[derive(Debug)]
+    struct ByRef(Arc<ScopedCloud>);
+    impl keyfed_core::exchange::Exchange for ByRef {
+        type Credential = AwsCredentials;
+        type Error = Refusal;
+        async fn exchange(
+            &self,
+            subject_token: &keyfed_core::SecretString,
+        ) -> Result<AwsCredentials, Refusal> {
+            self.0.exchange(subject_token).await
+        }
+        fn has_slot(&self, slot: &SlotKey) -> bool {
+            self.0.has_slot(slot)
+        }
+        fn exchange_slot<'a>(
+            &'a self,
+            subject_token: &'a keyfed_core::SecretString,
+            slot: &'a SlotKey,
+        ) -> Option<impl Future<Output = Result<AwsCredentials, Refusal>> + Send + 'a> {
+            self.0.exchange_slot(subject_token, slot)
+        }
+    }
+    let cloud = Arc::new(ScopedCloud {
+        clock: clock.clone(),
+        asked: Mutex::new(Vec::new()),
+        refuse_first: AtomicBool::new(true),
+    });
+    let source = crate::sources::ExchangedSource::new(
+        Tokens::default(),
+        ByRef(Arc::clone(&cloud)),
+        Duration::from_secs(15 * 60),
+    );
+    let t = Arc::new(engine(&clock, Box::new(source), Vec::new()));
+    let k = SlotKey::scopes(["b", "a"]);
+    assert_eq!(id(&variant(&t, &k).await), r#"scopes "a" "b""#);
+    assert_eq!(
+        id(&t.credential().await.unwrap_or_else(|e| panic!("{e}"))),
+        "MAIN"
+    );
+    let asked = cloud
+        .asked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(
+        asked,
+        [Some(k.clone()), Some(k), None],
+        "refused once, then a fresh token"
+    );
+    let resource = SlotKey::Resource("r".to_owned());
+    assert!(matches!(
+        t.credential_for(Some(&resource)).await,
+        Err(Unavailable::UnknownSlot(_))
+    ));
+    assert_eq!(
+        cloud
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len(),
+        3
+    );
+}
+
+/// issue 9 (slots, reload): a target unchanged by a reload keeps its variants — configured and
+/// on demand — with their credentials and the eviction count: no upstream call for them.
+#[tokio::test]
+async fn issue_9_a_reload_keeps_the_slots() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let configured = key("configured");
+    let slots = Slots {
+        configured: vec![configured.clone()],
+        on_demand: 1,
+    };
+    let old = slotted(&clock, &fake, slots.clone());
+    let kept = variant(&old, &configured).await;
+    variant(&old, &key("dropped")).await;
+    let asked = variant(&old, &key("asked")).await;
+    assert_eq!(old.slot_evictions(), 1);
+    let calls = fake.calls();
+
+    let new = slotted(&clock, &fake, slots);
+    new.adopt(&old);
+    old.retire();
+    assert!(Arc::ptr_eq(&variant(&new, &configured).await, &kept));
+    assert!(Arc::ptr_eq(&variant(&new, &key("asked")).await, &asked));
+    assert_eq!(new.slot_evictions(), 1);
+    assert_eq!(fake.calls(), calls, "no upstream call after the reload");
 }

@@ -3,9 +3,9 @@
 //!
 //! A run knows more secrets as it goes: the fixed ones (client secrets raw, form-urlencoded and
 //! inside a Basic `Authorization` value; a line from the middle of each private key), every
-//! token the Keycloak emulators issued and every AWS secret key and session token the STS
-//! emulators issued (read from the emulators at the moment of the check, so a daemon's log is
-//! checked against what was issued while it ran), secret files keyfed or the demo wrote
+//! secret every emulator of the run issued (Keycloak's tokens, STS's secret keys and session
+//! tokens, …: each emulator reports its own through [`IssuesSecrets`], read at the moment of
+//! the check, so a daemon's log is checked against what was issued while it ran), secret files keyfed or the demo wrote
 //! (container tokens, client secrets, credential files), and what the test learned itself (IMDS
 //! session tokens, credentials from the endpoint or printed by `credential-process`).
 //!
@@ -17,8 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use base64::Engine as _;
-use keyfed_aws::emulator::StsEmulator;
-use keyfed_keycloak::emulator::KeycloakEmulator;
+use keyfed_core::emulator::IssuesSecrets;
 
 /// Secrets shorter than this are not checked: they would match by chance.
 const MIN_LEN: usize = 8;
@@ -73,8 +72,7 @@ pub struct Secret {
 #[derive(Default)]
 struct Inner {
     fixed: Vec<Secret>,
-    keycloaks: Vec<Arc<KeycloakEmulator>>,
-    sts: Vec<Arc<StsEmulator>>,
+    emulators: Vec<Arc<dyn IssuesSecrets>>,
     files: Vec<(PathBuf, SecretFile)>,
 }
 
@@ -181,21 +179,16 @@ impl Known {
         }
     }
 
-    pub fn add_emulators(
-        &self,
-        keycloak: Option<&Arc<KeycloakEmulator>>,
-        sts: Option<&Arc<StsEmulator>>,
-    ) {
+    /// An emulator whose issued secrets are read at each check (once, however often added).
+    pub fn add_emulator<E: IssuesSecrets + 'static>(&self, emulator: &Arc<E>) {
         let mut inner = self.lock();
-        if let Some(k) = keycloak
-            && !inner.keycloaks.iter().any(|x| Arc::ptr_eq(x, k))
-        {
-            inner.keycloaks.push(Arc::clone(k));
-        }
-        if let Some(s) = sts
-            && !inner.sts.iter().any(|x| Arc::ptr_eq(x, s))
-        {
-            inner.sts.push(Arc::clone(s));
+        let same = |known: &Arc<dyn IssuesSecrets>| {
+            std::ptr::addr_eq(Arc::as_ptr(known), Arc::as_ptr(emulator))
+        };
+        if !inner.emulators.iter().any(same) {
+            inner
+                .emulators
+                .push(Arc::clone(emulator) as Arc<dyn IssuesSecrets>);
         }
     }
 
@@ -220,19 +213,9 @@ impl Known {
                 });
             }
         };
-        for keycloak in &inner.keycloaks {
-            for token in keycloak.issued_tokens() {
-                if let Some(signature) = jwt_signature(&token) {
-                    push("a Keycloak token the emulator issued".to_owned(), signature);
-                }
-            }
-        }
-        for sts in &inner.sts {
-            for secret in sts.issued_secrets() {
-                push(
-                    "an AWS secret key or session token the STS emulator issued".to_owned(),
-                    &secret,
-                );
+        for emulator in &inner.emulators {
+            for secret in emulator.issued_secrets() {
+                push(emulator.secret_kind().to_owned(), &secret);
             }
         }
         for (path, kind) in &inner.files {
@@ -316,6 +299,41 @@ mod tests {
             "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.<served>"
         ));
         assert!(!contains_signed_jwt("header eyJhbGciOiJSUzI1NiJ9 only"));
+    }
+
+    /// An emulator of a cloud the leak check has never heard of.
+    struct NewCloud(Mutex<Vec<String>>);
+
+    impl IssuesSecrets for NewCloud {
+        fn secret_kind(&self) -> &'static str {
+            "a token the new cloud's emulator issued"
+        }
+
+        fn issued_secrets(&self) -> Vec<String> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+    }
+
+    #[test]
+    fn any_emulator_reports_what_it_issued_when_the_check_runs() {
+        let known = Known::default();
+        let cloud = Arc::new(NewCloud(Mutex::new(Vec::new())));
+        known.add_emulator(&cloud);
+        known.add_emulator(&cloud);
+        // Issued after the emulator was added: read at the check, not when added.
+        cloud
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push("ya29.issued-by-the-new-cloud".to_owned());
+        assert_eq!(
+            known.found_in("log: ya29.issued-by-the-new-cloud"),
+            ["a token the new cloud's emulator issued"],
+            "found once, by its emulator's name"
+        );
     }
 
     #[test]

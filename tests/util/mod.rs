@@ -1,13 +1,19 @@
-//! Test fixtures: a Keycloak emulator with one client per authentication method, a temporary
-//! folder for configuration and key files, and one way to start the real `keyfed` binary (and
-//! anything that runs it) under the leak check of `leaks.rs`: every process's stdout and stderr
-//! are checked against every secret the run knows (`process.rs`). Beside them: requests to the
-//! local endpoint (`http.rs`) and programs run as another user (`users.rs`).
+//! Test fixtures: the [`Fixture`] (a temporary folder for configuration and key files, client
+//! keys, the emulators a test started, and every secret the run knows), and one way to run the
+//! real `keyfed` binary (and anything that runs it) under the leak check of `leaks.rs`: every
+//! process's stdout and stderr are checked against every secret the run knows (`process.rs`).
+//! Each outside system has its own file: the Keycloak emulator's standard realm
+//! (`keycloak_emulator.rs`), the real Keycloak server (`keycloak.rs`), STS and AWS targets
+//! (`aws.rs`); long-running keyfed is in `daemon.rs`. Beside them: requests to the local
+//! endpoint (`http.rs`) and programs run as another user (`users.rs`).
 
 #![allow(dead_code)]
 
+pub mod aws;
+pub mod daemon;
 pub mod http;
 pub mod keycloak;
+pub mod keycloak_emulator;
 pub mod leaks;
 pub mod process;
 pub mod users;
@@ -19,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use keyfed_aws::emulator::StsEmulator;
 use keyfed_core::emulator::Latch;
-use keyfed_keycloak::emulator::{Builder, ClientSpec, Credential, KeycloakEmulator, Realm};
+use keyfed_keycloak::emulator::KeycloakEmulator;
 
+pub use aws::ROLE;
+pub use daemon::Daemon;
 pub use http::{raw_exchange, status_of, text_of, wait_ready};
 pub use leaks::{Known, SecretFile, Serves};
-pub use process::Process;
 pub use users::curl_as;
 
 /// A client secret with every character that Basic authentication must form-urlencode.
@@ -225,74 +232,6 @@ impl Fixture {
     /// Adds a secret the test learned (an IMDS session token, a credential it fetched).
     pub fn know(&self, what: &str, value: &str) {
         self.known.add(what, value);
-    }
-
-    /// The standard realm, as the real one of `keycloak.rs`: one client per authentication
-    /// method, the same client scopes (plus `both`, with two audience mappers), a client keeping
-    /// the `roles` scope and one without service accounts.
-    pub fn realm(&self) -> Realm {
-        let mut linked = keycloak::LINKED.to_vec();
-        linked.push("both");
-        let client =
-            |id: &str, credential| ClientSpec::new(id, credential).optional_scopes(&linked);
-        let signed = |id: &str, pair: &KeyPair, algorithm: &str, key_id: &str| {
-            client(
-                id,
-                Credential::SignedJwt {
-                    public_key_pem: pair.public_pem.clone(),
-                    algorithm: algorithm.into(),
-                    key_id: key_id.into(),
-                },
-            )
-        };
-        let mut realm = Realm::new("infra").scope("both", &[AWS_AUD, API_AUD]);
-        for (scope, audience) in keycloak::SCOPES {
-            realm = realm.scope(scope, audience.as_slice());
-        }
-        realm
-            .client(client("host-secret", Credential::Secret(SECRET.into())))
-            .client(signed("host-rs256", &self.rsa, "RS256", RSA_KID))
-            // Keycloak names a key registered as a certificate itself.
-            .client(signed(
-                "host-rs256-cert",
-                &self.rsa,
-                "RS256",
-                "derived-by-keycloak",
-            ))
-            .client(signed("host-ps256", &self.rsa, "PS256", RSA_KID))
-            .client(signed("host-es256", &self.ec, "ES256", EC_KID))
-            .client(client(
-                "host-hs256",
-                Credential::SecretJwt(JWT_SECRET.into()),
-            ))
-            .client(client("host-roles", Credential::Secret(SECRET.into())).keeps_roles_scope())
-            .client(
-                client("no-service-account", Credential::Secret(SECRET.into()))
-                    .without_service_account(),
-            )
-    }
-
-    /// Starts the emulator from `builder` (see [`Fixture::realm`]) and keeps it.
-    pub async fn start(&mut self, builder: Builder) -> &KeycloakEmulator {
-        let started = Arc::new(
-            builder
-                .start()
-                .await
-                .unwrap_or_else(|e| panic!("emulator: {e}")),
-        );
-        self.known.add_emulators(Some(&started), None);
-        self.keycloak.insert(started)
-    }
-
-    pub async fn start_default(&mut self) -> &KeycloakEmulator {
-        let realm = self.realm();
-        self.start(KeycloakEmulator::builder(realm)).await
-    }
-
-    pub fn keycloak(&self) -> &KeycloakEmulator {
-        self.keycloak
-            .as_ref()
-            .unwrap_or_else(|| panic!("start the emulator first"))
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -538,202 +477,10 @@ pub fn target(name: &str, issuer: &str, audience: &str, scope: &str) -> String {
     )
 }
 
-/// The role the standard STS emulator trusts the standard realm for.
-pub const ROLE: &str = "app";
-
-impl Fixture {
-    /// Starts an STS emulator trusting the Keycloak emulator for audience sts.amazonaws.com.
-    pub async fn start_sts(&mut self) -> &StsEmulator {
-        let issuer = self.keycloak().issuer_url();
-        let sts = StsEmulator::builder()
-            .provider(keyfed_aws::emulator::OidcProvider {
-                url: issuer.clone(),
-                client_ids: vec![AWS_AUD.to_owned()],
-            })
-            .role(keyfed_aws::emulator::Role::new(ROLE, &issuer))
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("sts emulator: {e}"));
-        let sts = Arc::new(sts);
-        self.known.add_emulators(None, Some(&sts));
-        self.sts.insert(sts)
-    }
-
-    /// A fixture with the standard realm's Keycloak emulator and an STS emulator trusting it.
-    pub async fn aws() -> Self {
-        let mut fx = Self::new();
-        fx.start_default().await;
-        fx.start_sts().await;
-        fx
-    }
-
-    pub fn sts(&self) -> &StsEmulator {
-        self.sts
-            .as_ref()
-            .unwrap_or_else(|| panic!("start the STS emulator first"))
-    }
-
-    /// An AWS target against the STS emulator, with `outputs` (a TOML array body).
-    pub fn aws_target(&self, name: &str, outputs: &str) -> String {
-        format!(
-            "[targets.{name}]\nissuer = \"corp\"\nscope = \"aws-audience\"\n\
-             aws = {{ role_arn = \"{}\", region = \"us-east-1\", endpoint_url = \"{}\", session_name = \"{{target}}-{{hostname}}\" }}\n\
-             outputs = [{outputs}]\n",
-            self.sts().role_arn(ROLE),
-            self.sts().endpoint_url()
-        )
-    }
-
-    /// The standard issuer and `[control] socket` in the fixture's folder, plus `targets`.
-    pub fn daemon_config(&self, targets: &str) -> PathBuf {
-        self.write_credentials();
-        self.config(&format!(
-            "{}\n[control]\nsocket = \"keyfed.sock\"\n\n{targets}",
-            issuer("corp", "host-secret", "client_secret_basic")
-        ))
-    }
-
-    /// Starts a long-running `keyfed ARGS` in the fixture's folder (output captured and checked
-    /// when it ends), killed when the handle is dropped.
-    pub fn spawn(&self, args: &[&str]) -> Process {
-        self.spawn_with(args, &[])
-    }
-
-    /// [`Fixture::spawn`] with `env` added to the clean environment.
-    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Process {
-        self.spawn_as(&[], args, env)
-    }
-
-    /// [`Fixture::spawn_with`] behind `prefix` (e.g. `prlimit --nofile=…`, `unshare …`).
-    pub fn spawn_as(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Process {
-        process::spawn(
-            &[prefix, &["keyfed"], args].concat().join(" "),
-            self.keyfed_command(prefix, args, env),
-            &self.known,
-            Serves::for_keyfed(args),
-        )
-    }
-
-    /// Starts `keyfed --config <dir>/keyfed.toml run` behind `prefix` (see
-    /// [`Fixture::spawn_as`]) with `env`, without waiting for it (see [`Fixture::daemon`]).
-    pub fn spawn_run(&self, prefix: &[&str], env: &[(&str, &str)]) -> Process {
-        let config = self.path("keyfed.toml");
-        self.spawn_as(prefix, &with_config(&config, &["run"]), env)
-    }
-
-    /// Starts `keyfed run` and waits for its control socket.
-    pub async fn daemon(&self) -> Daemon {
-        self.daemon_as(&[], &[]).await
-    }
-
-    /// [`Fixture::daemon`] behind `prefix` (see [`Fixture::spawn_as`]), with `env` added to the
-    /// clean environment.
-    pub async fn daemon_as(&self, prefix: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut daemon = self.spawn_run(prefix, env);
-        let socket = self.path("keyfed.sock");
-        let waiting = format!("{} to open {}", daemon.what(), socket.display());
-        wait_until(&waiting, async || {
-            if let Some(status) = daemon.exited() {
-                panic!(
-                    "{} exited ({status}):\n{}",
-                    daemon.what(),
-                    daemon.log_so_far()
-                );
-            }
-            answers(&socket).await
-        })
-        .await;
-        daemon
-    }
-
-    /// The running daemon's view of every target (`keyfed status --json`).
-    pub async fn status_json(&self) -> serde_json::Value {
-        let run = self.keyfed(&["status", "--json"]).await;
-        run.ok();
-        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
-    }
-
-    /// `keyfed credential-process <target>` without a daemon (see [`Daemonless`]); creates its
-    /// runtime folder.
-    pub fn daemonless(&self, target: &str) -> Daemonless {
-        let runtime = self.path("runtime");
-        std::fs::create_dir_all(&runtime)
-            .unwrap_or_else(|e| panic!("mkdir {}: {e}", runtime.display()));
-        Daemonless {
-            runtime,
-            config: self.path("keyfed.toml"),
-            target: target.to_owned(),
-        }
-    }
-}
-
-/// `keyfed --config <dir>/keyfed.toml credential-process <target>` as a program runs it when no
-/// daemon answers: its cache lives under `XDG_RUNTIME_DIR`, here `runtime/` in the fixture's
-/// folder. The arguments and environment for [`Fixture::keyfed_raw`] or [`Fixture::spawn_with`].
-pub struct Daemonless {
-    /// The runtime folder; keyfed keeps its cache in `keyfed/` below it.
-    pub runtime: PathBuf,
-    config: PathBuf,
-    target: String,
-}
-
-impl Daemonless {
-    pub fn args(&self) -> [&str; 4] {
-        [
-            "--config",
-            self.config.to_str().unwrap_or_default(),
-            "credential-process",
-            &self.target,
-        ]
-    }
-
-    pub fn env(&self) -> [(&str, &str); 1] {
-        [("XDG_RUNTIME_DIR", self.runtime.to_str().unwrap_or_default())]
-    }
-}
-
-/// Whether a daemon answers a status request on `socket`: the control socket is bound before
-/// the endpoint starts (so a second daemon fails before writing anything) but answers only once
-/// everything is up.
-pub async fn answers(socket: &Path) -> bool {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
-        return false;
-    };
-    if stream.write_all(b"\"status\"\n").await.is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(stream);
-    reader.read_line(&mut line).await.is_ok() && line.contains("\"status\"")
-}
-
-/// A running `keyfed run`; killed when dropped.
-pub type Daemon = Process;
-
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-impl Fixture {
-    /// The standard issuer, an AWS target "aws" served on the container face at `/aws/app` and
-    /// on IMDS, `extra_target_keys` added to that target, and an `[endpoint]` on a free port.
-    /// Returns the endpoint's base URL.
-    pub fn endpoint_config(&self, extra_target_keys: &str, extra_endpoint_keys: &str) -> String {
-        let port = free_port();
-        let target =
-            self.aws_target("aws", "") + "container_path = \"/aws/app\"\n" + extra_target_keys;
-        self.daemon_config(&format!(
-            "{target}\n[endpoint]\nlisten = [\"127.0.0.1:{port}\"]\nimds_target = \"aws\"\ncontainer_token_file = \"container-token\"\n{extra_endpoint_keys}"
-        ));
-        format!("http://127.0.0.1:{port}")
-    }
-
-    pub fn container_token(&self) -> String {
-        std::fs::read_to_string(self.path("container-token")).unwrap_or_else(|e| panic!("{e}"))
-    }
 }

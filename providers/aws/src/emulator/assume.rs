@@ -71,7 +71,7 @@ pub(crate) async fn assume_role(
         parse_role_arn(role_arn).ok_or_else(|| StsFault::validation("Request ARN is invalid"))?;
 
     let now = state.clock.now();
-    let token = state.verifier.verify(token, &state.providers, now).await?;
+    let token = super::verify::verify(&state.verifier, token, &state.providers, now).await?;
 
     let entry = state
         .roles
@@ -82,7 +82,7 @@ pub(crate) async fn assume_role(
     let conditions_hold = entry.role.conditions.iter().all(|c| {
         let value = match c.claim() {
             "aud" => Some(token.audience.as_str()),
-            claim => token.claims.get(claim).and_then(|v| v.as_str()),
+            claim => token.claims.string(claim),
         };
         c.holds(value)
     });

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use keyfed_core::SecretString;
 use keyfed_core::clock::{Clock, SystemClock};
-use keyfed_core::emulator::{Control, RunningServer, TestCa, serve};
+use keyfed_core::emulator::{Control, IssuesSecrets, OidcVerifier, RunningServer, TestCa, serve};
 
 pub use iam::{Condition, OidcProvider, Role};
 
@@ -80,7 +80,7 @@ pub(crate) struct State {
     pub providers: Vec<OidcProvider>,
     pub roles: Vec<RoleEntry>,
     pub clock: Arc<dyn Clock>,
-    pub verifier: verify::Verifier,
+    pub verifier: OidcVerifier,
     pub issued: Mutex<Vec<Issued>>,
     pub assume_role_calls: AtomicU64,
     pub last_assume_role: Mutex<Option<SeenAssumeRole>>,
@@ -158,16 +158,7 @@ impl Builder {
     }
 
     pub async fn start(self) -> std::io::Result<StsEmulator> {
-        let mut http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(5));
-        for pem in &self.trusted_cas {
-            let cert =
-                reqwest::Certificate::from_pem(pem.as_bytes()).map_err(std::io::Error::other)?;
-            http = http.tls_certs_merge([cert]);
-        }
-        let http = http.build().map_err(std::io::Error::other)?;
+        let verifier = OidcVerifier::new(self.trusted_cas.iter().map(String::as_str))?;
         let control = Control::default();
         let listener = tokio::net::TcpListener::bind(self.bind).await?;
         let roles = self
@@ -183,7 +174,7 @@ impl Builder {
             providers: self.providers,
             roles,
             clock: self.clock,
-            verifier: verify::Verifier::new(http),
+            verifier,
             issued: Mutex::new(Vec::new()),
             assume_role_calls: AtomicU64::new(0),
             last_assume_role: Mutex::new(None),
@@ -258,9 +249,25 @@ impl StsEmulator {
             .clone()
     }
 
-    /// The SecretAccessKey and SessionToken of every set of credentials issued so far, for
-    /// tests that check these secrets never show up in keyfed's output.
-    pub fn issued_secrets(&self) -> Vec<String> {
+    /// Every set of credentials issued so far, oldest first.
+    pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
+        self.state
+            .issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|i| i.public.clone())
+            .collect()
+    }
+}
+
+/// The SecretAccessKey and SessionToken of every set of credentials issued so far.
+impl IssuesSecrets for StsEmulator {
+    fn secret_kind(&self) -> &'static str {
+        "an AWS secret key or session token the STS emulator issued"
+    }
+
+    fn issued_secrets(&self) -> Vec<String> {
         use keyfed_core::ExposeSecret as _;
         self.state
             .issued
@@ -273,17 +280,6 @@ impl StsEmulator {
                     i.session_token.expose_secret().to_owned(),
                 ]
             })
-            .collect()
-    }
-
-    /// Every set of credentials issued so far, oldest first.
-    pub fn issued_credentials(&self) -> Vec<IssuedCredentials> {
-        self.state
-            .issued
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|i| i.public.clone())
             .collect()
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keyfed_core::clock::{Clock, SystemClock};
-use keyfed_core::emulator::{Control, RunningServer, TestCa, serve};
+use keyfed_core::emulator::{Control, IssuesSecrets, RunningServer, TestCa, serve};
 use keyfed_core::{ExposeSecret as _, SecretString};
 
 pub use realm::{ClientScope, ClientSpec, Credential, Realm};
@@ -209,5 +209,24 @@ impl KeycloakEmulator {
 
     pub fn lifespan(&self) -> Duration {
         self.state.realm.lifespan
+    }
+}
+
+/// The signature of every access token issued so far: the part that makes a token usable
+/// (its header and claims are not secret; `keyfed token --decode` prints them).
+impl IssuesSecrets for KeycloakEmulator {
+    fn secret_kind(&self) -> &'static str {
+        "a Keycloak token the emulator issued"
+    }
+
+    fn issued_secrets(&self) -> Vec<String> {
+        self.issued_tokens()
+            .iter()
+            .filter_map(|token| {
+                token
+                    .rsplit_once('.')
+                    .map(|(_, signature)| signature.to_owned())
+            })
+            .collect()
     }
 }
