@@ -34,6 +34,15 @@ impl Credential {
         }
     }
 
+    /// What `keyfed credential-process` prints for this credential, and so what the control
+    /// socket hands it: the `credential_process` document for AWS, the raw JWT for a token.
+    pub fn process_document(&self) -> String {
+        match self {
+            Self::Token(token) => token.expose().to_owned(),
+            Self::Aws(c) => credential_process_json(c),
+        }
+    }
+
     /// A short, secret-free description for logs and status.
     pub fn describe(&self) -> String {
         match self {

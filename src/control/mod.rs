@@ -47,8 +47,7 @@ pub struct TargetStatus {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
-    /// The `credential_process` JSON document for AWS targets (kind "aws"), the raw JWT for
-    /// token targets (kind "token").
+    /// The credential's process document (see `Credential::process_document`), with its kind.
     Credential {
         kind: String,
         document: String,

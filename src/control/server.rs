@@ -14,7 +14,6 @@ use keyfed_core::clock::rfc3339;
 use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::caps::{Caps, Limits};
 use crate::config::SocketSpec;
-use crate::credential::{Credential, credential_process_json};
 use crate::engine::{Phase, TargetEngine};
 use crate::served::Served;
 
@@ -259,10 +258,7 @@ async fn handle(request: Request, served: &Served, uid: u32) -> Response {
             match t.credential().await {
                 Ok(issued) => Response::Credential {
                     kind: issued.credential.kind().to_owned(),
-                    document: match &issued.credential {
-                        Credential::Aws(c) => credential_process_json(c),
-                        Credential::Token(token) => token.expose().to_owned(),
-                    },
+                    document: issued.credential.process_document(),
                 },
                 Err(e) => Response::Error {
                     code: ErrorCode::Unavailable,

@@ -19,6 +19,10 @@ use crate::engine::Issued;
 /// (each is rendered again when next asked for).
 const MAX_BODIES: usize = 1024;
 
+/// Bodies kept at most for one target (its variants come from consumers); past it, the oldest
+/// goes first.
+const MAX_BODIES_PER_TARGET: usize = 128;
+
 /// Which body: of which target, slot and format.
 #[derive(Debug, Clone, Copy)]
 pub struct Key<'a, S: ?Sized> {
@@ -75,9 +79,10 @@ impl<S: ?Sized + ToOwned + PartialEq> Documents<S> {
         }
         let body = Bytes::from(render(&issued.credential)?);
         let mut cache = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if !cache.contains_key(key.target)
-            && cache.values().map(Vec::len).sum::<usize>() >= MAX_BODIES
-        {
+        let known = cache
+            .get(key.target)
+            .is_some_and(|entries| entries.iter().any(|e| e.is(&key)));
+        if !known && cache.values().map(Vec::len).sum::<usize>() >= MAX_BODIES {
             cache.retain(|_, entries| {
                 entries.retain(|e| e.issued.credential.expires_at() > now);
                 !entries.is_empty()
@@ -95,7 +100,13 @@ impl<S: ?Sized + ToOwned + PartialEq> Documents<S> {
         };
         match entries.iter_mut().find(|e| e.is(&key)) {
             Some(held) => *held = entry,
-            None => entries.push(entry),
+            None => {
+                // Keys within a target come from consumers (variants): the oldest goes first.
+                if entries.len() >= MAX_BODIES_PER_TARGET {
+                    entries.remove(0);
+                }
+                entries.push(entry);
+            }
         }
         Some(body)
     }
@@ -242,5 +253,27 @@ mod tests {
         assert!(held(&docs) <= MAX_BODIES);
         let cache = docs.0.read().unwrap_or_else(PoisonError::into_inner);
         assert!(cache.contains_key("live"), "the live body stays");
+    }
+
+    /// Review of issue 9: the bound was checked only when a new target arrived, so one target's
+    /// consumer-chosen variants grew the cache without end.
+    #[test]
+    fn one_targets_variants_are_bounded_too() {
+        let docs = Documents::<str>::default();
+        let now = now();
+        let live = issued("LIVE", Duration::from_secs(3600));
+        for i in 0..2000 {
+            let slot = format!("scopes s{i}");
+            docs.get(key("t", Some(&slot), "json"), &live, json, now);
+        }
+        let cache = docs.0.read().unwrap_or_else(PoisonError::into_inner);
+        let held = cache.get("t").map_or(0, Vec::len);
+        assert_eq!(held, MAX_BODIES_PER_TARGET);
+        assert!(
+            cache["t"]
+                .iter()
+                .any(|e| e.slot.as_deref() == Some("scopes s1999")),
+            "the newest stays"
+        );
     }
 }

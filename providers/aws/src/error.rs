@@ -118,9 +118,13 @@ fn advice_for_code(code: &str, status: u16) -> Advice {
         | "InternalFailure" => Advice::Backoff,
         "InvalidIdentityToken" | "ExpiredTokenException" => Advice::FreshSubjectToken,
         _ if status >= 500 => Advice::Backoff,
-        "ValidationError" | "MalformedPolicyDocument" | "PackedPolicyTooLarge" => {
-            Advice::Stop { side: Side::Config }
-        }
+        // What keyfed sent is wrong: its configuration must change.
+        "ValidationError"
+        | "MalformedPolicyDocument"
+        | "PackedPolicyTooLarge"
+        | "InvalidParameterValue"
+        | "InvalidParameterCombination"
+        | "MissingParameter" => Advice::Stop { side: Side::Config },
         _ => Advice::Stop { side: Side::Cloud },
     }
 }
@@ -267,6 +271,9 @@ mod tests {
             "MalformedPolicyDocument",
             "PackedPolicyTooLarge",
             "ValidationError",
+            "InvalidParameterValue",
+            "InvalidParameterCombination",
+            "MissingParameter",
         ] {
             assert_eq!(refused(code, 400, "").advice(), CONFIG, "{code}");
         }

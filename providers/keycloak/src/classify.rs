@@ -8,7 +8,8 @@
 //!   error carries names the setting, and where keyfed's side can be changed instead (a
 //!   `min_token_lifetime`, `strict_audience`) it says so.
 //! - Stop, keyfed's configuration: the client cannot be built (a CA file, a URL), the client
-//!   assertion cannot be signed (keyfed's key), or something that does not speak OAuth refused
+//!   assertion cannot be signed (keyfed's key), the issuer publishes no JWKS to verify with
+//!   (the URL names something else, or `verify_signature` must be turned off), or something that does not speak OAuth refused
 //!   the request with a 4xx (the configured URL names the wrong thing, or a proxy refuses it).
 //!
 //! Nothing Keycloak says asks for a fresh subject token: the token is what Keycloak issues.
@@ -26,9 +27,10 @@ impl Advise for KeycloakError {
                 Advice::Backoff
             }
             Self::OAuth { .. } | Self::TokenRejected { .. } => Advice::Stop { side: Side::Issuer },
-            Self::Http { .. } | Self::Setup { .. } | Self::Assertion { .. } => {
-                Advice::Stop { side: Side::Config }
-            }
+            Self::Http { .. }
+            | Self::Setup { .. }
+            | Self::Assertion { .. }
+            | Self::NoJwksUri { .. } => Advice::Stop { side: Side::Config },
         }
     }
 }
@@ -134,5 +136,17 @@ mod tests {
             detail: "the key is not an RSA key".to_owned(),
         };
         assert_eq!(assertion.advice(), CONFIG);
+    }
+
+    /// Review of issue 9: a discovery document without `jwks_uri` was retried with short
+    /// backoff forever, though only a change of configuration can help.
+    #[test]
+    fn no_jwks_uri_stops_on_keyfeds_configuration() {
+        let e = KeycloakError::NoJwksUri {
+            issuer: "corp".to_owned(),
+            url: "https://sso.example.com/realms/infra".to_owned(),
+        };
+        assert_eq!(e.advice(), CONFIG);
+        assert!(e.to_string().contains("verify_signature = false"), "{e}");
     }
 }

@@ -272,13 +272,13 @@ impl KeycloakClient {
             },
         };
         let discovery = self.discovery().await?;
-        let url = discovery.jwks_uri.clone().ok_or_else(|| {
-            self.invalid(
-                "discovery document",
-                &self.settings.url,
-                "it has no jwks_uri, so signatures cannot be verified (set verify_signature = false on the issuer to skip)".to_owned(),
-            )
-        })?;
+        let url = discovery
+            .jwks_uri
+            .clone()
+            .ok_or_else(|| KeycloakError::NoJwksUri {
+                issuer: self.settings.name.clone(),
+                url: self.settings.url.to_string(),
+            })?;
         let body = self.get(&url).await?;
         let document: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| self.invalid("JWKS", &url, e.to_string()))?;

@@ -51,6 +51,11 @@ pub enum KeycloakError {
         url: String,
         detail: String,
     },
+    /// The discovery document names no JWKS, so no token can be verified: only a change helps.
+    #[error(
+        "issuer '{issuer}': the discovery document at {url} has no jwks_uri, so signatures cannot be verified\n  hint: check the issuer url, or set verify_signature = false on the issuer to skip the check"
+    )]
+    NoJwksUri { issuer: String, url: String },
     #[error("issuer '{issuer}': the token for audience \"{audience}\" was refused: {problem}")]
     TokenRejected {
         issuer: String,
