@@ -6,7 +6,9 @@
 //! longest backoff step, and at once on a reload) until the side they name changes. A target
 //! holds its main credential and keyed variants of it ([`SlotKey`], `slot.rs`): those its
 //! configuration names are kept fresh like the main one, those asked for on demand are cached,
-//! bounded and refreshed only on demand.
+//! bounded and refreshed only on demand; new ones are limited in rate, never evict one waiting
+//! for its retry time, and are refused while the main credential is stopped on the Keycloak
+//! side or keyfed's configuration.
 
 mod backoff;
 mod schedule;
@@ -34,7 +36,7 @@ pub use target::{EXPIRY_MARGIN, Issued, LATENCY_BUCKETS, Phase, TargetEngine};
     )
 )]
 pub use {
-    slot::{SlotSnapshot, UnknownSlot},
+    slot::{SlotSnapshot, TooMany, UnknownSlot},
     target::Unavailable,
 };
 

@@ -1,15 +1,28 @@
 //! A target's credentials, one per slot: its main credential (no key), the keyed variants its
 //! configuration names ([`Slots::configured`]), and the variants local consumers ask for on
-//! demand, kept in a cache of at most [`Slots::on_demand`] where the least recently used is
-//! dropped ([`OnDemand`]). Each slot has a state of its own — credential, attempts, backoff,
-//! last error, counters — and a single flight of its own, so a failing variant never touches
-//! the main credential or another variant, and a slow one holds up no other. The refresh rules
-//! are `target.rs`'s, the same for every slot.
+//! demand, kept in a cache of at most [`Slots::on_demand`] ([`OnDemand`]). Each slot has a state
+//! of its own — credential, attempts, backoff, last error, counters — and a single flight of its
+//! own, so a failing variant never touches the main credential or another variant, and a slow
+//! one holds up no other. The refresh rules are `target.rs`'s, the same for every slot.
+//!
+//! A local consumer names the variants it asks for, so the cache also bounds what a local user
+//! can make keyfed ask upstream for (every new variant costs a Keycloak token and a cloud call):
+//! - At most [`NEW_VARIANTS_PER_MINUTE`] new variants a minute start a first fetch, per target
+//!   (a token bucket on the engine's clock holding as many, refilled evenly over the minute).
+//!   Past it a new variant is refused ([`TooMany::PerMinute`]) with no upstream call; variants
+//!   already cached are served as ever.
+//! - A full cache makes room by dropping the least recently asked for variant that holds
+//!   nothing worth keeping. A variant whose fetch is under way or waited for, or whose retry
+//!   time is still ahead (backing off or stopped), keeps its place: dropped and asked for again
+//!   it would start a second fetch, or be retried before its time. When every cached variant is
+//!   such, a new one is refused ([`TooMany::AllBusy`]) instead. This was chosen over keeping a
+//!   record of dropped variants' retry times: nothing outlives its slot, so there is no second
+//!   bound to keep, and a cache full of failing variants is the case where refusing is right.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::SlotKey;
 use super::source::FetchError;
@@ -18,6 +31,16 @@ use super::target::{Issued, Snapshot, Stats};
 /// How many variants asked for on demand a target keeps, unless its settings say otherwise.
 pub const ON_DEMAND_SLOTS: usize = 32;
 
+/// How many new on-demand variants a target starts a first fetch for in a minute (and at once,
+/// after a quiet minute); past it a new variant is refused.
+pub const NEW_VARIANTS_PER_MINUTE: u32 = 10;
+
+/// The clock time one new variant costs the token bucket: a minute shared evenly.
+const NEW_VARIANT_COST: Duration = Duration::from_millis(60_000 / NEW_VARIANTS_PER_MINUTE as u64);
+
+/// The bucket's capacity, as clock time: a minute's worth of new variants.
+const NEW_VARIANT_BURST: Duration = Duration::from_secs(60);
+
 /// A target's variants besides its main credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slots {
@@ -25,7 +48,7 @@ pub struct Slots {
     /// configuration; every one must be a variant the target's cloud issues.
     pub configured: Vec<SlotKey>,
     /// How many variants asked for on demand are kept (at least one); beyond it the least
-    /// recently used is dropped.
+    /// recently used one that holds nothing worth keeping is dropped (`slot.rs`).
     pub on_demand: usize,
 }
 
@@ -44,6 +67,19 @@ impl Default for Slots {
 pub struct UnknownSlot {
     pub target: String,
     pub slot: SlotKey,
+}
+
+/// Why a new on-demand variant is refused, with no upstream call: keyfed keeps what a local
+/// consumer can make it ask upstream for within bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TooMany {
+    /// More new variants were asked for than [`NEW_VARIANTS_PER_MINUTE`].
+    #[error("more than {limit} new variants were asked for within a minute")]
+    PerMinute { limit: u32 },
+    /// Every variant kept is being fetched, or waits out a failure before its retry; dropping
+    /// one would lose its place in line.
+    #[error("all {kept} variants kept are being fetched or waiting to be retried")]
+    AllBusy { kept: usize },
 }
 
 /// One slot's state.
@@ -89,6 +125,17 @@ impl Slot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether dropping this slot from the cache would lose something: a fetch under way or
+    /// waited for (asked for again, the variant would start a second one beside it), or a
+    /// retry time still ahead (asked for again, it would be retried before its time).
+    fn holds_its_place(&self, now: SystemTime) -> bool {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let s = self.lock();
+        s.refreshing || s.background || s.retry_at.is_some_and(|t| now < t)
+    }
+
     /// Takes over what a reload must not lose from the slot this one replaces: credential,
     /// backoff, last error and counters. A stopped slot is retried at `now`: the reload may
     /// be the change it waits for.
@@ -131,6 +178,8 @@ pub(super) struct OnDemand {
     bound: usize,
     /// Variants dropped to stay within the bound.
     pub evictions: u64,
+    /// Limits how many new variants start a first fetch.
+    bucket: Bucket,
 }
 
 impl OnDemand {
@@ -140,43 +189,74 @@ impl OnDemand {
             asked: 0,
             bound: bound.max(1),
             evictions: 0,
+            bucket: Bucket::default(),
         }
     }
 
-    /// The slot for `key`, marked as the most recently asked for; a new one when there is
-    /// none, dropping the least recently asked for beyond the bound. The keys dropped.
-    pub fn ask(&mut self, key: &SlotKey) -> (Arc<Slot>, Vec<SlotKey>) {
-        self.asked += 1;
-        let asked = self.asked;
-        if let Some((slot, last)) = self.slots.get_mut(key) {
-            *last = asked;
-            return (Arc::clone(slot), Vec::new());
+    /// The cached slot for `key`, marked as the most recently asked for.
+    pub fn cached(&mut self, key: &SlotKey) -> Option<Arc<Slot>> {
+        let asked = self.asked + 1;
+        let (slot, last) = self.slots.get_mut(key)?;
+        *last = asked;
+        self.asked = asked;
+        Some(Arc::clone(slot))
+    }
+
+    /// A new slot for `key`, which is not cached, marked as the most recently asked for; at the
+    /// bound it takes the place of the least recently asked for slot that can give its place up
+    /// (the key dropped is returned). Refused, changing nothing, when none can or when the
+    /// bucket is empty.
+    ///
+    /// The new slot counts as refreshing from the start: its asker starts its first fetch right
+    /// after this (`TargetEngine::credential_for`), and until then it must not be dropped for
+    /// another new variant.
+    pub fn admit(
+        &mut self,
+        key: &SlotKey,
+        now: SystemTime,
+    ) -> Result<(Arc<Slot>, Option<SlotKey>), TooMany> {
+        let dropped = if self.slots.len() >= self.bound {
+            let victim = self.least_recent(now, false).ok_or(TooMany::AllBusy {
+                kept: self.slots.len(),
+            })?;
+            Some(victim)
+        } else {
+            None
+        };
+        if !self.bucket.take(now) {
+            return Err(TooMany::PerMinute {
+                limit: NEW_VARIANTS_PER_MINUTE,
+            });
+        }
+        if let Some(victim) = &dropped {
+            self.slots.remove(victim);
+            self.evictions += 1;
         }
         let slot = Slot::new(Some(key.clone()));
-        self.slots.insert(key.clone(), (Arc::clone(&slot), asked));
-        (slot, self.trim())
+        slot.lock().refreshing = true;
+        self.asked += 1;
+        self.slots
+            .insert(key.clone(), (Arc::clone(&slot), self.asked));
+        Ok((slot, dropped))
     }
 
-    /// Drops the least recently asked for beyond the bound (a linear look: the bound is small,
-    /// and this runs only when a new variant arrives); the keys dropped.
-    fn trim(&mut self) -> Vec<SlotKey> {
-        let mut dropped = Vec::new();
-        while self.slots.len() > self.bound {
-            let oldest = self
-                .slots
+    /// The least recently asked for slot that can give its place up or, when `any`, the least
+    /// recently asked for of all if none can (a linear look: the bound is small, and this runs
+    /// only when a new variant arrives).
+    fn least_recent(&self, now: SystemTime, any: bool) -> Option<SlotKey> {
+        let oldest = |free: bool| {
+            self.slots
                 .iter()
+                .filter(|(_, (slot, _))| !free || !slot.holds_its_place(now))
                 .min_by_key(|(_, (_, last))| *last)
-                .map(|(key, _)| key.clone());
-            let Some(oldest) = oldest else { break };
-            self.slots.remove(&oldest);
-            self.evictions += 1;
-            dropped.push(oldest);
-        }
-        dropped
+                .map(|(key, _)| key.clone())
+        };
+        oldest(true).or_else(|| if any { oldest(false) } else { None })
     }
 
     /// Takes over the variants of the engine this one replaces on reload (those `keep` accepts),
-    /// their order and the eviction count.
+    /// their order, the eviction count and the bucket. A smaller bound than before drops the
+    /// least recently asked for, those that can give their place up first: the bound holds.
     pub fn adopt(&mut self, old: &OnDemand, now: SystemTime, keep: impl Fn(&SlotKey) -> bool) {
         for (key, (old_slot, last)) in &old.slots {
             if !keep(key) {
@@ -188,7 +268,14 @@ impl OnDemand {
         }
         self.asked = self.asked.max(old.asked);
         self.evictions += old.evictions;
-        self.trim();
+        self.bucket = old.bucket;
+        while self.slots.len() > self.bound {
+            let Some(victim) = self.least_recent(now, true) else {
+                break;
+            };
+            self.slots.remove(&victim);
+            self.evictions += 1;
+        }
     }
 
     pub fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
@@ -198,6 +285,45 @@ impl OnDemand {
     #[cfg(test)]
     pub fn get(&self, key: &SlotKey) -> Option<&Arc<Slot>> {
         self.slots.get(key).map(|(slot, _)| slot)
+    }
+}
+
+/// A token bucket of new variants, kept as clock time: each new variant costs
+/// [`NEW_VARIANT_COST`], and the credit grows with the clock up to [`NEW_VARIANT_BURST`].
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    credit: Duration,
+    /// The latest time the credit was brought up to; `None` before the first new variant. A
+    /// clock stepping back adds nothing, and time is not counted twice when it steps forward
+    /// again.
+    at: Option<SystemTime>,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self {
+            credit: NEW_VARIANT_BURST,
+            at: None,
+        }
+    }
+}
+
+impl Bucket {
+    /// Takes one new variant's cost at `now`; false, changing nothing but the credit earned,
+    /// when the credit falls short.
+    fn take(&mut self, now: SystemTime) -> bool {
+        if let Some(at) = self.at {
+            let earned = now.duration_since(at).unwrap_or_default();
+            self.credit = self.credit.saturating_add(earned).min(NEW_VARIANT_BURST);
+        }
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+        match self.credit.checked_sub(NEW_VARIANT_COST) {
+            Some(left) => {
+                self.credit = left;
+                true
+            }
+            None => false,
+        }
     }
 }
 

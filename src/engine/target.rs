@@ -22,11 +22,24 @@
 //! is refreshed only on demand, never by the background loop: a consumer asking once it is due
 //! is served the cached credential at once while one refresh runs behind it, and one nobody
 //! asks for again simply expires where it lies, costing no upstream call. At most
-//! [`Slots::on_demand`] variants are kept; beyond that the least recently asked for is dropped
-//! (counted in [`Snapshot::slot_evictions`]), and a dropped variant is fetched anew if asked
-//! for again. A variant the target's cloud does not issue (any variant of AWS or of a bare
-//! token) is refused at once ([`Unavailable::UnknownSlot`]), with no upstream call. Outputs are
-//! written from the main credential only.
+//! [`Slots::on_demand`] variants are kept; beyond that the least recently asked for one that
+//! holds nothing worth keeping is dropped (counted in [`Snapshot::slot_evictions`]), and a
+//! dropped variant is fetched anew if asked for again. A variant the target's cloud does not
+//! issue (any variant of AWS or of a bare token) is refused at once
+//! ([`Unavailable::UnknownSlot`]), with no upstream call. Outputs are written from the main
+//! credential only.
+//!
+//! Local consumers choose the variants they ask for, so new ones are held within bounds before
+//! any upstream call (`slot.rs` has the rules): at most
+//! [`NEW_VARIANTS_PER_MINUTE`](super::slot::NEW_VARIANTS_PER_MINUTE) a minute, never by
+//! dropping a variant that is being fetched or waits for its retry time (so a stopped variant
+//! is still retried only at the longest backoff step, however many others are asked for), and
+//! refused otherwise ([`Unavailable::TooManyVariants`]). And while the main credential is
+//! stopped on the Keycloak side or keyfed's configuration, a new variant is refused at once
+//! with the main credential's error ([`Unavailable::NotYet`]): it would need the same Keycloak
+//! token, and asking again would only repeat a request known to be refused. A stop on the cloud
+//! side holds no variant back — the cloud may refuse one set of scopes or one resource and
+//! grant another. Variants already cached are served under their own rules in both cases.
 
 #[cfg(test)]
 use std::sync::atomic::Ordering;
@@ -41,7 +54,7 @@ use tracing::Instrument as _;
 use super::SlotKey;
 use super::backoff::Backoff;
 use super::schedule::refresh_at;
-use super::slot::{OnDemand, Slot, SlotSnapshot, Slots, State, UnknownSlot, Waiting};
+use super::slot::{OnDemand, Slot, SlotSnapshot, Slots, State, TooMany, UnknownSlot, Waiting};
 use super::source::{FetchError, Source, fetch_slot_within};
 use crate::credential::Credential;
 use crate::outputs::{Output, OutputError};
@@ -86,6 +99,14 @@ pub enum Unavailable {
     /// A variant the target's cloud does not issue: a refusal, not an outage.
     #[error(transparent)]
     UnknownSlot(#[from] UnknownSlot),
+    /// A new on-demand variant refused to keep the upstream calls local consumers can cause
+    /// within bounds: a refusal for now, not an outage; asking again later can succeed.
+    #[error("target '{target}' ({slot}): not fetched: {why}; retry later")]
+    TooManyVariants {
+        target: String,
+        slot: SlotKey,
+        why: TooMany,
+    },
 }
 
 /// " (scopes …)" after a target's name for a variant; nothing for the main credential.
@@ -336,11 +357,49 @@ impl TargetEngine {
             }
             .into());
         }
-        let (slot, dropped) = self.on_demand().ask(key);
-        for dropped in dropped {
+        let (slot, dropped) = {
+            let mut on_demand = self.on_demand();
+            match on_demand.cached(key) {
+                Some(slot) => (slot, None),
+                None => {
+                    if let Some(stop) = self.stop_holding_variants_back() {
+                        drop(on_demand);
+                        tracing::debug!(target = %self.name, slot = %key, "new variant refused: the main credential is stopped");
+                        return Err(Unavailable::NotYet {
+                            target: self.name.clone(),
+                            slot: Some(key.clone()),
+                            reason: stop.to_string(),
+                        });
+                    }
+                    match on_demand.admit(key, self.clock.now()) {
+                        Ok(admitted) => admitted,
+                        Err(why) => {
+                            drop(on_demand);
+                            tracing::debug!(target = %self.name, slot = %key, "new variant refused: {why}");
+                            return Err(Unavailable::TooManyVariants {
+                                target: self.name.clone(),
+                                slot: key.clone(),
+                                why,
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(dropped) = dropped {
             tracing::info!(target = %self.name, slot = %dropped, "dropped the least recently asked for on-demand credential to stay within the bound");
         }
         self.serve(&slot, true).await
+    }
+
+    /// The main credential's error while it is stopped on a side every variant shares — the
+    /// Keycloak side or keyfed's configuration — so a new variant would be refused the same.
+    fn stop_holding_variants_back(&self) -> Option<FetchError> {
+        let s = self.main.lock();
+        s.last_error
+            .as_ref()
+            .filter(|e| matches!(e.stopped(), Some(Side::Issuer | Side::Config)))
+            .cloned()
     }
 
     /// `slot`'s credential for a consumer; `on_demand`: start a refresh behind the consumer

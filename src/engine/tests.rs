@@ -12,6 +12,12 @@
 //! most a bound of them with the least recently asked for dropped; configured variants kept
 //! fresh by the background loop; a failing variant and the main credential independent; and
 //! sources without variants (AWS) refusing them without an upstream call.
+//!
+//! What local consumers can make keyfed ask upstream for, by naming variants (review of issue
+//! 9): new variants limited to a bucket a minute, a full cache of variants being fetched or
+//! waiting for their retry refusing new ones rather than dropping one (so cycling through keys
+//! never hurries a retry), and a main credential stopped on the Keycloak side or keyfed's
+//! configuration refusing new variants without asking upstream.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -22,7 +28,7 @@ use keyfed_aws::AwsCredentials;
 use keyfed_core::clock::{Clock, ManualClock};
 use keyfed_core::exchange::{Advice, Side};
 
-use super::slot::ON_DEMAND_SLOTS;
+use super::slot::{NEW_VARIANTS_PER_MINUTE, ON_DEMAND_SLOTS};
 use super::source::fetch_slot_within;
 use super::target::Snapshot;
 use super::*;
@@ -1804,4 +1810,270 @@ async fn issue_9_a_reload_keeps_the_slots() {
     assert!(Arc::ptr_eq(&variant(&new, &key("asked")).await, &asked));
     assert_eq!(new.slot_evictions(), 1);
     assert_eq!(fake.calls(), calls, "no upstream call after the reload");
+}
+
+/// A consumer asking for the new variant `k` on a task of its own; the id of its credential,
+/// or the refusal.
+fn variant_asker(
+    t: &Arc<TargetEngine>,
+    k: SlotKey,
+) -> tokio::task::JoinHandle<Result<String, Unavailable>> {
+    let t = Arc::clone(t);
+    tokio::spawn(async move { t.credential_for(Some(&k)).await.map(|c| id(&c)) })
+}
+
+/// review of issue 9 (new variants per minute): a thousand consumers each asking for a variant
+/// of its own at once — the first fetches held at the upstream until all have asked — make one
+/// bucket of upstream calls; the others are refused at once, saying to retry later. Variants
+/// already cached are still served; a minute later one more bucket is let through, however
+/// many ask; the main credential is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_issue_9_a_thousand_new_variants_make_at_most_a_bucket_of_upstream_calls() {
+    let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let bucket = NEW_VARIANTS_PER_MINUTE;
+    fake.close();
+    let askers: Vec<_> = (0..1000)
+        .map(|i| variant_asker(&t, key(&format!("k{i}"))))
+        .collect();
+    fake.until_held(bucket).await;
+    // Every other asker is refused at once, while the bucket's first fetches are still held.
+    until("the refusals", || {
+        askers.iter().filter(|a| a.is_finished()).count() == (1000 - bucket) as usize
+    })
+    .await;
+    assert_eq!(fake.held.load(Ordering::SeqCst), bucket);
+    assert_eq!(fake.calls(), bucket, "one bucket of upstream calls");
+    fake.open();
+    let (mut got, mut refused) = (Vec::new(), 0);
+    for (i, asker) in askers.into_iter().enumerate() {
+        match asker.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(id) => got.push((key(&format!("k{i}")), id)),
+            Err(Unavailable::TooManyVariants {
+                why: TooMany::PerMinute { limit },
+                ..
+            }) => {
+                assert_eq!(limit, bucket);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got.len(), bucket as usize, "{got:?}");
+    assert_eq!(refused, 1000 - bucket);
+    assert_eq!(fake.calls(), bucket, "one bucket of upstream calls");
+    assert_eq!(fake.main_calls(), 0);
+    assert_eq!(
+        variant_refusal(&t, &key("k1000")).await,
+        r#"target 't' (scopes "k1000"): not fetched: more than 10 new variants were asked for within a minute; retry later"#
+    );
+    // The variants fetched are still served, from the cache.
+    for (k, fetched) in &got {
+        assert_eq!(&id(&variant(&t, k).await), fetched);
+    }
+    assert_eq!(fake.calls(), bucket);
+
+    // A minute on, a thousand more new variants asked for one after the other: one more bucket.
+    clock.advance(Duration::from_secs(60));
+    let mut fetched = 0;
+    for i in 1000..2000 {
+        match t.credential_for(Some(&key(&format!("k{i}")))).await {
+            Ok(_) => fetched += 1,
+            Err(Unavailable::TooManyVariants { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(fetched, bucket);
+    assert_eq!(fake.calls(), 2 * bucket);
+    assert_eq!(fake.main_calls(), 0);
+}
+
+/// review of issue 9 (new variants per minute): asked for one every few seconds, new variants
+/// are let through at the bucket's rate and no faster.
+#[tokio::test]
+async fn review_issue_9_new_variants_are_let_through_at_the_buckets_rate() {
+    let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let mut asked = 0;
+    // Ten minutes, a new variant every second: a full bucket, then one every six seconds.
+    for _ in 0..600 {
+        let _ = t.credential_for(Some(&key(&format!("k{asked}")))).await;
+        asked += 1;
+        clock.advance(Duration::from_secs(1));
+    }
+    let calls = fake.calls();
+    let most = NEW_VARIANTS_PER_MINUTE * 11;
+    assert!(
+        (most - 2..=most).contains(&calls),
+        "{calls} upstream calls for {asked} new variants in 10 minutes"
+    );
+}
+
+/// review of issue 9 (eviction keeps backoff): a variant the cloud refused (stopped) keeps its
+/// place in the cache however many new variants are asked for after it — cycling through more
+/// keys than the bound drops the others — so it is not retried before the longest backoff
+/// step; at its retry time it is retried once.
+#[tokio::test]
+async fn review_issue_9_cycling_new_variants_does_not_hurry_a_stopped_one() {
+    let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+    let stopped = key("stopped");
+    fake.fail_slot(&stopped, Some(CLOUD));
+    let err = variant_refusal(&t, &stopped).await;
+    assert!(
+        err.contains("stopped: needs a change on the cloud side"),
+        "{err}"
+    );
+    let retry_at = slot_state(&t, &stopped)
+        .next_refresh
+        .unwrap_or_else(|| panic!("no retry"));
+    assert!(retry_at >= clock.now() + Backoff::DEFAULT.longest());
+    // 33 keys asked for in turn, one every six seconds (the bucket's rate), until the retry
+    // time: with 31 places left beside the stopped variant, every ask is a new variant that
+    // drops another. The stopped one, asked for again only after each round, is the least
+    // recently asked for when it is a round old — yet never dropped, and never retried.
+    let mut n: u64 = 0;
+    while clock.now() + Duration::from_secs(6) < retry_at {
+        clock.advance(Duration::from_secs(6));
+        variant(&t, &key(&format!("k{}", n % 33))).await;
+        n += 1;
+        if n.is_multiple_of(33) {
+            let again = variant_refusal(&t, &stopped).await;
+            assert_eq!(again, err, "after {n} new variants");
+            assert_eq!(
+                fake.calls_for(&stopped),
+                1,
+                "retried after {n} new variants"
+            );
+        }
+    }
+    assert!(n > 33, "{n} variants asked for");
+    assert_eq!(t.slot_evictions(), n - 31);
+    assert_eq!(slot_state(&t, &stopped).stopped, Some(Side::Cloud));
+    // At its retry time, once.
+    fake.fail_slot(&stopped, None);
+    clock.set(retry_at);
+    assert_eq!(id(&variant(&t, &stopped).await), r##"scopes "stopped"#2"##);
+}
+
+/// review of issue 9 (eviction keeps backoff and single flight): when every cached variant waits
+/// for its retry time — or for a fetch under way — a new variant is refused rather than
+/// dropping one, with no upstream call; once one may be retried, the new variant takes its
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_issue_9_a_new_variant_never_drops_one_waiting_for_its_retry_or_fetch() {
+    let (clock, fake, t) = slotted_hour_target(2);
+    let [a, b, c] = ["a", "b", "c"].map(key);
+    for k in [&a, &b] {
+        fake.fail_slot(k, Some(Advice::Backoff));
+        assert!(variant_refusal(&t, k).await.contains("upstream is down"));
+    }
+    match t.credential_for(Some(&c)).await {
+        Err(
+            e @ Unavailable::TooManyVariants {
+                why: TooMany::AllBusy { kept: 2 },
+                ..
+            },
+        ) => assert_eq!(
+            e.to_string(),
+            r#"target 't' (scopes "c"): not fetched: all 2 variants kept are being fetched or waiting to be retried; retry later"#
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.calls_for(&c), 0);
+    assert_eq!(t.slot_evictions(), 0);
+    // Past their retry time (one second at most after a first failure), c takes a's place.
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(id(&variant(&t, &c).await), r##"scopes "c"#1"##);
+    assert_eq!(t.slot_evictions(), 1);
+    let kept: Vec<SlotKey> = t.slot_snapshots().into_iter().map(|s| s.key).collect();
+    assert_eq!(kept, [b.clone(), c.clone()]);
+
+    // A first fetch under way keeps its place too: asked for again after a drop it would
+    // start a second upstream call beside the first.
+    let (clock, fake, t) = slotted_hour_target(1);
+    let _ = clock;
+    fake.close();
+    let first = variant_asker(&t, a.clone());
+    fake.until_held(1).await;
+    assert!(matches!(
+        t.credential_for(Some(&b)).await,
+        Err(Unavailable::TooManyVariants {
+            why: TooMany::AllBusy { kept: 1 },
+            ..
+        })
+    ));
+    let second = variant_asker(&t, a.clone());
+    for _ in 0..1_000_000 {
+        if t.waiting_for(&a) >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(t.waiting_for(&a), 2);
+    fake.open();
+    for asker in [first, second] {
+        let got = asker.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.map_err(|e| e.to_string()).as_deref(),
+            Ok(r##"scopes "a"#1"##)
+        );
+    }
+    assert_eq!(fake.calls_for(&a), 1, "one upstream call for a");
+    assert_eq!(fake.calls_for(&b), 0);
+    // Fetched, a gives its place up.
+    assert_eq!(id(&variant(&t, &b).await), r##"scopes "b"#1"##);
+}
+
+/// review of issue 9 (main credential stopped): while the main credential is stopped on the
+/// Keycloak side or keyfed's configuration, a new variant is refused at once with its error and
+/// no upstream call (it would need the same Keycloak token); cached variants are still served.
+/// A cloud-side stop holds no variant back, and once the main credential recovers new variants
+/// are fetched again.
+#[tokio::test]
+async fn review_issue_9_a_stopped_main_credential_holds_new_variants_back() {
+    for side in [Side::Issuer, Side::Config, Side::Cloud] {
+        let (clock, fake, t) = slotted_hour_target(ON_DEMAND_SLOTS);
+        let cached = key("cached");
+        let kept = variant(&t, &cached).await;
+        fake.fail_with(Advice::Stop { side });
+        assert!(t.refresh().await.is_err());
+        assert_eq!(t.snapshot().stopped, Some(side));
+        let calls = fake.calls();
+        let fresh = key("new");
+        let asked = t.credential_for(Some(&fresh)).await;
+        if side == Side::Cloud {
+            assert_eq!(
+                asked.map(|c| id(&c)).map_err(|e| e.to_string()),
+                Ok(r##"scopes "new"#1"##.to_owned()),
+                "a cloud-side stop holds variants back"
+            );
+            continue;
+        }
+        match asked {
+            Err(e @ Unavailable::NotYet { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    r#"target 't' (scopes "new") has no credential yet: stopped: needs a change on {side}: InvalidIdentityToken: upstream is down"#
+                ),
+            ),
+            other => panic!("{side}: {other:?}"),
+        }
+        for i in 0..100 {
+            let err = variant_refusal(&t, &key(&format!("more{i}"))).await;
+            assert!(err.contains(&format!("needs a change on {side}")), "{err}");
+        }
+        assert_eq!(
+            fake.calls(),
+            calls,
+            "{side}: an upstream call for a new variant"
+        );
+        assert!(
+            t.slot_snapshots().iter().all(|s| s.key == cached),
+            "{side}: refused variants cached"
+        );
+        assert!(Arc::ptr_eq(&variant(&t, &cached).await, &kept));
+        // The side changed, the main credential recovers at its retry: new variants again.
+        fake.failing.store(false, Ordering::SeqCst);
+        clock.advance(Backoff::DEFAULT.longest() * 2);
+        t.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id(&variant(&t, &fresh).await), r##"scopes "new"#1"##);
+    }
 }
