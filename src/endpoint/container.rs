@@ -56,25 +56,6 @@ pub fn start(core: &Arc<Core>) -> anyhow::Result<Arc<dyn Face>> {
     }))
 }
 
-/// The container face's statuses: a missing or wrong token is 401.
-#[deny(
-    clippy::wildcard_enum_match_arm,
-    clippy::match_wildcard_for_single_variants
-)]
-fn status(refusal: &Refusal) -> StatusCode {
-    match refusal {
-        Refusal::Forwarded => StatusCode::FORBIDDEN,
-        Refusal::ForeignHost(_) => StatusCode::FORBIDDEN,
-        Refusal::FromBrowser => StatusCode::FORBIDDEN,
-        Refusal::MissingHeader(_) => StatusCode::UNAUTHORIZED,
-        Refusal::BadToken => StatusCode::UNAUTHORIZED,
-        Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-        Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
-        Refusal::NotFound => StatusCode::NOT_FOUND,
-        Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
 impl Face for Container {
     fn spec(&self) -> &'static FaceSpec {
         self.spec
@@ -85,8 +66,9 @@ impl Face for Container {
         Router::new()
     }
 
+    /// The AWS SDKs' statuses, as on the IMDS face: a missing or wrong token is 401.
     fn status(&self, refusal: &Refusal) -> StatusCode {
-        status(refusal)
+        super::imds::status(refusal)
     }
 
     fn at_path(self: Arc<Self>, target: String, peer: Peer, request: Request) -> Answer {
@@ -158,17 +140,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// issue 9: the container face's statuses, one per refusal (the match in `status` names
-    /// every one).
-    #[test]
-    fn statuses() {
-        let statuses: Vec<u16> = super::super::refusal::every()
-            .iter()
-            .map(|r| status(r).as_u16())
-            .collect();
-        assert_eq!(statuses, [403, 403, 403, 401, 401, 400, 403, 404, 503]);
-    }
 
     #[test]
     fn compares_whole_tokens() {

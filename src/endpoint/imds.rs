@@ -90,12 +90,13 @@ pub fn start(core: &Arc<Core>) -> anyhow::Result<Arc<dyn Face>> {
     }))
 }
 
-/// IMDSv2's statuses: a missing or invalid session token is 401.
+/// The AWS SDKs' statuses, for IMDSv2 and the container face: a missing or invalid token is
+/// 401.
 #[deny(
     clippy::wildcard_enum_match_arm,
     clippy::match_wildcard_for_single_variants
 )]
-fn status(refusal: &Refusal) -> StatusCode {
+pub(super) fn status(refusal: &Refusal) -> StatusCode {
     match refusal {
         Refusal::Forwarded => StatusCode::FORBIDDEN,
         Refusal::ForeignHost(_) => StatusCode::FORBIDDEN,
