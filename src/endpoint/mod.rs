@@ -42,7 +42,7 @@ use tokio::task::JoinSet;
 use crate::caps::{Caps, Limits};
 use crate::config::{EndpointSettings, FaceSpec, HEALTH_PATHS};
 use crate::credential::Credential;
-use crate::engine::{Issued, TargetEngine};
+use crate::engine::{Issued, SlotKey, TargetEngine, Unavailable};
 use crate::served::Served;
 use face::{Face, Start};
 pub use refusal::Refusal;
@@ -155,17 +155,34 @@ impl Core {
         })
     }
 
-    /// The target's credential for the peer, after the access check.
+    /// The target's main credential for the peer, after the access check.
     pub async fn credential(
         &self,
         served: &Served,
         target: &str,
         peer: Peer,
     ) -> Result<Arc<Issued>, Refusal> {
+        self.credential_for(served, target, None, peer).await
+    }
+
+    /// The target's credential for the peer, after the access check: its main one, or the
+    /// variant `slot` names (scopes, an ID-token audience, a resource). A variant the target's
+    /// cloud does not issue is the consumer's mistake (a bad request, no upstream call); one
+    /// refused to bound the upstream calls consumers can cause is, like an outage, unavailable.
+    pub async fn credential_for(
+        &self,
+        served: &Served,
+        target: &str,
+        slot: Option<&SlotKey>,
+        peer: Peer,
+    ) -> Result<Arc<Issued>, Refusal> {
         self.allowed(served, target, peer.uid)?
-            .credential()
+            .credential_for(slot)
             .await
-            .map_err(|e| Refusal::Unavailable(e.to_string()))
+            .map_err(|e| match e {
+                Unavailable::UnknownSlot(unknown) => Refusal::BadRequest(unknown.to_string()),
+                other => Refusal::Unavailable(other.to_string()),
+            })
     }
 
     /// `issued` (the credential of `key`'s target and slot) rendered by `render` in `key`'s

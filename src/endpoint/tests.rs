@@ -115,7 +115,15 @@ async fn toy_credential(
         }
         let target = toy.core.target_at(TOY.name, &peer.0)?.to_owned();
         let served = toy.core.served();
-        let issued = toy.core.credential(&served, &target, peer.0).await?;
+        // `toy-scope: a` asks for the variant with scope `a`.
+        let slot = headers
+            .get("toy-scope")
+            .and_then(|v| v.to_str().ok())
+            .map(|scope| SlotKey::scopes([scope]));
+        let issued = toy
+            .core
+            .credential_for(&served, &target, slot.as_ref(), peer.0)
+            .await?;
         let key = Key {
             target: &target,
             slot: None,
@@ -438,4 +446,24 @@ async fn the_core_and_faces_print_no_secret() {
     for secret in [token.as_str(), "secret-value", "session-value"] {
         assert!(!printed.contains(secret), "{printed}");
     }
+}
+
+/// issue 9: a face asking for a variant the target's cloud does not issue (any variant of an
+/// AWS target) gets a bad request in its own status, and nothing reaches the upstream; the main
+/// credential is still served.
+#[tokio::test]
+async fn a_variant_the_cloud_does_not_issue_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (endpoint, calls) = endpoint(dir.path(), &with_toy());
+    let (status, _, body) = call(
+        &endpoint,
+        "GET",
+        "/toy/credential",
+        &[("toy", "yes"), ("toy-scope", "read")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no upstream call");
+    let (status, _, body) = call(&endpoint, "GET", "/toy/credential", &[("toy", "yes")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "toy ASIATEST1"));
 }
