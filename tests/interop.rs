@@ -82,6 +82,19 @@ async fn fixture_against(moto: &Moto, outputs: &str, session: &str) -> Fixture {
     fx
 }
 
+/// The environment in which the AWS CLI reads only the shared credentials file keyfed wrote
+/// (`aws/credentials` in the fixture's folder).
+pub(crate) fn shared_file_env(fx: &Fixture) -> [(&'static str, String); 3] {
+    [
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            fx.path("aws/credentials").display().to_string(),
+        ),
+        ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+    ]
+}
+
 /// `aws sts get-caller-identity` against `endpoint` with `env`; the ARN it answers.
 pub(crate) async fn cli_caller_arn(fx: &Fixture, endpoint: &str, env: &[(&str, String)]) -> String {
     let args = [
@@ -147,19 +160,7 @@ async fn aws_cli_with_the_shared_credentials_file_keyfed_writes() {
         .add_file(fx.path("aws/credentials"), crate::util::SecretFile::AwsIni);
     fx.keyfed(&["once"]).await.ok();
     assert_eq!(
-        cli_caller_arn(
-            &fx,
-            &moto.url,
-            &[
-                (
-                    "AWS_SHARED_CREDENTIALS_FILE",
-                    fx.path("aws/credentials").display().to_string(),
-                ),
-                ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
-                ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
-            ]
-        )
-        .await,
+        cli_caller_arn(&fx, &moto.url, &shared_file_env(&fx)).await,
         format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/cli-file")
     );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::interop::{ACCOUNT, ROLE_ARN, cli_caller_arn, moto};
+use crate::interop::{ACCOUNT, ROLE_ARN, cli_caller_arn, moto, shared_file_env};
 use crate::util::keycloak::{Clients, Server, confidential};
 use crate::util::{
     API_AUD, Fixture, SECRET, SecretFile, claims, issuer, key_pair, leaks, target,
@@ -377,19 +377,7 @@ async fn the_aws_cli_gets_an_identity_through_a_real_keycloak_token() {
     assert_eq!(document["Version"], 1, "{document}");
     let expected = format!("arn:aws:sts::{ACCOUNT}:assumed-role/interop/{session}");
 
-    let from_file = cli_caller_arn(
-        &fx,
-        &moto.url,
-        &[
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                fx.path("aws/credentials").display().to_string(),
-            ),
-            ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
-            ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
-        ],
-    )
-    .await;
+    let from_file = cli_caller_arn(&fx, &moto.url, &shared_file_env(&fx)).await;
     assert_eq!(from_file, expected, "the shared credentials file");
 
     let daemonless = fx.daemonless("aws");

@@ -67,6 +67,17 @@ fn nowhere_in(dir: &Path, text: &str) {
     }
 }
 
+/// Takes the merge lock of `aws/credentials` in folder `aws` as another process would, owned
+/// by the user; held until the returned file is dropped.
+fn hold_merge_lock(aws: &Path) -> std::fs::File {
+    let lock_path = aws.join(".credentials.keyfed-lock");
+    file(&lock_path, "", USER);
+    let lock = std::fs::File::open(&lock_path).unwrap_or_else(|e| panic!("{e}"));
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("flock: {e}"));
+    lock
+}
+
 /// The user's home with `.aws` (both owned by [`USER`]), and the folder `.aws`.
 fn home(fx: &Fixture) -> PathBuf {
     mkdir(&fx.path("home"), USER);
@@ -225,11 +236,7 @@ async fn issue7_a_held_lock_fails_the_merge_and_other_outputs_are_written() {
     let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, USER);
-    let lock_path = aws.join(".credentials.keyfed-lock");
-    file(&lock_path, "", USER);
-    let lock = std::fs::File::open(&lock_path).unwrap_or_else(|e| panic!("{e}"));
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .unwrap_or_else(|e| panic!("flock: {e}"));
+    let lock = hold_merge_lock(&aws);
     merge_config(
         &fx,
         r#", { kind = "credential-process-json", path = "out/process.json" }"#,
@@ -264,11 +271,7 @@ async fn issue7_a_held_lock_fails_one_output_of_the_daemon_and_nothing_else() {
     let fx = Fixture::aws().await;
     let aws = home(&fx);
     file(&aws.join("credentials"), HERS, USER);
-    let lock_path = aws.join(".credentials.keyfed-lock");
-    file(&lock_path, "", USER);
-    let lock = std::fs::File::open(&lock_path).unwrap_or_else(|e| panic!("{e}"));
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .unwrap_or_else(|e| panic!("flock: {e}"));
+    let lock = hold_merge_lock(&aws);
     let base = fx.endpoint_config("", "");
     let config = std::fs::read_to_string(fx.path("keyfed.toml")).unwrap_or_default();
     fx.write(
