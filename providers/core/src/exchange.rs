@@ -112,6 +112,10 @@ pub enum SlotKey {
     IdToken { audience: String, full: bool },
     /// An access token for one resource: Azure IMDS's `resource=`.
     Resource(String),
+    /// The issuer's token itself, kept fresh for consumers that make the exchange themselves
+    /// (Google's external_account files, Azure's federated token file). Every cloud that
+    /// exchanges a subject token has it; the host issues it without calling the cloud.
+    SubjectToken,
 }
 
 impl SlotKey {
@@ -141,6 +145,7 @@ impl fmt::Display for SlotKey {
                 full: true,
             } => write!(f, "ID token (full) for {audience:?}"),
             Self::Resource(resource) => write!(f, "resource {resource:?}"),
+            Self::SubjectToken => f.write_str("the subject token"),
         }
     }
 }
