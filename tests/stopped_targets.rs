@@ -102,7 +102,8 @@ async fn issue_9_access_denied_stops_the_target_until_the_longest_step_or_a_relo
     assert!(ready.contains(STS_WORDS), "{ready}");
     let metrics = text_of(http.get(format!("{base}/metrics"))).await;
     assert!(
-        metrics.contains("keyfed_target_stopped{target=\"aws\",side=\"cloud\"} 1"),
+        metrics.contains("keyfed_target_stopped{target=\"aws\",side=\"cloud\"} 1")
+            && metrics.contains("keyfed_target_stopped{target=\"aws\",side=\"issuer\"} 0"),
         "{metrics}"
     );
 
@@ -158,7 +159,11 @@ async fn issue_9_access_denied_stops_the_target_until_the_longest_step_or_a_relo
     assert_eq!(status_of(http.get(format!("{base}/readyz"))).await, 200);
     let metrics = text_of(http.get(format!("{base}/metrics"))).await;
     assert!(
-        metrics.contains("keyfed_target_stopped{target=\"aws\"} 0"),
+        ["config", "issuer", "cloud"]
+            .iter()
+            .all(|side| metrics.contains(&format!(
+                "keyfed_target_stopped{{target=\"aws\",side=\"{side}\"}} 0"
+            ))),
         "{metrics}"
     );
     assert_eq!(fx.sts().assume_role_calls(), 1);

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyfed_core::clock::unix_seconds;
+use keyfed_core::exchange::Side;
 
 use super::{Core, HEALTH};
 use crate::engine::{LATENCY_BUCKETS, Phase};
@@ -132,15 +133,16 @@ fn render(core: &Core, uid: Option<u32>) -> String {
         "gauge",
         "1 while the target is stopped until the side named (config, issuer or cloud) changes.",
     );
+    // Every side of every target, always: a series that stays put is what alert rules and
+    // rate() expect, where one appearing and vanishing with its label would not.
     for (target, s) in &snapshots {
-        match s.stopped {
-            Some(side) => {
-                let side = side.label();
-                let _ = writeln!(out, "{name}{{target=\"{target}\",side=\"{side}\"}} 1");
-            }
-            None => {
-                let _ = writeln!(out, "{name}{{target=\"{target}\"}} 0");
-            }
+        for side in [Side::Config, Side::Issuer, Side::Cloud] {
+            let label = side.label();
+            let stopped = u8::from(s.stopped == Some(side));
+            let _ = writeln!(
+                out,
+                "{name}{{target=\"{target}\",side=\"{label}\"}} {stopped}"
+            );
         }
     }
     let name = "keyfed_slot_evictions_total";
