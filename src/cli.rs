@@ -33,6 +33,12 @@ pub enum Command {
         /// The target's name in the configuration
         target: String,
     },
+    /// Print a GCP target's subject token as Google's executable-sourced credentials expect
+    /// (`credential_source.executable` in an external_account file)
+    GcpSubjectToken {
+        /// The target's name in the configuration
+        target: String,
+    },
     /// Show every target's state as the running daemon sees it
     Status {
         /// Print JSON instead of text

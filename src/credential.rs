@@ -1,12 +1,13 @@
 //! What a target hands out, and the exact formats its consumers read: the `credential_process`
-//! JSON document (`{"Version":1,…,"Expiration":"…Z"}`), the AWS shared-credentials profile, and
-//! the raw JWT.
+//! JSON document (`{"Version":1,…,"Expiration":"…Z"}`), the AWS shared-credentials profile, a
+//! Google Cloud token's JSON, and the raw JWT.
 
 use std::time::SystemTime;
 
 use keyfed_aws::AwsCredentials;
 use keyfed_core::ExposeSecret as _;
 use keyfed_core::clock::rfc3339;
+use keyfed_gcp::{GcpToken, GcpTokenKind};
 use keyfed_keycloak::AccessToken;
 use serde_json::json;
 
@@ -17,6 +18,8 @@ pub enum Credential {
     Token(AccessToken),
     /// Credentials from AWS STS.
     Aws(AwsCredentials),
+    /// A Google Cloud access token or ID token.
+    Gcp(GcpToken),
 }
 
 impl Credential {
@@ -24,6 +27,7 @@ impl Credential {
         match self {
             Self::Token(t) => t.expires_at(),
             Self::Aws(c) => c.expiration,
+            Self::Gcp(t) => t.expires_at,
         }
     }
 
@@ -31,6 +35,7 @@ impl Credential {
         match self {
             Self::Token(_) => "token",
             Self::Aws(_) => "aws",
+            Self::Gcp(_) => "gcp",
         }
     }
 
@@ -40,6 +45,7 @@ impl Credential {
         match self {
             Self::Token(token) => token.expose().to_owned(),
             Self::Aws(c) => credential_process_json(c),
+            Self::Gcp(t) => gcp_token_json(t),
         }
     }
 
@@ -48,8 +54,40 @@ impl Credential {
         match self {
             Self::Token(t) => format!("token with aud {}", t.audience()),
             Self::Aws(c) => format!("AWS credentials for {}", c.assumed_role_arn),
+            Self::Gcp(t) => match &t.kind {
+                GcpTokenKind::Access {
+                    service_account: Some(sa),
+                    ..
+                } => format!("Google Cloud access token for {sa}"),
+                GcpTokenKind::Access {
+                    service_account: None,
+                    ..
+                } => "Google Cloud federated access token".to_owned(),
+                GcpTokenKind::Id {
+                    audience,
+                    service_account,
+                    ..
+                } => format!("Google Cloud ID token of {service_account} for {audience:?}"),
+            },
         }
     }
+}
+
+impl From<GcpToken> for Credential {
+    fn from(t: GcpToken) -> Self {
+        Self::Gcp(t)
+    }
+}
+
+/// A Google Cloud token as the `gcp-access-token` output's JSON format and the control socket
+/// hand it out: `{"access_token","expires_at":"<RFC 3339, Z>","token_type":"Bearer"}`.
+pub fn gcp_token_json(t: &GcpToken) -> String {
+    json!({
+        "access_token": t.token.expose_secret(),
+        "expires_at": rfc3339(t.expires_at),
+        "token_type": "Bearer",
+    })
+    .to_string()
 }
 
 impl From<AwsCredentials> for Credential {

@@ -3,6 +3,10 @@
 //! is ever a field of a log event: secrets are types without `Display`. Whatever the filter, the
 //! AWS SDK's runtime is capped at `debug`, because at `trace` it logs whole requests and
 //! responses (the web identity token, the issued keys).
+//!
+//! `keyfed gcp-subject-token` logs nothing: Google's libraries read the executable's standard
+//! error and output as one stream and parse it as JSON, so a single warning would break them
+//! (its failures are in the JSON it prints, and in its exit status).
 
 use std::io::IsTerminal as _;
 
@@ -11,9 +15,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-const DEFAULT: &str = "warn,keyfed=info,keyfed_keycloak=info,keyfed_core=info,keyfed_aws=info";
+const DEFAULT: &str =
+    "warn,keyfed=info,keyfed_keycloak=info,keyfed_core=info,keyfed_aws=info,keyfed_gcp=info";
 
-pub fn init() {
+/// Sets up logging to standard error, or none at all when `to_stderr` is false.
+pub fn init(to_stderr: bool) {
+    if !to_stderr {
+        return;
+    }
     let wanted = std::env::var("KEYFED_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())

@@ -20,6 +20,6 @@ mod systemd;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::parse();
-    logging::init();
+    logging::init(!matches!(cli.command, cli::Command::GcpSubjectToken { .. }));
     exit::report(commands::run(cli))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use keyfed_core::clock::Clock;
 
-use crate::config::{Access, Config};
+use crate::config::{Access, Config, Exchange};
 use crate::engine::{Engine, TargetEngine};
 use crate::sources;
 
@@ -28,8 +28,9 @@ pub struct Served {
     /// `(face, target)` for each target some listen address serves on a face with one target
     /// per address (`imds_target`).
     pub face_targets: BTreeSet<(&'static str, String)>,
-    /// Each target's kind ("token", "aws").
-    pub kinds: BTreeMap<String, &'static str>,
+    /// What each target trades its token for, with its cloud's settings: faces read what they
+    /// show of a target from here (a GCP target's service account and project).
+    pub exchanges: BTreeMap<String, Exchange>,
     /// Each target's settings with its issuer's (secrets redacted): a reload keeps a target's
     /// credential only while these stay the same.
     fingerprints: BTreeMap<String, String>,
@@ -77,10 +78,10 @@ impl Served {
             .flat_map(|e| &e.listen)
             .flat_map(|l| l.targets.iter().map(|(face, t)| (*face, t.clone())))
             .collect();
-        let kinds = config
+        let exchanges = config
             .targets
             .values()
-            .map(|t| (t.name.clone(), t.exchange.kind()))
+            .map(|t| (t.name.clone(), t.exchange.clone()))
             .collect();
         let engine = sources::engine(config, clock)?;
         if let Some(previous) = previous {
@@ -97,7 +98,7 @@ impl Served {
             access,
             face_paths,
             face_targets,
-            kinds,
+            exchanges,
             fingerprints,
         })
     }
@@ -115,9 +116,14 @@ impl Served {
             access: BTreeMap::new(),
             face_paths,
             face_targets,
-            kinds: BTreeMap::new(),
+            exchanges: BTreeMap::new(),
             fingerprints: BTreeMap::new(),
         }
+    }
+
+    /// The target's kind ("token", "aws", "gcp"); `None` for a target not served.
+    pub fn kind(&self, name: &str) -> Option<&'static str> {
+        self.exchanges.get(name).map(Exchange::kind)
     }
 
     /// Where the target's credentials can be had besides its output files.

@@ -1,8 +1,10 @@
 //! Wiring: each configured target becomes a [`TargetEngine`] with its upstream [`Source`] —
 //! a Keycloak token alone ([`TokenSource`]), or a Keycloak token traded with a cloud
-//! ([`ExchangedSource`], one for every cloud: AWS STS today) — and its outputs. A source issues
-//! the keyed variants ("slots") its cloud has ([`Exchange::has_slot`]); AWS and bare tokens
-//! have none, so the engine refuses every slot of theirs without an upstream call.
+//! ([`ExchangedSource`], one for every cloud: AWS STS, Google Cloud) — and its outputs. A source
+//! issues the keyed variants ("slots") its cloud has ([`Exchange::has_slot`]): Google Cloud's
+//! scopes and ID tokens; AWS and bare tokens have none, so the engine refuses every slot of
+//! theirs without an upstream call. Every exchanged source also has the subject token itself
+//! ([`SlotKey::SubjectToken`]), for the files of consumers that make the exchange themselves.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -14,14 +16,21 @@ use keyfed_aws::{AssumeRoleRequest, StsClient, StsExchange, StsSettings};
 use keyfed_core::SecretString;
 use keyfed_core::clock::Clock;
 use keyfed_core::exchange::{Advice, Advise as _, Exchange, Side, SlotKey};
+use keyfed_gcp::{GcpClient, GcpExchange};
 use keyfed_keycloak::{AccessToken, KeycloakClient, TokenRequest};
 
-use crate::config::{AwsExchange, Config, Exchange as TargetExchange, Target};
+use crate::config::{
+    AwsExchange, Config, Exchange as TargetExchange, GcpExchange as GcpTarget, Target,
+};
 use crate::credential::Credential;
 use crate::engine::{Engine, Fetch, FetchError, Slots, Source, TargetEngine};
 
 /// botocore asks for new process/container credentials with less than 15 minutes left.
 pub const AWS_CONSUMER_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Google's libraries refresh an access token with less than 3 min 45 s left (google-auth's
+/// `REFRESH_THRESHOLD`); keyfed refreshes earlier than that.
+pub const GCP_CONSUMER_WINDOW: Duration = Duration::from_secs(225);
 
 /// A target's issuer: its Keycloak client and token request.
 #[derive(Debug)]
@@ -45,11 +54,23 @@ impl Issuer {
 pub trait SubjectTokens: Debug + Send + Sync {
     /// A fresh subject token; a failure carries its advice.
     fn subject_token(&self) -> impl Future<Output = Result<SecretString, FetchError>> + Send + '_;
+
+    /// A fresh subject token as a credential of its own ([`SlotKey::SubjectToken`]); none by
+    /// default (a test's stand-in).
+    fn subject_credential(
+        &self,
+    ) -> impl Future<Output = Result<Credential, FetchError>> + Send + '_ {
+        std::future::ready(Err(FetchError::no_slot(&SlotKey::SubjectToken)))
+    }
 }
 
 impl SubjectTokens for Issuer {
     async fn subject_token(&self) -> Result<SecretString, FetchError> {
         self.token().await.map(|t| t.secret().clone())
+    }
+
+    async fn subject_credential(&self) -> Result<Credential, FetchError> {
+        self.token().await.map(Credential::Token)
     }
 }
 
@@ -105,6 +126,10 @@ where
 {
     fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a> {
         Box::pin(async move {
+            // The subject token goes to its consumers as it is: no cloud is involved.
+            if slot == Some(&SlotKey::SubjectToken) {
+                return self.tokens.subject_credential().await;
+            }
             // Checked before the issuer is asked for a token the cloud would never see.
             if let Some(slot) = slot.filter(|s| !self.exchange.has_slot(s)) {
                 return Err(FetchError::no_slot(slot));
@@ -143,7 +168,7 @@ where
     }
 
     fn has_slot(&self, slot: &SlotKey) -> bool {
-        self.exchange.has_slot(slot)
+        *slot == SlotKey::SubjectToken || self.exchange.has_slot(slot)
     }
 
     fn consumer_window(&self) -> Duration {
@@ -175,6 +200,18 @@ fn aws_source(issuer: Issuer, aws: &AwsExchange) -> anyhow::Result<AwsSource> {
     ))
 }
 
+/// A fresh Keycloak token traded with Google Cloud.
+pub type GcpSource = ExchangedSource<GcpExchange>;
+
+fn gcp_source(issuer: Issuer, gcp: &GcpTarget) -> anyhow::Result<GcpSource> {
+    let client = GcpClient::new(gcp.clone())?;
+    Ok(ExchangedSource::new(
+        issuer,
+        GcpExchange { client },
+        GCP_CONSUMER_WINDOW,
+    ))
+}
+
 /// The source for one target.
 pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<Box<dyn Source>> {
     let issuer = Issuer {
@@ -184,14 +221,24 @@ pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<
     Ok(match &target.exchange {
         TargetExchange::Token => Box::new(TokenSource { issuer }),
         TargetExchange::Aws(aws) => Box::new(aws_source(issuer, aws)?),
+        TargetExchange::Gcp(gcp) => Box::new(gcp_source(issuer, gcp)?),
     })
 }
 
-/// The variants of its credential a target keeps fresh besides the main one, and how many
-/// asked for on demand it keeps. No target's configuration names any yet: Google Cloud's
-/// scopes and ID-token audiences, and Azure's resources, will be read here.
-fn slots(_target: &Target) -> Slots {
-    Slots::default()
+/// The variants of its credential a target keeps fresh besides the main one — those its
+/// outputs are written from (the subject token, for external_account files) — and how many
+/// asked for on demand it keeps.
+fn slots(target: &Target) -> Slots {
+    let mut configured: Vec<SlotKey> = Vec::new();
+    for slot in target.outputs.iter().filter_map(|o| o.kind.slot()) {
+        if !configured.contains(&slot) {
+            configured.push(slot);
+        }
+    }
+    Slots {
+        configured,
+        ..Slots::default()
+    }
 }
 
 /// One client per issuer, shared by its targets.

@@ -15,7 +15,13 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
     run.ok()
         .prints("Keycloak emulator: http://127.0.0.1:")
         .prints("AWS STS emulator:  http://127.0.0.1:")
-        .prints("credential-process aws");
+        .prints("Google emulator:   http://127.0.0.1:")
+        .prints("credential-process aws")
+        .prints(&format!(
+            "GOOGLE_APPLICATION_CREDENTIALS={}",
+            fx.path("demo/gcp/external-account.json").display()
+        ))
+        .prints("GCE_METADATA_HOST=127.0.0.1:");
     assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
     let dir = fx.path("demo");
     let doc: serde_json::Value = serde_json::from_str(
@@ -35,11 +41,43 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
     );
     let jwt = std::fs::read_to_string(dir.join("tokens/api.jwt")).unwrap_or_default();
     assert_eq!(claims(&jwt)["aud"], "https://api.demo.keyfed.internal");
+    // Google Cloud: an impersonated access token, and an external_account file whose subject
+    // token sits beside it.
+    let gcp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("gcp/access-token.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        gcp["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ya29.")),
+        "{gcp}"
+    );
+    assert_eq!(gcp["token_type"], "Bearer");
+    let account: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("gcp/external-account.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let subject_file = dir.join("gcp/external-account.jwt");
+    assert_eq!(
+        account["credential_source"]["file"],
+        subject_file.display().to_string()
+    );
+    let subject = std::fs::read_to_string(&subject_file).unwrap_or_default();
+    assert!(!subject.ends_with('\n'));
+    assert!(
+        claims(&subject)["aud"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("https://iam.googleapis.com/projects/"))
+    );
     for file in [
         "aws/credentials",
         "aws/credential-process.json",
         "tokens/api.jwt",
         "client-secret",
+        "gcp/access-token.json",
+        "gcp/external-account.json",
+        "gcp/external-account.jwt",
     ] {
         let mode = std::fs::metadata(dir.join(file))
             .map(|m| m.permissions().mode() & 0o777)
@@ -49,7 +87,13 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
     let secret = std::fs::read_to_string(dir.join("client-secret")).unwrap_or_default();
     assert!(secret.len() >= 32);
     // The demo's own secrets, read from what it wrote, are part of the leak check of its run.
-    for file in ["client-secret", "aws/credentials", "tokens/api.jwt"] {
+    for file in [
+        "client-secret",
+        "aws/credentials",
+        "tokens/api.jwt",
+        "gcp/access-token.json",
+        "gcp/external-account.jwt",
+    ] {
         assert!(
             !fx.known
                 .found_in(&std::fs::read_to_string(dir.join(file)).unwrap_or_default())
@@ -65,5 +109,5 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
     )
     .await
     .ok()
-    .prints("valid (1 issuer, 3 targets)");
+    .prints("valid (1 issuer, 4 targets)");
 }

@@ -9,6 +9,8 @@ mod demo;
 mod endpoint;
 mod endpoint_guard;
 mod examples;
+mod gce_face;
+mod gcp_interop;
 mod interop;
 mod interop_node;
 mod keycloak_rotation;

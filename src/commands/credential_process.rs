@@ -43,7 +43,7 @@ pub async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
         target: target.to_owned(),
     };
     match ask(&socket, &request, DAEMON_TIMEOUT).await {
-        Ok(Response::Credential { kind, document }) if kind == "aws" => {
+        Ok(Response::Credential { kind, document, .. }) if kind == "aws" => {
             println!("{document}");
             Ok(())
         }

@@ -1,8 +1,10 @@
-//! `keyfed demo`: keyfed's main job on built-in defaults. Starts the Keycloak and AWS STS
-//! emulators on loopback, writes a demo configuration, client secret and AWS CLI profile into a
-//! folder, and runs the real daemon against them: credentials are written to files and served on
-//! the control socket (for `keyfed credential-process`) until Ctrl-C. `--once` stops after the
-//! first round.
+//! `keyfed demo`: keyfed's main job on built-in defaults. Starts the Keycloak, AWS STS and
+//! Google Cloud (STS and IAM Credentials) emulators on loopback, writes a demo configuration,
+//! client secret and AWS CLI profile into a folder, and runs the real daemon against them:
+//! credentials are written to files and served on the control socket (for `keyfed
+//! credential-process`) and the local endpoint (IMDSv2, container, GCE metadata) until Ctrl-C.
+//! `--once` stops after the first round. The commands it prints run as printed: they name this
+//! binary by its path unless `keyfed` on `PATH` is this binary.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use keyfed_aws::emulator::{OidcProvider, Role, StsEmulator};
 use keyfed_core::clock::rfc3339;
+use keyfed_gcp::emulator::{GcpEmulator, PoolProvider, ServiceAccount, principal_set};
 use keyfed_keycloak::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
 
 use crate::engine::Engine;
@@ -19,6 +22,9 @@ use crate::outputs::{FileSpec, write_atomic};
 const CLIENT_ID: &str = "keyfed-demo";
 const ROLE: &str = "keyfed-demo";
 const API_AUDIENCE: &str = "https://api.demo.keyfed.internal";
+const GCP_PROVIDER: &str =
+    "projects/123456789012/locations/global/workloadIdentityPools/keyfed-demo/providers/keycloak";
+const GCP_SERVICE_ACCOUNT: &str = "keyfed-demo@keyfed-demo.iam.gserviceaccount.com";
 
 pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
     let secret = format!(
@@ -26,12 +32,17 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
+    let gcp_audience = format!("https://iam.googleapis.com/{GCP_PROVIDER}");
     let realm = Realm::new("demo")
         .scope("api-audience", &[API_AUDIENCE])
         .scope("aws-audience", &["sts.amazonaws.com"])
+        .scope("gcp-audience", &[&gcp_audience])
         .client(
-            ClientSpec::new(CLIENT_ID, Credential::Secret(secret.clone()))
-                .optional_scopes(&["api-audience", "aws-audience"]),
+            ClientSpec::new(CLIENT_ID, Credential::Secret(secret.clone())).optional_scopes(&[
+                "api-audience",
+                "aws-audience",
+                "gcp-audience",
+            ]),
         );
     let keycloak = KeycloakEmulator::builder(realm)
         .start()
@@ -46,6 +57,15 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         .start()
         .await
         .context("cannot start the AWS STS emulator")?;
+    let provider = PoolProvider::new(GCP_PROVIDER, &keycloak.issuer_url());
+    let gcp = GcpEmulator::builder()
+        .service_account(
+            ServiceAccount::new(GCP_SERVICE_ACCOUNT).bind(&principal_set(provider.pool())),
+        )
+        .provider(provider)
+        .start()
+        .await
+        .context("cannot start the Google Cloud emulator")?;
 
     let dir = std::path::absolute(dir).context("cannot resolve the demo folder")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -54,6 +74,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         .context("cannot find a free port for the endpoint")?;
     let config_file = dir.join("keyfed.toml");
     let exe = std::env::current_exe().context("cannot find the keyfed executable")?;
+    let keyfed = command_name(&exe);
     let credential_process = format!(
         "{} --config {} credential-process aws",
         exe.display(),
@@ -71,6 +92,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
             &keycloak.issuer_url(),
             &sts.endpoint_url(),
             &sts.role_arn(ROLE),
+            &gcp.base_url(),
             port,
         ),
         FileSpec::mode(0o644),
@@ -115,16 +137,24 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
             "keyfed demo — the real daemon against built-in emulators\n\
              Keycloak emulator: {issuer} (client \"{CLIENT_ID}\", secret in {dir}/client-secret)\n\
              AWS STS emulator:  {sts_url} (role {role_arn})\n\
+             Google emulator:   {gcp_url} (service account {GCP_SERVICE_ACCOUNT})\n\
              configuration:     {config}\n\
              targets:\n{report}\n\
              Try, while the demo runs:\n  \
-               keyfed --config {config} status\n  \
-               keyfed --config {config} credential-process aws\n  \
+               {keyfed} --config {config} status\n  \
+               {keyfed} --config {config} credential-process aws\n  \
                AWS_CONFIG_FILE={aws_config} aws --profile keyfed-demo sts get-caller-identity\n  \
                AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:{port}/aws/demo AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={dir}/container-token aws sts get-caller-identity --endpoint-url {sts_url}\n  \
                AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{port}/ aws sts get-caller-identity --endpoint-url {sts_url} --region us-east-1\n  \
                curl http://127.0.0.1:{port}/metrics\n  \
-               keyfed --config {config} token api --decode",
+               {keyfed} --config {config} token api --decode\n\
+             Google Cloud — Google's libraries and gcloud take either of:\n  \
+               GOOGLE_APPLICATION_CREDENTIALS={dir}/gcp/external-account.json\n  \
+               GCE_METADATA_HOST=127.0.0.1:{port} GCE_METADATA_IP=127.0.0.1:{port}\n\
+             and by hand:\n  \
+               curl -H 'Metadata-Flavor: Google' http://127.0.0.1:{port}/computeMetadata/v1/instance/service-accounts/default/token\n  \
+               {keyfed} --config {config} gcp-subject-token gcp",
+            gcp_url = gcp.base_url(),
             issuer = keycloak.issuer_url(),
             dir = dir.display(),
             sts_url = sts.endpoint_url(),
@@ -137,12 +167,35 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
     };
     super::run::daemon(&config_file, once, summary).await?;
     // Keep the emulators alive until the daemon has stopped.
-    drop((keycloak, sts));
+    drop((keycloak, sts, gcp));
     tokio::time::sleep(Duration::ZERO).await;
     Ok(())
 }
 
-fn demo_config(issuer_url: &str, sts_url: &str, role_arn: &str, port: u16) -> String {
+/// How the printed commands name keyfed: `keyfed` when that is this binary on `PATH`, else the
+/// binary's own path, so each command runs as printed.
+fn command_name(exe: &Path) -> String {
+    let this = std::fs::canonicalize(exe).ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            let found = std::fs::canonicalize(dir.join("keyfed")).ok();
+            found.is_some() && found == this
+        })
+    });
+    if on_path {
+        "keyfed".to_owned()
+    } else {
+        exe.display().to_string()
+    }
+}
+
+fn demo_config(
+    issuer_url: &str,
+    sts_url: &str,
+    role_arn: &str,
+    gcp_url: &str,
+    port: u16,
+) -> String {
     format!(
         r#"# Written by `keyfed demo`: keyfed against its built-in Keycloak and AWS STS emulators.
 # See config/keyfed.toml in keyfed's source for every key and its default.
@@ -163,6 +216,23 @@ outputs = [
 ]
 container_path = "/aws/demo"               # served on the endpoint below
 
+# Google Cloud: workload identity federation, impersonating a service account.
+[targets.gcp]
+issuer = "demo"
+scope = "gcp-audience"                     # audience defaults to https://iam.googleapis.com/<provider>
+outputs = [
+  {{ kind = "gcp-access-token", path = "gcp/access-token.json", format = "json" }},
+  # GOOGLE_APPLICATION_CREDENTIALS for Google's libraries, with its subject token beside it.
+  {{ kind = "gcp-external-account", path = "gcp/external-account.json" }},
+]
+
+[targets.gcp.gcp]
+provider = "{GCP_PROVIDER}"
+service_account = "{GCP_SERVICE_ACCOUNT}"
+project_id = "keyfed-demo"
+sts_url = "{gcp_url}/v1/token"
+iam_url = "{gcp_url}"
+
 # A token for your own API.
 [targets.api]
 issuer = "demo"
@@ -181,10 +251,12 @@ outputs = [ {{ kind = "web-identity-token", path = "tokens/web-identity.jwt" }} 
 [control]
 socket = "keyfed.sock"
 
-# The local metadata endpoint: AWS IMDSv2 and container faces, /healthz, /readyz, /metrics.
+# The local metadata endpoint: AWS IMDSv2, container and GCE metadata faces, /healthz, /readyz,
+# /metrics.
 [endpoint]
 listen = ["127.0.0.1:{port}"]
 imds_target = "aws"
+gce_target = "gcp"
 "#
     )
 }

@@ -4,6 +4,7 @@ mod check;
 mod credential_process;
 #[cfg(feature = "demo")]
 mod demo;
+mod gcp_subject_token;
 mod once;
 mod run;
 mod status;
@@ -44,6 +45,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Status { json } => status::run(&config_path(&cli.config), json).await,
             Command::CredentialProcess { target } => {
                 credential_process::run(&config_path(&cli.config), &target).await
+            }
+            Command::GcpSubjectToken { target } => {
+                gcp_subject_token::run(&config_path(&cli.config), &target).await
             }
             #[cfg(feature = "demo")]
             Command::Demo { dir, once } => demo::run(&dir, once).await,

@@ -11,7 +11,7 @@ use toml::{Table, Value};
 
 use super::ConfigError;
 use super::endpoint::FaceSpec;
-use super::output::{OutputKindSpec, RawOutput};
+use super::output::{OutputCx, OutputKindSpec, RawOutput};
 use super::resolve::Ctx;
 use crate::outputs::OutputKind;
 
@@ -40,13 +40,13 @@ pub(super) const OUTPUT_KINDS: [OutputKindSpec; 3] = [
     OutputKindSpec {
         name: "credential-process-json",
         target: "aws",
-        build: |_| Ok(OutputKind::CredentialProcessJson),
+        build: |_, _| Ok(OutputKind::CredentialProcessJson),
     },
     // AWS_WEB_IDENTITY_TOKEN_FILE: the issuer's token, which the SDK trades itself.
     OutputKindSpec {
         name: "web-identity-token",
         target: "token",
-        build: |_| Ok(OutputKind::Token),
+        build: |_, _| Ok(OutputKind::Token),
     },
 ];
 
@@ -126,12 +126,9 @@ pub(super) fn check_output_keys(kind: &str, keys: &OutputKeys) -> Result<(), Key
     Ok(())
 }
 
-fn aws_credentials(raw: &RawOutput) -> Result<OutputKind, KeyError> {
-    let profile = raw
-        .keys
-        .profile
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
+fn aws_credentials(raw: &RawOutput, _: &OutputCx<'_>) -> Result<OutputKind, KeyError> {
+    let keys = &raw.keys.0;
+    let profile = keys.profile.clone().unwrap_or_else(|| "default".to_owned());
     if profile.is_empty() || profile.contains(['[', ']', '\n']) {
         return Err(KeyError::new(
             "profile",
@@ -140,7 +137,7 @@ fn aws_credentials(raw: &RawOutput) -> Result<OutputKind, KeyError> {
     }
     Ok(OutputKind::AwsCredentials {
         profile,
-        merge: raw.keys.merge.unwrap_or(false),
+        merge: keys.merge.unwrap_or(false),
     })
 }
 

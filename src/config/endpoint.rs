@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::resolve::Ctx;
 use super::target::Target;
-use super::{ConfigError, aws, perm};
+use super::{ConfigError, aws, gcp, perm};
 
 /// What the configuration knows of one face of the endpoint.
 #[derive(Debug)]
@@ -56,7 +56,7 @@ impl FaceSpec {
 
 /// Every face, each cloud's in its glue, in the order `keyfed check` lists their keys. A new
 /// cloud's faces are one more entry here.
-static FACES: [&[FaceSpec]; 1] = [&aws::FACES];
+static FACES: [&[FaceSpec]; 2] = [&aws::FACES, &gcp::FACES];
 
 /// Every face the endpoint has.
 pub fn faces() -> impl Iterator<Item = &'static FaceSpec> {
@@ -539,29 +539,42 @@ mod tests {
     }
 
     /// issue 9: only faces' target keys are accepted beside `[endpoint]`'s own, and an unknown
-    /// one is named with every key that would do, the faces' included.
+    /// one is named with every key that would do, the faces' included; a face's target key
+    /// names a target of a kind the face serves.
     #[test]
     fn issue_9_unknown_face_keys_are_refused_with_the_known_ones() {
-        let error = error_of("[endpoint]\ngce_target = \"aws\"\n");
+        let error = error_of("[endpoint]\nazure_target = \"aws\"\n");
         assert!(
             error.contains(
-                "endpoint.gce_target: unknown field `gce_target`, expected one of `listen`,"
-            ) && error.ends_with("`request_timeout`, `imds_target`"),
+                "endpoint.azure_target: unknown field `azure_target`, expected one of `listen`,"
+            ) && error.ends_with("`request_timeout`, `imds_target`, `gce_target`"),
             "{error}"
         );
         let error = error_of(
-            "[endpoint]\nlisten = [{ address = \"127.0.0.1:9911\", gce_target = \"aws\" }]\n",
+            "[endpoint]\nlisten = [{ address = \"127.0.0.1:9911\", azure_target = \"aws\" }]\n",
         );
         assert!(
-            error.contains("unknown field `gce_target`, expected `address` or `imds_target`"),
+            error.contains(
+                "unknown field `azure_target`, expected one of `address`, `imds_target`, `gce_target`"
+            ),
             "{error}"
+        );
+        assert_eq!(
+            error_of("[endpoint]\ngce_target = \"aws\"\n"),
+            "DIR/keyfed.toml: endpoint.gce_target: target \"aws\" is of kind aws; the GCE metadata face serves targets of kind gcp"
         );
     }
 
     /// A target's path may be no path the endpoint answers itself, whichever face reserves it.
     #[test]
     fn paths_reserved_by_any_face_or_by_health_are_refused() {
-        for path in ["/latest", "/latest/x", "/healthz", "/metrics/x"] {
+        for path in [
+            "/latest",
+            "/latest/x",
+            "/computeMetadata/v1",
+            "/healthz",
+            "/metrics/x",
+        ] {
             let error = error_of(&format!(
                 "[targets.more]\nissuer = \"corp\"\ncontainer_path = \"{path}\"\n\
                  [targets.more.aws]\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nregion = \"eu-west-1\"\n\
@@ -569,7 +582,7 @@ mod tests {
             ));
             assert!(
                 error.ends_with(&format!(
-                    "targets.more.container_path: \"{path}\" is one of the endpoint's own paths (/latest, /healthz, /readyz, /metrics)"
+                    "targets.more.container_path: \"{path}\" is one of the endpoint's own paths (/latest, /computeMetadata, /, /healthz, /readyz, /metrics)"
                 )),
                 "{path}: {error}"
             );

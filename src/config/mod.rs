@@ -8,8 +8,9 @@
 //!
 //! One module per section: `issuer` (`[issuers.*]`, Keycloak), `target` (what every target has),
 //! `output` (its `outputs`, and the `token` kind), `control`, `endpoint`, and one per cloud —
-//! `aws` — holding the host's side of that cloud: its table, checked by the provider crate
-//! (`keyfed_aws::config`) with errors put at their full key path, its output kinds, and how
+//! `aws`, `gcp` — holding the host's side of that cloud: its table, checked by the provider crate
+//! (`keyfed_aws::config`, `keyfed_gcp::config`) with errors put at their full key path, its
+//! output kinds, its endpoint faces, and how
 //! `keyfed check` shows them. `raw` is the file's skeleton, `resolve` the walk through it and
 //! the context provider crates resolve with, `show` what `keyfed check` prints. This module
 //! depends on `outputs` and `engine` for the types it produces, and on nothing that reads it.
@@ -19,6 +20,7 @@ mod control;
 mod endpoint;
 mod error;
 mod expand;
+mod gcp;
 mod issuer;
 mod output;
 mod perm;
@@ -36,6 +38,7 @@ pub use control::SocketSpec;
 pub use endpoint::Listen;
 pub use endpoint::{EndpointSettings, FaceSpec, HEALTH_PATHS, face, faces, paths_of};
 pub use error::ConfigError;
+pub use gcp::GcpExchange;
 pub use issuer::{Issuer, SecretSource};
 pub use resolve::Host;
 pub use target::{Access, Exchange, Target};

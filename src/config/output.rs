@@ -1,16 +1,19 @@
 //! A target's `outputs`: which file (`path`), with which `mode`, `owner` and `group`, in which
 //! format (`kind`). A format belongs to the cloud whose consumers read it and is declared with
 //! that cloud's glue (`aws.rs`: `aws-credentials`, `credential-process-json`,
-//! `web-identity-token`), except `token`, the issuer's token itself, declared here. Each kind
-//! says which kind of target it serves and reads its own keys (`profile`, `merge`).
+//! `web-identity-token`; `gcp.rs`: `gcp-access-token`, `gcp-subject-token`,
+//! `gcp-external-account`), except `token`, the issuer's token itself, declared here. Each kind
+//! says which kind of target it serves and reads its own keys (`profile`, `merge`, `format`, …).
 
 use std::fmt;
+use std::path::Path;
 
-use keyfed_core::config::{KeyError, With, one_of};
+use keyfed_core::config::{Context, KeyError, With, one_of};
 use serde::{Deserialize, Deserializer};
 
 use super::resolve::Ctx;
-use super::{ConfigError, aws, perm};
+use super::target::Exchange;
+use super::{ConfigError, aws, gcp, perm};
 use crate::outputs::{Output, OutputKind};
 
 /// One kind of output file.
@@ -20,18 +23,32 @@ pub struct OutputKindSpec {
     /// The kind of target whose credential it holds (see [`super::Exchange::kind`]).
     pub target: &'static str,
     /// Its format, from the output's keys; errors name a key within the output's table.
-    pub build: fn(&RawOutput) -> Result<OutputKind, KeyError>,
+    pub build: fn(&RawOutput, &OutputCx<'_>) -> Result<OutputKind, KeyError>,
+}
+
+/// What a kind may need besides the output's keys to build its format.
+pub struct OutputCx<'a> {
+    /// The target's name.
+    pub target: &'a str,
+    /// What the target trades its token for (its cloud's settings).
+    pub exchange: &'a Exchange,
+    /// The output's own path, resolved.
+    pub path: &'a Path,
+    /// The configuration file.
+    pub config_file: &'a Path,
+    /// How the configuration expands values and resolves paths.
+    pub cx: &'a dyn Context,
 }
 
 /// `token`: the issuer's token, raw, without a trailing newline.
 const TOKEN: OutputKindSpec = OutputKindSpec {
     name: "token",
     target: "token",
-    build: |_| Ok(OutputKind::Token),
+    build: |_, _| Ok(OutputKind::Token),
 };
 
 /// Every output kind, in the order an error message lists them.
-static KINDS: [&[OutputKindSpec]; 2] = [&aws::OUTPUT_KINDS, &[TOKEN]];
+static KINDS: [&[OutputKindSpec]; 3] = [&aws::OUTPUT_KINDS, &gcp::OUTPUT_KINDS, &[TOKEN]];
 
 fn kinds() -> impl Iterator<Item = &'static OutputKindSpec> {
     KINDS.iter().copied().flatten()
@@ -49,7 +66,7 @@ pub struct RawOutputKeys {
 }
 
 /// An output as written: the keys every output has, and those each cloud's kinds read.
-pub type RawOutput = With<RawOutputKeys, aws::OutputKeys>;
+pub type RawOutput = With<RawOutputKeys, (aws::OutputKeys, gcp::OutputKeys)>;
 
 /// `kind = "…"`, one of [`KINDS`]; refused while the file is read, so the error has the
 /// position.
@@ -77,15 +94,17 @@ impl<'de> Deserialize<'de> for KindName {
     }
 }
 
-/// The output at `at` (`targets.NAME.outputs[i]`) of a target of kind `target_kind`.
+/// The output at `at` (`targets.NAME.outputs[i]`) of the target `target`.
 pub(super) fn resolve(
     ctx: &Ctx<'_>,
     at: &str,
     raw: &RawOutput,
-    target_kind: &str,
+    target: &str,
+    exchange: &Exchange,
 ) -> Result<Output, ConfigError> {
     let key = |k: &str| format!("{at}.{k}");
     let spec = raw.kind.0;
+    let target_kind = exchange.kind();
     if spec.target != target_kind {
         return Err(ctx.err(
             &key("kind"),
@@ -95,12 +114,21 @@ pub(super) fn resolve(
             ),
         ));
     }
-    aws::check_output_keys(spec.name, &raw.keys).map_err(ctx.within(at))?;
-    let kind = (spec.build)(raw).map_err(ctx.within(at))?;
+    aws::check_output_keys(spec.name, &raw.keys.0).map_err(ctx.within(at))?;
+    gcp::check_output_keys(spec.name, &raw.keys.1).map_err(ctx.within(at))?;
+    let path = ctx.path(&key("path"), &raw.path)?;
+    let output_cx = OutputCx {
+        target,
+        exchange,
+        path: &path,
+        config_file: ctx.file,
+        cx: ctx,
+    };
+    let kind = (spec.build)(raw, &output_cx).map_err(ctx.within(at))?;
     Ok(Output {
         name: spec.name,
         kind,
-        path: ctx.path(&key("path"), &raw.path)?,
+        path,
         mode: raw
             .mode
             .as_deref()

@@ -53,6 +53,8 @@ pub struct RawTarget {
     pub min_token_lifetime: Option<HumanDuration>,
     /// Trade the token with AWS STS (checked by `keyfed_aws::config`).
     pub aws: Option<keyfed_aws::config::RawAws>,
+    /// Trade the token with Google Cloud (checked by `keyfed_gcp::config`).
+    pub gcp: Option<keyfed_gcp::config::RawGcp>,
     #[serde(default)]
     pub outputs: Vec<RawOutput>,
     pub container_path: Option<String>,

@@ -8,7 +8,7 @@ use keyfed_core::http::HttpSettings;
 use keyfed_keycloak::{AssertionAudience, ClientAuth};
 use toml::{Table, Value};
 
-use super::{Config, Exchange, SecretSource, aws};
+use super::{Config, Exchange, SecretSource, aws, gcp};
 use crate::outputs::Output;
 
 /// A duration as the configuration accepts it (`"1m 30s"`).
@@ -101,6 +101,9 @@ pub fn show(config: &Config) -> String {
             Exchange::Aws(table) => {
                 t.insert("aws".into(), Value::Table(aws::show(table)));
             }
+            Exchange::Gcp(table) => {
+                t.insert("gcp".into(), Value::Table(gcp::show(table)));
+            }
         }
         let outputs: Vec<Value> = target
             .outputs
@@ -148,6 +151,7 @@ fn show_output(o: &Output) -> Table {
     t.insert("kind".into(), o.name.into());
     t.insert("path".into(), o.path.display().to_string().into());
     aws::show_output(&o.kind, &mut t);
+    gcp::show_output(&o.kind, &mut t);
     let mode = match o.mode {
         Some(m) => format!("{m:04o}"),
         None => aws::unset_mode(&o.kind).unwrap_or("0600").to_owned(),

@@ -9,6 +9,7 @@ use keyfed_keycloak::TokenRequest;
 use url::Url;
 
 use super::aws::{self, AwsExchange};
+use super::gcp::{self, GcpExchange};
 use super::issuer::Issuer;
 use super::raw::RawTarget;
 use super::resolve::Ctx;
@@ -45,12 +46,13 @@ impl Access {
 }
 
 /// What a target trades its token for: each cloud a variant, its settings checked by the cloud's
-/// module (`aws.rs`). `gcp` and `azure` join this enum with their issues.
+/// module (`aws.rs`, `gcp.rs`). `azure` joins this enum with its issue.
 #[derive(Debug, Clone)]
 pub enum Exchange {
     /// No exchange: the Keycloak token is the credential.
     Token,
     Aws(Box<AwsExchange>),
+    Gcp(Box<GcpExchange>),
 }
 
 impl Exchange {
@@ -58,14 +60,16 @@ impl Exchange {
         match self {
             Self::Token => "token",
             Self::Aws(_) => "aws",
+            Self::Gcp(_) => "gcp",
         }
     }
 
     /// The audience a target gets when it sets none: what the cloud expects.
-    pub fn default_audience(&self) -> Option<&'static str> {
+    pub fn default_audience(&self) -> Option<String> {
         match self {
             Self::Token => None,
-            Self::Aws(_) => Some(keyfed_aws::config::AUDIENCE),
+            Self::Aws(_) => Some(keyfed_aws::config::AUDIENCE.to_owned()),
+            Self::Gcp(gcp) => Some(gcp.default_audience()),
         }
     }
 }
@@ -101,7 +105,7 @@ pub(super) fn resolve(
             ));
         }
         (Some(a), _) => a.clone(),
-        (None, Some(default)) => default.to_owned(),
+        (None, Some(default)) => default,
         (None, None) => {
             return Err(ctx.err(
                 &key("audience"),
@@ -140,7 +144,8 @@ pub(super) fn resolve(
                 ctx,
                 &format!("targets.{name}.outputs[{i}]"),
                 o,
-                exchange.kind(),
+                name,
+                &exchange,
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -181,9 +186,16 @@ pub(super) fn resolve(
 
 /// The cloud the target's token is traded with, if any.
 fn exchange(ctx: &Ctx<'_>, name: &str, raw: &RawTarget) -> Result<Exchange, ConfigError> {
-    Ok(match &raw.aws {
-        Some(table) => Exchange::Aws(Box::new(aws::exchange(ctx, name, table)?)),
-        None => Exchange::Token,
+    Ok(match (&raw.aws, &raw.gcp) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(
+                &format!("targets.{name}.gcp"),
+                "a target trades its token with one cloud, and this one has an aws table",
+            ));
+        }
+        (Some(table), None) => Exchange::Aws(Box::new(aws::exchange(ctx, name, table)?)),
+        (None, Some(table)) => Exchange::Gcp(Box::new(gcp::exchange(ctx, name, table)?)),
+        (None, None) => Exchange::Token,
     })
 }
 
@@ -195,12 +207,16 @@ pub(super) fn check_unique_paths(
     let mut seen: BTreeMap<&std::path::Path, String> = BTreeMap::new();
     for target in targets.values() {
         for (i, output) in target.outputs.iter().enumerate() {
-            let here = format!("targets.{}.outputs[{i}].path", target.name);
-            if let Some(first) = seen.insert(&output.path, here.clone()) {
-                return Err(ctx.err(
-                    &here,
-                    format!("{} is also written by {first}", output.path.display()),
-                ));
+            let at = format!("targets.{}.outputs[{i}]", target.name);
+            let extra = output.kind.extra_path().map(|p| (p, "subject_token_path"));
+            for (path, key) in std::iter::once((output.path.as_path(), "path")).chain(extra) {
+                let here = format!("{at}.{key}");
+                if let Some(first) = seen.insert(path, here.clone()) {
+                    return Err(ctx.err(
+                        &here,
+                        format!("{} is also written by {first}", path.display()),
+                    ));
+                }
             }
         }
     }

@@ -1,5 +1,7 @@
 use std::path::{Path, PathBuf};
 
+use keyfed_core::exchange::SlotKey;
+
 use super::*;
 
 fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
@@ -224,9 +226,10 @@ fn output_kinds_serve_their_own_kind_of_target_issue_9() {
             .ends_with("targets.a.outputs[0].profile: expected a profile name, found \"\"")
     );
     assert_eq!(
-        error_of(&output(token, "gcp-access-token", "")),
-        "DIR/keyfed.toml:9:8: targets.t.outputs[0].kind: unknown variant `gcp-access-token`, \
-         expected one of `aws-credentials`, `credential-process-json`, `web-identity-token`, `token`"
+        error_of(&output(token, "azure-access-token", "")),
+        "DIR/keyfed.toml:9:8: targets.t.outputs[0].kind: unknown variant `azure-access-token`, \
+         expected one of `aws-credentials`, `credential-process-json`, `web-identity-token`, \
+         `gcp-access-token`, `gcp-subject-token`, `gcp-external-account`, `token`"
     );
     let merged = load_text(&output(
         AWS,
@@ -241,4 +244,176 @@ fn output_kinds_serve_their_own_kind_of_target_issue_9() {
         ),
         "{shown}"
     );
+}
+
+const PROVIDER: &str =
+    "projects/123456789012/locations/global/workloadIdentityPools/onprem/providers/keycloak";
+
+fn gcp(extra: &str) -> String {
+    format!(
+        "{ISSUER}[targets.g]\nissuer = \"corp\"\n[targets.g.gcp]\nprovider = \"{PROVIDER}\"\n{extra}"
+    )
+}
+
+/// issue 9: a GCP target's table is checked by keyfed-gcp with errors at their full key path;
+/// its audience defaults to the provider's default allowed audience.
+#[test]
+fn gcp_tables_are_checked_at_their_full_key_path_issue_9() {
+    let config = load_text(&gcp("")).unwrap_or_else(|e| panic!("{e}"));
+    let Exchange::Gcp(g) = &config.targets["g"].exchange else {
+        panic!("not a GCP target");
+    };
+    assert_eq!(g.project_number, "123456789012");
+    assert_eq!(
+        config.targets["g"].request.audience,
+        format!("https://iam.googleapis.com/{PROVIDER}")
+    );
+    assert!(show(&config).contains("[targets.g.gcp]"));
+    for (extra, says) in [
+        (
+            "service_account = \"app\"\n",
+            "DIR/keyfed.toml: targets.g.gcp.service_account: expected a service account's email",
+        ),
+        (
+            "service_account = \"a@b.iam.gserviceaccount.com\"\nlifetime = \"13h\"\n",
+            "DIR/keyfed.toml: targets.g.gcp.lifetime: expected between 10m and 12h",
+        ),
+        (
+            "delegates = [\"projects/-/serviceAccounts/a@b.iam.gserviceaccount.com\"]\n",
+            "DIR/keyfed.toml: targets.g.gcp.delegates: is only used with service_account",
+        ),
+        (
+            "sts_url = \"http://sts.example.com/v1/token\"\n",
+            "DIR/keyfed.toml: targets.g.gcp.sts_url: http://sts.example.com/v1/token uses plain http://",
+        ),
+        (
+            "project_id = \"X\"\n",
+            "DIR/keyfed.toml: targets.g.gcp.project_id: expected a project ID",
+        ),
+        (
+            "pool = \"x\"\n",
+            "DIR/keyfed.toml:9:1: targets.g.gcp.pool: unknown field `pool`, expected one of `provider`, `service_account`, `scopes`, `lifetime`, `delegates`, `project_id`, `project_number`, `sts_url`, `iam_url`, `ca_file`,",
+        ),
+    ] {
+        let err = error_of(&gcp(extra));
+        assert!(err.starts_with(says), "{extra}: {err}");
+    }
+    let bad_provider = error_of(&gcp("").replace(PROVIDER, "projects/p/providers/x"));
+    assert!(
+        bad_provider.starts_with(
+            "DIR/keyfed.toml: targets.g.gcp.provider: expected a workload identity pool provider"
+        ),
+        "{bad_provider}"
+    );
+    let both = error_of(&format!(
+        "{}[targets.g.aws]\nrole_arn = \"arn:aws:iam::123456789012:role/app\"\nregion = \"eu-west-1\"\n",
+        gcp("")
+    ));
+    assert!(
+        both.ends_with(
+            "targets.g.gcp: a target trades its token with one cloud, and this one has an aws table"
+        ),
+        "{both}"
+    );
+}
+
+/// issue 9: the external_account document is fixed by the configuration: Google's libraries
+/// exchange at `sts_url` and impersonate like keyfed would; a file-sourced one names the
+/// subject-token file written beside it (written from the subject token's own slot).
+#[test]
+fn gcp_outputs_render_what_google_s_libraries_read_issue_9() {
+    let outputs = "[[targets.g.outputs]]\nkind = \"gcp-external-account\"\npath = \"ea.json\"\n\
+                   [[targets.g.outputs]]\nkind = \"gcp-external-account\"\npath = \"exe.json\"\ncredential_source = \"executable\"\n\
+                   [[targets.g.outputs]]\nkind = \"gcp-access-token\"\npath = \"at\"\nformat = \"json\"\n";
+    let text = format!(
+        "{ISSUER}[targets.g]\nissuer = \"corp\"\n{outputs}[targets.g.gcp]\nprovider = \"{PROVIDER}\"\n\
+         service_account = \"app@p.iam.gserviceaccount.com\"\nlifetime = \"2h\"\n"
+    );
+    let config = load_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    let outputs = &config.targets["g"].outputs;
+    let crate::outputs::OutputKind::GcpExternalAccount {
+        document,
+        subject_token: Some(token_path),
+    } = &outputs[0].kind
+    else {
+        panic!("{:?}", outputs[0].kind);
+    };
+    assert_eq!(token_path, &outputs[0].path.with_extension("jwt"));
+    assert_eq!(outputs[0].kind.slot(), Some(SlotKey::SubjectToken));
+    let doc: serde_json::Value = serde_json::from_str(document).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc["type"], "external_account");
+    assert_eq!(doc["audience"], format!("//iam.googleapis.com/{PROVIDER}"));
+    assert_eq!(
+        doc["subject_token_type"],
+        "urn:ietf:params:oauth:token-type:jwt"
+    );
+    assert_eq!(doc["token_url"], "https://sts.googleapis.com/v1/token");
+    assert_eq!(
+        doc["credential_source"]["file"],
+        token_path.display().to_string()
+    );
+    assert_eq!(doc["credential_source"]["format"]["type"], "text");
+    assert_eq!(
+        doc["service_account_impersonation_url"],
+        "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/app@p.iam.gserviceaccount.com:generateAccessToken"
+    );
+    assert_eq!(
+        doc["service_account_impersonation"]["token_lifetime_seconds"],
+        7200
+    );
+    let crate::outputs::OutputKind::GcpExternalAccount {
+        document,
+        subject_token: None,
+    } = &outputs[1].kind
+    else {
+        panic!("{:?}", outputs[1].kind);
+    };
+    assert_eq!(outputs[1].kind.slot(), None);
+    let doc: serde_json::Value = serde_json::from_str(document).unwrap_or_else(|e| panic!("{e}"));
+    let command = doc["credential_source"]["executable"]["command"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        command.ends_with(&format!(
+            " --config {} gcp-subject-token g",
+            config.file.display()
+        )),
+        "{command}"
+    );
+    assert_eq!(
+        doc["credential_source"]["executable"]["timeout_millis"],
+        30000
+    );
+    assert_eq!(
+        outputs[2].kind,
+        crate::outputs::OutputKind::GcpAccessToken { json: true }
+    );
+    for (extra, says) in [
+        (
+            "kind = \"gcp-access-token\"\npath = \"x\"\nformat = \"yaml\"\n",
+            "targets.g.outputs[0].format: expected `raw` or `json`, found \"yaml\"",
+        ),
+        (
+            "kind = \"gcp-subject-token\"\npath = \"x\"\nformat = \"json\"\n",
+            "targets.g.outputs[0].format: is only used with kind = \"gcp-access-token\"",
+        ),
+        (
+            "kind = \"gcp-external-account\"\npath = \"x\"\ncredential_source = \"url\"\n",
+            "targets.g.outputs[0].credential_source: expected `file` or `executable`, found \"url\"",
+        ),
+        (
+            "kind = \"gcp-external-account\"\npath = \"x\"\ncredential_source = \"executable\"\nsubject_token_path = \"t\"\n",
+            "targets.g.outputs[0].subject_token_path: is only used with credential_source = \"file\"",
+        ),
+        (
+            "kind = \"gcp-external-account\"\npath = \"a.json\"\n[[targets.g.outputs]]\nkind = \"gcp-subject-token\"\npath = \"a.jwt\"\n",
+            "targets.g.outputs[1].path: DIR/a.jwt is also written by targets.g.outputs[0].subject_token_path",
+        ),
+    ] {
+        let text = format!(
+            "{ISSUER}[targets.g]\nissuer = \"corp\"\n[[targets.g.outputs]]\n{extra}[targets.g.gcp]\nprovider = \"{PROVIDER}\"\n"
+        );
+        let err = error_of(&text);
+        assert!(err.ends_with(says), "{extra}: {err}");
+    }
 }

@@ -19,6 +19,9 @@ pub const MAX_REQUEST: usize = 4096;
 pub enum Request {
     /// The target's current credential, in its consumer format.
     Credential { target: String },
+    /// The issuer's token the target exchanges (for consumers that make the exchange
+    /// themselves: `keyfed gcp-subject-token`).
+    SubjectToken { target: String },
     /// Every target's state (no secrets).
     Status,
 }
@@ -47,10 +50,13 @@ pub struct TargetStatus {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
-    /// The credential's process document (see `Credential::process_document`), with its kind.
+    /// The credential's process document (see `Credential::process_document`), with its kind
+    /// and its expiry (Unix seconds).
     Credential {
         kind: String,
         document: String,
+        #[serde(default)]
+        expires_at: u64,
     },
     /// The targets the asking uid may have, and how many others there are.
     Status {

@@ -9,12 +9,12 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use keyfed_core::clock::rfc3339;
+use keyfed_core::clock::{rfc3339, unix_seconds};
 
 use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::caps::{Caps, Limits};
 use crate::config::SocketSpec;
-use crate::engine::{Phase, TargetEngine};
+use crate::engine::{Phase, SlotKey, TargetEngine, Unavailable};
 use crate::served::Served;
 
 /// How long a client may take to send its request.
@@ -234,38 +234,49 @@ async fn handle(request: Request, served: &Served, uid: u32) -> Response {
                 hidden: others.len(),
             }
         }
-        Request::Credential { target } => {
-            let t = match served.target_for(&target, Some(uid)) {
-                Ok(t) => t,
-                Err(exists) => {
-                    if exists {
-                        crate::access::log_refusal(Some(uid), &target, "control socket");
-                    }
-                    return Response::Error {
-                        code: if exists {
-                            ErrorCode::Forbidden
-                        } else {
-                            ErrorCode::UnknownTarget
-                        },
-                        message: if exists {
-                            format!("uid {uid} may not have the credentials of target \"{target}\"")
-                        } else {
-                            format!("no target named \"{target}\"")
-                        },
-                    };
-                }
-            };
-            match t.credential().await {
-                Ok(issued) => Response::Credential {
-                    kind: issued.credential.kind().to_owned(),
-                    document: issued.credential.process_document(),
-                },
-                Err(e) => Response::Error {
-                    code: ErrorCode::Unavailable,
-                    message: e.to_string(),
-                },
-            }
+        Request::Credential { target } => credential(served, &target, None, uid).await,
+        Request::SubjectToken { target } => {
+            credential(served, &target, Some(&SlotKey::SubjectToken), uid).await
         }
+    }
+}
+
+/// The credential of `target` (its main one, or the variant `slot`) for `uid`, if allowed.
+async fn credential(served: &Served, target: &str, slot: Option<&SlotKey>, uid: u32) -> Response {
+    let t = match served.target_for(target, Some(uid)) {
+        Ok(t) => t,
+        Err(exists) => {
+            if exists {
+                crate::access::log_refusal(Some(uid), target, "control socket");
+            }
+            return Response::Error {
+                code: if exists {
+                    ErrorCode::Forbidden
+                } else {
+                    ErrorCode::UnknownTarget
+                },
+                message: if exists {
+                    format!("uid {uid} may not have the credentials of target \"{target}\"")
+                } else {
+                    format!("no target named \"{target}\"")
+                },
+            };
+        }
+    };
+    match t.credential_for(slot).await {
+        Ok(issued) => Response::Credential {
+            kind: issued.credential.kind().to_owned(),
+            document: issued.credential.process_document(),
+            expires_at: unix_seconds(issued.credential.expires_at()),
+        },
+        Err(Unavailable::UnknownSlot(e)) => Response::Error {
+            code: ErrorCode::BadRequest,
+            message: e.to_string(),
+        },
+        Err(e) => Response::Error {
+            code: ErrorCode::Unavailable,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -273,12 +284,7 @@ fn status(served: &Served, target: &TargetEngine) -> TargetStatus {
     let s = target.snapshot();
     TargetStatus {
         name: target.name().to_owned(),
-        kind: served
-            .kinds
-            .get(target.name())
-            .copied()
-            .unwrap_or("?")
-            .to_owned(),
+        kind: served.kind(target.name()).unwrap_or("?").to_owned(),
         // A stopped target is backing off (or expired) with the side that must change named.
         state: match (s.phase, s.stopped) {
             (Phase::Refreshing, _) => "refreshing",

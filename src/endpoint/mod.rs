@@ -12,6 +12,7 @@
 mod container;
 mod documents;
 mod face;
+mod gce;
 mod guard;
 mod health;
 mod imds;
@@ -50,7 +51,7 @@ use server::Peer;
 
 /// Every face, one line each (each module's `start` builds it). A face's configuration is its
 /// `FaceSpec`, declared with its cloud's glue in `crate::config`.
-const FACES: [Start; 2] = [imds::start, container::start];
+const FACES: [Start; 3] = [imds::start, container::start, gce::start];
 
 /// The metrics label of /healthz, /readyz and /metrics.
 const HEALTH: &str = "health";

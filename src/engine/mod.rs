@@ -91,14 +91,14 @@ impl Engine {
         }
     }
 
-    /// Refreshes every target once, concurrently, and waits for their outputs to be written;
-    /// returns each target's outcome.
+    /// Refreshes every target once — its main credential and the variants its outputs read —
+    /// concurrently, and waits for their outputs to be written; returns each target's outcome.
     pub async fn refresh_all(&self) -> Vec<(String, Result<Arc<Issued>, FetchError>)> {
         let mut set = tokio::task::JoinSet::new();
         for target in self.targets.values() {
             let target = Arc::clone(target);
             set.spawn(async move {
-                let outcome = target.refresh().await;
+                let outcome = target.refresh_with_variants().await;
                 (target.name().to_owned(), outcome)
             });
         }

@@ -41,6 +41,7 @@
 //! side holds no variant back — the cloud may refuse one set of scopes or one resource and
 //! grant another. Variants already cached are served under their own rules in both cases.
 
+use std::collections::BTreeMap;
 #[cfg(test)]
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -172,11 +173,13 @@ pub struct Snapshot {
 /// How one output is written: [`Output::write`], or a test's stand-in.
 type WriteFn = dyn Fn(&Output, &Credential) -> Result<(), OutputError> + Send + Sync;
 
-/// The output writer's queue: at most one credential waits, the newest handed over.
+/// The output writer's queue: at most one credential waits per slot with outputs, the newest
+/// handed over.
 #[derive(Debug, Default)]
 struct Writes {
-    /// The newest credential not yet taken by the writer; its sequence number is `handed`.
-    pending: Option<Arc<Issued>>,
+    /// Credentials not yet taken by the writer, oldest first: each slot's newest, with its
+    /// sequence number.
+    pending: Vec<(u64, Option<SlotKey>, Arc<Issued>)>,
     /// The sequence number of the newest credential handed over.
     handed: u64,
     /// Whether a blocking thread is writing (it takes whatever is pending before it stops).
@@ -198,7 +201,8 @@ pub struct TargetEngine {
     configured: Vec<Arc<Slot>>,
     /// Variants asked for on demand, at most [`Slots::on_demand`].
     on_demand: Mutex<OnDemand>,
-    output_errors: Mutex<Vec<String>>,
+    /// Each slot's outputs the last credential could not be written to, and why.
+    output_errors: Mutex<BTreeMap<Option<SlotKey>, Vec<String>>>,
     writes: Mutex<Writes>,
     /// The sequence number of the newest credential the writer is done with.
     written: watch::Sender<u64>,
@@ -238,7 +242,7 @@ impl TargetEngine {
             main: Slot::new(None),
             configured: Vec::new(),
             on_demand: Mutex::new(OnDemand::new(Slots::default().on_demand)),
-            output_errors: Mutex::new(Vec::new()),
+            output_errors: Mutex::new(BTreeMap::new()),
             writes: Mutex::new(Writes::default()),
             written: watch::Sender::new(0),
             retired: watch::Sender::new(false),
@@ -290,7 +294,7 @@ impl TargetEngine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn output_errors(&self) -> MutexGuard<'_, Vec<String>> {
+    fn output_errors(&self) -> MutexGuard<'_, BTreeMap<Option<SlotKey>, Vec<String>>> {
         self.output_errors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -330,6 +334,7 @@ impl TargetEngine {
     }
 
     /// The main credential for a consumer: [`TargetEngine::credential_for`] with no slot.
+    #[cfg(test)]
     pub async fn credential(self: &Arc<Self>) -> Result<Arc<Issued>, Unavailable> {
         self.credential_for(None).await
     }
@@ -487,6 +492,28 @@ impl TargetEngine {
         self.refresh_after(&self.main, seen).await
     }
 
+    /// One refresh of the main credential, then of each variant the configuration names (those
+    /// outputs are written from), for `keyfed once`: the main credential, or the first failure,
+    /// a variant's naming it.
+    pub async fn refresh_with_variants(self: &Arc<Self>) -> Result<Arc<Issued>, FetchError> {
+        let main = self.refresh().await?;
+        for slot in &self.configured {
+            let seen = slot.lock().attempts;
+            if let Err(e) = self.refresh_after(slot, seen).await {
+                let key = slot
+                    .key
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return Err(FetchError {
+                    message: format!("{key}: {}", e.message),
+                    ..e
+                });
+            }
+        }
+        Ok(main)
+    }
+
     /// A refresh of `slot` for a caller that saw `seen` attempts ended: if another ends before
     /// this one gets its turn, its outcome is the caller's too.
     async fn refresh_after(
@@ -559,11 +586,8 @@ impl TargetEngine {
                 s.current = Some(Arc::clone(&issued));
                 drop(s);
                 // Handed over while the flight lock is held, so credentials reach the writer
-                // in the order they were issued. Outputs are the main credential's; when a
-                // configured variant gets outputs of its own, it is handed to its writer here.
-                if slot.key.is_none() {
-                    self.hand_to_writer(&issued);
-                }
+                // in the order they were issued.
+                self.hand_to_writer(slot.key.as_ref(), &issued);
                 Ok(issued)
             }
             Err(e) => {
@@ -641,8 +665,8 @@ impl TargetEngine {
     /// Queues `issued` for the outputs, replacing any older credential still waiting, and
     /// starts the writer thread unless it is running (it takes the queued credential when it
     /// is done with the one in hand).
-    fn hand_to_writer(self: &Arc<Self>, issued: &Arc<Issued>) {
-        if self.outputs.is_empty() {
+    fn hand_to_writer(self: &Arc<Self>, key: Option<&SlotKey>, issued: &Arc<Issued>) {
+        if !self.outputs.iter().any(|o| o.kind.slot().as_ref() == key) {
             return;
         }
         if self.is_retired() {
@@ -652,7 +676,9 @@ impl TargetEngine {
         let start = {
             let mut w = self.writes();
             w.handed += 1;
-            w.pending = Some(Arc::clone(issued));
+            let seq = w.handed;
+            w.pending.retain(|(_, k, _)| k.as_ref() != key);
+            w.pending.push((seq, key.cloned(), Arc::clone(issued)));
             !std::mem::replace(&mut w.busy, true)
         };
         if start {
@@ -661,37 +687,51 @@ impl TargetEngine {
         }
     }
 
-    /// The writer thread: writes queued credentials, newest only, until none is left.
+    /// The writer thread: writes queued credentials, oldest first and each slot's newest
+    /// only, until none is left.
     fn drain_writes(&self) {
         loop {
-            let (seq, issued) = {
+            let (key, issued) = {
                 let mut w = self.writes();
-                match w.pending.take() {
-                    Some(next) => (w.handed, next),
-                    None => {
-                        w.busy = false;
-                        return;
-                    }
+                if w.pending.is_empty() {
+                    w.busy = false;
+                    return;
                 }
+                let (_, key, issued) = w.pending.remove(0);
+                (key, issued)
             };
-            if let Some(errors) = self.write_outputs(&issued) {
-                *self.output_errors() = errors;
+            if let Some(errors) = self.write_outputs(key.as_ref(), &issued) {
+                self.output_errors().insert(key, errors);
             }
-            self.written.send_replace(seq);
+            // Everything handed over before the oldest credential still waiting is written.
+            let done = {
+                let w = self.writes();
+                w.pending.first().map_or(w.handed, |(seq, _, _)| seq - 1)
+            };
+            self.written.send_replace(done);
         }
     }
 
-    /// Writes every output with `issued`; `None` when it stopped early (the engine was
-    /// retired, the credential expired in the meantime, or a newer one is waiting and will
-    /// be written over it).
-    fn write_outputs(&self, issued: &Issued) -> Option<Vec<String>> {
+    /// Writes the outputs of `key`'s slot with `issued`; `None` when it stopped early (the
+    /// engine was retired, the credential expired in the meantime, or a newer one of the slot
+    /// is waiting and will be written over it).
+    fn write_outputs(&self, key: Option<&SlotKey>, issued: &Issued) -> Option<Vec<String>> {
         let mut errors = Vec::new();
-        for output in &self.outputs {
+        for output in self
+            .outputs
+            .iter()
+            .filter(|o| o.kind.slot().as_ref() == key)
+        {
             if self.is_retired() {
                 tracing::debug!(target = %self.name, "retired by a reload: outputs left to the new configuration");
                 return None;
             }
-            if self.writes().pending.is_some() {
+            if self
+                .writes()
+                .pending
+                .iter()
+                .any(|(_, k, _)| k.as_ref() == key)
+            {
                 return None;
             }
             if !issued.usable_at(self.clock.now()) {
@@ -797,7 +837,7 @@ impl TargetEngine {
     /// The main credential's state, the output errors and the eviction count.
     pub fn snapshot(&self) -> Snapshot {
         let mut snapshot = self.snapshot_of(&self.main);
-        snapshot.output_errors = self.output_errors().clone();
+        snapshot.output_errors = self.output_errors().values().flatten().cloned().collect();
         snapshot.slot_evictions = self.on_demand().evictions;
         snapshot
     }

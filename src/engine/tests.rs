@@ -483,10 +483,7 @@ async fn callers_during_a_held_refresh(
             tokio::spawn(async move {
                 t.credential()
                     .await
-                    .map(|c| match &c.credential {
-                        Credential::Aws(aws) => aws.access_key_id.clone(),
-                        Credential::Token(_) => String::new(),
-                    })
+                    .map(|c| id(&c))
                     .map_err(|e| e.to_string())
             })
         })
@@ -1249,7 +1246,7 @@ fn slotted_hour_target(bound: usize) -> (ManualClock, Arc<Fake>, Arc<TargetEngin
 fn id(issued: &Arc<Issued>) -> String {
     match &issued.credential {
         Credential::Aws(aws) => aws.access_key_id.clone(),
-        Credential::Token(_) => String::new(),
+        Credential::Token(_) | Credential::Gcp(_) => String::new(),
     }
 }
 
@@ -2076,4 +2073,82 @@ async fn review_issue_9_a_stopped_main_credential_holds_new_variants_back() {
         t.refresh().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(id(&variant(&t, &fresh).await), r##"scopes "new"#1"##);
     }
+}
+
+/// issue 9 (outputs per slot): a target whose outputs read different variants — the main
+/// credential, and the subject token an external_account file names — writes each output from
+/// its own variant only, each as that variant refreshes, and `outputs_written` waits for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_each_output_is_written_from_its_own_slot() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    fake.slotted.store(true, Ordering::SeqCst);
+    let output = |name: &'static str, kind: OutputKind| Output {
+        name,
+        kind,
+        path: format!("/nowhere/{name}").into(),
+        mode: None,
+        owner: None,
+        group: None,
+    };
+    let outputs = vec![
+        output("credential-process-json", OutputKind::CredentialProcessJson),
+        output("gcp-subject-token", OutputKind::GcpSubjectToken),
+    ];
+    let written: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let log = Arc::clone(&written);
+    let t = Arc::new(
+        engine(&clock, Box::new(Shared(Arc::clone(&fake))), outputs)
+            .with_slots(Slots {
+                configured: vec![SlotKey::SubjectToken],
+                ..Slots::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_output_writer(move |output, credential| {
+                let Credential::Aws(c) = credential else {
+                    panic!("unexpected credential");
+                };
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((output.name.to_owned(), c.access_key_id.clone()));
+                Ok(())
+            }),
+    );
+    let task = tokio::spawn(Arc::clone(&t).run());
+    let k = SlotKey::SubjectToken;
+    until("the first writes", || {
+        written.lock().unwrap_or_else(PoisonError::into_inner).len() == 2
+    })
+    .await;
+    let main = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    let token = variant(&t, &k).await;
+    assert_eq!(id(&token), "the subject token#1");
+    let by_output = |name: &str| -> Vec<String> {
+        written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(o, _)| o == name)
+            .map(|(_, id)| id.clone())
+            .collect()
+    };
+    assert_eq!(by_output("credential-process-json"), [id(&main)]);
+    assert_eq!(by_output("gcp-subject-token"), [id(&token)]);
+    // The subject token refreshes on its own schedule, and its output follows; the main
+    // credential's output never gets the subject token, nor the other way round.
+    clock.set(token.refresh_at);
+    until("the subject token's second write", || {
+        by_output("gcp-subject-token").len() == 2
+    })
+    .await;
+    assert_eq!(
+        by_output("gcp-subject-token"),
+        ["the subject token#1", "the subject token#2"]
+    );
+    assert!(
+        by_output("credential-process-json")
+            .iter()
+            .all(|id| id.starts_with("ASIA"))
+    );
+    task.abort();
 }

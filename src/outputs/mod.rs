@@ -14,8 +14,11 @@ use std::path::PathBuf;
 pub use atomic::{FileSpec, write_atomic};
 
 use folder::{Folder, LOCK_WAIT, euid};
+use keyfed_core::ExposeSecret as _;
 
-use crate::credential::{Credential, credential_process_json, profile_lines};
+use keyfed_core::exchange::SlotKey;
+
+use crate::credential::{Credential, credential_process_json, gcp_token_json, profile_lines};
 
 /// What an output file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,50 @@ pub enum OutputKind {
     CredentialProcessJson,
     /// The raw JWT, no trailing newline (`token` and `web-identity-token`).
     Token,
+    /// A Google Cloud access token: raw, or `{"access_token","expires_at","token_type"}`.
+    GcpAccessToken { json: bool },
+    /// The issuer's token a GCP target exchanges, raw, without a trailing newline.
+    GcpSubjectToken,
+    /// A Google external_account credential configuration (`document`, fixed by the
+    /// configuration), and for a file-sourced one the subject-token file it names, written
+    /// first so the document never names a file that is not there.
+    GcpExternalAccount {
+        document: String,
+        subject_token: Option<PathBuf>,
+    },
+}
+
+impl OutputKind {
+    /// The variant of the target's credential this output is written from: the main one,
+    /// or the subject token for the files of consumers that make the exchange themselves.
+    pub fn slot(&self) -> Option<SlotKey> {
+        match self {
+            Self::GcpSubjectToken
+            | Self::GcpExternalAccount {
+                subject_token: Some(_),
+                ..
+            } => Some(SlotKey::SubjectToken),
+            Self::AwsCredentials { .. }
+            | Self::CredentialProcessJson
+            | Self::Token
+            | Self::GcpAccessToken { .. }
+            | Self::GcpExternalAccount {
+                subject_token: None,
+                ..
+            } => None,
+        }
+    }
+
+    /// Files this output writes besides its `path` (checked against other outputs' paths).
+    pub fn extra_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::GcpExternalAccount {
+                subject_token: Some(path),
+                ..
+            } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// One configured output.
@@ -67,7 +114,35 @@ impl Output {
             detail,
         };
         let content = match (&self.kind, credential) {
-            (OutputKind::Token, Credential::Token(t)) => t.expose().to_owned(),
+            (OutputKind::Token | OutputKind::GcpSubjectToken, Credential::Token(t)) => {
+                t.expose().to_owned()
+            }
+            (OutputKind::GcpAccessToken { json: false }, Credential::Gcp(t)) => {
+                t.token.expose_secret().to_owned()
+            }
+            (OutputKind::GcpAccessToken { json: true }, Credential::Gcp(t)) => gcp_token_json(t),
+            (
+                OutputKind::GcpExternalAccount {
+                    document,
+                    subject_token: Some(token_path),
+                },
+                Credential::Token(t),
+            ) => {
+                write_atomic(token_path, t.expose().as_bytes(), self.spec()).map_err(|e| {
+                    fail(format!(
+                        "cannot write its subject token file {}: {e}",
+                        token_path.display()
+                    ))
+                })?;
+                document.clone()
+            }
+            (
+                OutputKind::GcpExternalAccount {
+                    document,
+                    subject_token: None,
+                },
+                _,
+            ) => document.clone(),
             (OutputKind::CredentialProcessJson, Credential::Aws(c)) => credential_process_json(c),
             (
                 OutputKind::AwsCredentials {

@@ -35,6 +35,8 @@ pub enum SecretFile {
     AwsIni,
     /// A `credential_process` document: `SecretAccessKey` and `SessionToken`.
     AwsJson,
+    /// A `gcp-access-token` output in JSON: `access_token`.
+    GcpJson,
 }
 
 /// What a process's stdout legitimately carries.
@@ -46,6 +48,9 @@ pub enum Serves {
     Token,
     /// A `credential_process` document (`keyfed credential-process <target>`).
     AwsJson,
+    /// An executable-sourced subject token response (`keyfed gcp-subject-token <target>`):
+    /// its `id_token`.
+    GcpSubjectToken,
 }
 
 impl Serves {
@@ -56,6 +61,7 @@ impl Serves {
         });
         match words.next().map(|(_, a)| *a) {
             Some("credential-process") => Self::AwsJson,
+            Some("gcp-subject-token") => Self::GcpSubjectToken,
             Some("token") if !args.contains(&"--decode") => Self::Token,
             _ => Self::Nothing,
         }
@@ -129,6 +135,12 @@ pub fn key_middle(pem: &str) -> String {
     body.get(body.len() / 2)
         .map(|l| l.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The string `field` of the JSON document `text`.
+fn json_field(text: &str, field: &str) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+    doc[field].as_str().map(str::to_owned)
 }
 
 fn aws_json_secrets(text: &str) -> Vec<String> {
@@ -245,6 +257,11 @@ impl Known {
                         push(what.clone(), &value);
                     }
                 }
+                SecretFile::GcpJson => {
+                    if let Some(token) = json_field(&text, "access_token") {
+                        push(what, &token);
+                    }
+                }
             }
         }
         all
@@ -269,6 +286,10 @@ impl Known {
                 .map(|s| vec![s.to_owned()])
                 .unwrap_or_default(),
             Serves::AwsJson => aws_json_secrets(stdout),
+            Serves::GcpSubjectToken => json_field(stdout, "id_token")
+                .and_then(|jwt| jwt_signature(&jwt).map(str::to_owned))
+                .into_iter()
+                .collect(),
         };
         for value in &served {
             scrubbed = scrubbed.replace(value.as_str(), "<served>");

@@ -11,6 +11,7 @@
 
 pub mod aws;
 pub mod daemon;
+pub mod gcp;
 pub mod http;
 pub mod keycloak;
 pub mod keycloak_emulator;
@@ -227,6 +228,10 @@ impl Fixture {
             .add_file(at("tokens/web-identity.jwt"), SecretFile::Jwt);
         self.known
             .add_file(at("container-token"), SecretFile::Whole);
+        self.known
+            .add_file(at("gcp/access-token.json"), SecretFile::GcpJson);
+        self.known
+            .add_file(at("gcp/external-account.jwt"), SecretFile::Jwt);
     }
 
     /// Adds a secret the test learned (an IMDS session token, a credential it fetched).
