@@ -719,3 +719,29 @@ fn path_arg(path: &Path) -> String {
 fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// issue 9 (review): the control socket hands a target's subject token — the raw Keycloak
+/// token, which may carry more audiences than the target's credential — only to a target
+/// configured for consumers that exchange it themselves (an external_account file or a
+/// subject-token output), not to any exchanging target.
+#[tokio::test]
+async fn the_subject_token_goes_only_to_targets_configured_to_hand_it_out() {
+    let (fx, gcp) = Fixture::gcp().await;
+    let outputs = "{ kind = \"gcp-access-token\", path = \"gcp/token\" }";
+    fx.daemon_config(&fx.gcp_target(&gcp, "face-only", "", outputs));
+    let daemon = fx.daemon().await;
+    wait_until("the access token", async || fx.path("gcp/token").exists()).await;
+    let run = fx.keyfed(&["gcp-subject-token", "face-only"]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let response: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(response["success"], false);
+    assert!(
+        response["message"].as_str().is_some_and(|m| m.contains(
+            "target \"face-only\" does not hand out the subject token: only a target with a \
+             gcp-external-account or gcp-subject-token output does"
+        )),
+        "{response}"
+    );
+    daemon.stop().await;
+}

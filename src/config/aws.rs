@@ -60,6 +60,7 @@ pub(super) const FACES: [FaceSpec; 2] = [
         path_key: None,
         serves: &["aws"],
         reserved: &["/latest"],
+        advise: |_| None,
     },
     // The ECS-style container endpoint: each target at a path of its own.
     FaceSpec {
@@ -69,6 +70,7 @@ pub(super) const FACES: [FaceSpec; 2] = [
         path_key: Some("container_path"),
         serves: &["aws"],
         reserved: &[],
+        advise: |_| None,
     },
 ];
 

@@ -37,6 +37,9 @@ pub struct FaceSpec {
     pub serves: &'static [&'static str],
     /// The path prefixes it answers itself, which no target's path may take.
     pub reserved: &'static [&'static str],
+    /// A warning about serving `target` on this face (a setting its SDKs will miss), for
+    /// `keyfed check` and the daemon's start.
+    pub advise: fn(&Target) -> Option<String>,
 }
 
 impl FaceSpec {
@@ -410,6 +413,17 @@ pub(super) fn resolve(
         .map(|a| address(ctx, "endpoint.health_listen", a, allow_remote))
         .transpose()?;
     check_paths(ctx, targets)?;
+    let mut advised = std::collections::BTreeSet::new();
+    for l in &listen {
+        for (face_name, target) in &l.targets {
+            let (Some(face), Some(t)) = (face(face_name), targets.get(target)) else {
+                continue;
+            };
+            if advised.insert((face.name, target.clone())) {
+                ctx.warnings.extend((face.advise)(t));
+            }
+        }
+    }
     let container_token_file = match &raw.container_token_file {
         Some(p) => ctx.path("endpoint.container_token_file", p)?,
         None => socket

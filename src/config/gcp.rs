@@ -72,7 +72,21 @@ pub(super) const FACES: [FaceSpec; 1] = [FaceSpec {
     serves: &["gcp"],
     // `/` is the detection ping google-auth (Python) sends; reserving it takes only `/` itself.
     reserved: &["/computeMetadata", "/"],
+    advise: without_project_id,
 }];
+
+/// gcp_auth (Rust) and Go's `metadata.ProjectID` fail when the metadata server has no
+/// project ID; the face answers 404 without `project_id`.
+fn without_project_id(target: &super::Target) -> Option<String> {
+    match &target.exchange {
+        Exchange::Gcp(gcp) if gcp.project_id.is_none() => Some(format!(
+            "targets.{}.gcp.project_id is not set: the GCE metadata face answers 404 to \
+             project/project-id, and SDKs that need it (gcp_auth, Go's metadata.ProjectID) fail",
+            target.name
+        )),
+        _ => None,
+    }
+}
 
 /// The output keys only Google Cloud's kinds read.
 #[derive(Debug, Default)]
@@ -236,7 +250,7 @@ fn executable_command(cx: &OutputCx<'_>) -> Result<String, KeyError> {
         )
     })?;
     let parts = [
-        exe.display().to_string(),
+        installed_path(&exe.display().to_string()).to_owned(),
         "--config".to_owned(),
         cx.config_file.display().to_string(),
         "gcp-subject-token".to_owned(),
@@ -255,6 +269,12 @@ fn executable_command(cx: &OutputCx<'_>) -> Result<String, KeyError> {
         ));
     }
     Ok(parts.join(" "))
+}
+
+/// The path a binary was started from, once a package upgrade has replaced it: Linux then
+/// shows `/usr/bin/keyfed (deleted)`, and the new binary is at the old path.
+fn installed_path(exe: &str) -> &str {
+    exe.strip_suffix(" (deleted)").unwrap_or(exe)
 }
 
 /// The `gcp` table as `keyfed check` prints it.
@@ -303,5 +323,21 @@ pub(super) fn show_output(kind: &OutputKind, t: &mut Table) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// issue 9 (review): after a package upgrade replaced the running binary, a reload wrote
+    /// external_account files naming "/usr/bin/keyfed (deleted)", refused as holding a space.
+    #[test]
+    fn a_replaced_binary_is_named_by_its_installed_path_issue_9() {
+        assert_eq!(
+            installed_path("/usr/bin/keyfed (deleted)"),
+            "/usr/bin/keyfed"
+        );
+        assert_eq!(installed_path("/usr/bin/keyfed"), "/usr/bin/keyfed");
     }
 }

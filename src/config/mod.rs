@@ -71,13 +71,16 @@ pub struct Config {
 
 /// Where the configuration comes from: `--config`, else `KEYFED_CONFIG`, else (for a user other
 /// than root) `$XDG_CONFIG_HOME/keyfed/keyfed.toml` or `~/.config/keyfed/keyfed.toml` when that
-/// file exists, else `/etc/keyfed/keyfed.toml`.
+/// file exists, else `/etc/keyfed/keyfed.toml`. A relative path is made absolute from the
+/// working directory: paths resolved against the file's folder end up in files other programs
+/// read from elsewhere (an external_account file's subject-token path and command).
 pub fn locate(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
+    let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
     if let Some(path) = flag {
-        return path.to_path_buf();
+        return absolute(path.to_path_buf());
     }
     if let Some(path) = env("KEYFED_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
+        return absolute(PathBuf::from(path));
     }
     if !is_root {
         let base = env("XDG_CONFIG_HOME")

@@ -27,6 +27,19 @@ fn flag_beats_environment_beats_default() {
     );
 }
 
+/// issue 9 (review): `--config keyfed.toml` made an external_account file name its subject
+/// token and command relative to the consumer's working directory.
+#[test]
+fn a_relative_config_path_is_made_absolute_issue_9() {
+    let env = env_of(&[("KEYFED_CONFIG", "from-env.toml")]);
+    let cwd = std::env::current_dir().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        locate(Some(Path::new("keyfed.toml")), &env, true),
+        cwd.join("keyfed.toml")
+    );
+    assert_eq!(locate(None, &env, true), cwd.join("from-env.toml"));
+}
+
 #[test]
 fn a_user_config_is_used_only_by_non_root_and_only_when_present() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -368,7 +381,7 @@ fn gcp_outputs_render_what_google_s_libraries_read_issue_9() {
     else {
         panic!("{:?}", outputs[1].kind);
     };
-    assert_eq!(outputs[1].kind.slot(), None);
+    assert_eq!(outputs[1].kind.slot(), Some(SlotKey::SubjectToken));
     let doc: serde_json::Value = serde_json::from_str(document).unwrap_or_else(|e| panic!("{e}"));
     let command = doc["credential_source"]["executable"]["command"]
         .as_str()
@@ -416,4 +429,28 @@ fn gcp_outputs_render_what_google_s_libraries_read_issue_9() {
         let err = error_of(&text);
         assert!(err.ends_with(says), "{extra}: {err}");
     }
+}
+
+/// issue 9 (review): gcp_auth and Go's metadata client fail on a metadata server without a
+/// project ID; serving a GCP target without `project_id` on the GCE face is warned about.
+#[test]
+fn a_gce_target_without_project_id_is_warned_about_issue_9() {
+    let config = load_text(&format!("{}[endpoint]\ngce_target = \"g\"\n", gcp("")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config.warnings.iter().any(|w| w
+            .starts_with("targets.g.gcp.project_id is not set: the GCE metadata face answers 404")),
+        "{:?}",
+        config.warnings
+    );
+    let config = load_text(&format!(
+        "{}[endpoint]\ngce_target = \"g\"\n",
+        gcp("project_id = \"my-project\"\n")
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("project_id")),
+        "{:?}",
+        config.warnings
+    );
 }

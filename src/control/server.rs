@@ -263,6 +263,17 @@ async fn credential(served: &Served, target: &str, slot: Option<&SlotKey>, uid: 
             };
         }
     };
+    // The issuer's token goes only to the consumers a target is configured for (an
+    // external_account file): it may carry more audiences than the target's credential.
+    if let Some(key) = slot.filter(|k| !t.keeps(k)) {
+        return Response::Error {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "target \"{target}\" does not hand out {key}: only a target with a \
+                 gcp-external-account or gcp-subject-token output does"
+            ),
+        };
+    }
     match t.credential_for(slot).await {
         Ok(issued) => Response::Credential {
             kind: issued.credential.kind().to_owned(),

@@ -21,7 +21,10 @@
 //! identity has no email and the name google-auth reads from `email` must lead back to it. When
 //! targets share an email, the default answers for it, then the first by name the caller may
 //! use. Listings and settings show only targets the caller may have (`access`), as the IMDS
-//! face's role listing does.
+//! face's role listing does; an account the caller may not use, asked for by email or name,
+//! is not found (404, the answer to an unknown name, the refusal logged), so no answer confirms
+//! an email or names a target the listing hides. Only `default`, which every GCE host has, is
+//! refused with 403 (and the project values read from its target).
 //!
 //! Variants: `?scopes=` other than the target's `scopes` (as a set) is the target's
 //! `Scopes` slot — equal to them, it is the main credential, since google-auth passes the
@@ -316,7 +319,18 @@ impl Gce {
                 }
             }
         }
-        Err(first_refusal.unwrap_or(Refusal::NotFound))
+        match first_refusal {
+            // `default` is on every GCE host: saying the caller may not use it reveals nothing.
+            Some(refusal) if name == DEFAULT => Err(refusal),
+            // Any other account the caller may not use is one the listing hides: a 403 would
+            // confirm the email and name the target, so it is not found, as an unknown name
+            // is. Operators still see the refusal in the log.
+            Some(Refusal::Forbidden { target, uid }) => {
+                crate::access::log_refusal(uid, &target, self.spec.name);
+                Err(Refusal::NotFound)
+            }
+            Some(_) | None => Err(Refusal::NotFound),
+        }
     }
 
     /// One value of an account.

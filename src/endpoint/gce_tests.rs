@@ -723,7 +723,7 @@ fn issue_9_gce_statuses() {
 }
 
 /// issue 9: per-user access control: a restricted target is neither listed nor served to
-/// other users (403, marked), and is to its own.
+/// other users (not found, marked), and is to its own.
 #[tokio::test]
 async fn issue_9_gce_access_control() {
     let setup = gce_only();
@@ -736,8 +736,7 @@ async fn issue_9_gce_access_control() {
     assert!(listing.body.starts_with(&format!("default/\n{APP}/\n")));
     for leaf in ["token", "email", "?recursive=true", "identity?audience=x"] {
         let refused = as_user(1000, account(SECRET_SA, leaf)).await;
-        assert_eq!(refused.status, 403, "{leaf}: {}", refused.body);
-        assert!(refused.body.contains("uid 1000"), "{}", refused.body);
+        assert_eq!(refused.status, 404, "{leaf}: {}", refused.body);
     }
     let allowed = as_user(4242, account(SECRET_SA, "token")).await;
     assert_eq!(allowed.json()["access_token"], "ya29.restricted-main-1");
@@ -748,6 +747,160 @@ async fn issue_9_gce_access_control() {
             .contains(SECRET_SA)
     );
     assert_eq!(setup.calls().len(), 1, "refusals reach no upstream");
+}
+
+/// Everything logged on this thread while the guard [`capture_logs`] returns is held.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures this thread's log (a `#[tokio::test]` runs its requests on its own thread).
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// issue 9 (review): an account the caller may not use, asked for by email, answers exactly as
+/// an email no target has — status, headers, body — for every path below it, so neither the
+/// email's existence nor the target's name leaks; the refusal is still logged for operators.
+/// Also at the address where that account is the default: only `default` itself says 403.
+#[tokio::test]
+async fn issue_9_gce_a_hidden_account_answers_as_an_unknown_one() {
+    // A uid no other test uses: refusals are logged once per uid, target and face.
+    const UID: u32 = 31_337;
+    let setup = gce_only();
+    let (log, _guard) = capture_logs();
+    let unknown = "nobody@my-project.iam.gserviceaccount.com";
+    for local in [MAIN, RESTRICTED] {
+        for leaf in [
+            "token",
+            "token?scopes=https://scope.example/x",
+            "email",
+            "scopes",
+            "aliases",
+            "identity?audience=x",
+            "identity?audience=x&format=full",
+            "",
+            "?recursive=true",
+        ] {
+            let hidden =
+                request_as(&setup, local, UID, "GET", &account(SECRET_SA, leaf), &[]).await;
+            let missing = request_as(&setup, local, UID, "GET", &account(unknown, leaf), &[]).await;
+            assert_eq!(hidden.status, 404, "{local} {leaf}: {}", hidden.body);
+            assert_eq!(hidden.status, missing.status, "{local} {leaf}");
+            assert_eq!(hidden.headers, missing.headers, "{local} {leaf}");
+            assert_eq!(hidden.body, missing.body, "{local} {leaf}");
+            assert!(!hidden.body.contains("restricted"), "{}", hidden.body);
+        }
+        // The directory without its slash, and percent-encoded.
+        let encoded = SECRET_SA.replace('@', "%40");
+        for path in [
+            format!("{ACCOUNTS}/{SECRET_SA}"),
+            account(&encoded, "token"),
+        ] {
+            let hidden = request_as(&setup, local, UID, "GET", &path, &[]).await;
+            assert_eq!(hidden.status, 404, "{path}: {}", hidden.body);
+        }
+    }
+    let default = request_as(
+        &setup,
+        RESTRICTED,
+        UID,
+        "GET",
+        &account("default", "token"),
+        &[],
+    )
+    .await;
+    assert_eq!(default.status, 403, "{}", default.body);
+    let logged = log.text();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("credentials refused to this uid")
+                && l.contains("31337")
+                && l.contains("restricted")
+                && l.contains("gce")),
+        "the refusal is logged:\n{logged}"
+    );
+    assert!(setup.calls().is_empty(), "refusals reach no upstream");
+}
+
+/// issue 9 (review): whatever `?scopes=` says — another slot's name or display, other
+/// parameters beside it — the face asks the engine for a `Scopes` slot of exactly those
+/// scopes, never another kind (the fake Google hands out `scoped` tokens for `Scopes` only, and
+/// refuses `SubjectToken` and `Resource`); `identity` asks only for `IdToken`.
+#[tokio::test]
+async fn issue_9_gce_scopes_never_name_another_slot() {
+    let setup = gce_only();
+    let tricky = [
+        "the subject token",
+        "SubjectToken",
+        "subject_token",
+        "ID token for \"x\"",
+        "resource https://management.azure.com/",
+    ];
+    for (i, scope) in tricky.iter().enumerate() {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("scopes", scope)
+            .append_pair("audience", "x")
+            .append_pair("format", "full")
+            .append_pair("resource", "https://management.azure.com/")
+            .finish();
+        let answer = get(&setup, &account("default", &format!("token?{query}"))).await;
+        assert_eq!(
+            answer.json()["access_token"],
+            format!("ya29.app-scoped-{}", i + 1),
+            "{scope}"
+        );
+    }
+    let identity = get(
+        &setup,
+        &account(
+            "default",
+            "identity?audience=x&scopes=the%20subject%20token",
+        ),
+    )
+    .await;
+    assert_eq!(
+        identity.ok(),
+        format!("eyJ.app-id-{}-false.sig", tricky.len() + 1)
+    );
+    let mut want: Vec<(String, Option<SlotKey>)> = tricky
+        .iter()
+        .map(|scope| ("app".to_owned(), Some(SlotKey::scopes([*scope]))))
+        .collect();
+    want.push((
+        "app".to_owned(),
+        Some(SlotKey::IdToken {
+            audience: "x".to_owned(),
+            full: false,
+        }),
+    ));
+    assert_eq!(setup.calls(), want);
 }
 
 /// issue 9: a default account the caller may not use is refused (403) — its token, its values

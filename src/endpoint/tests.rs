@@ -37,6 +37,7 @@ static TOY: FaceSpec = FaceSpec {
     path_key: None,
     serves: &["aws"],
     reserved: &["/toy"],
+    advise: |_| None,
 };
 
 /// A face whose clients send `Toy: yes`, get the key id as text, and are told no with 400 and

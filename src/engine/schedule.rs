@@ -30,14 +30,18 @@ pub fn refresh_at(
         0.0
     };
     let base = lifetime.mul_f64(2.0 / 3.0 * (1.0 + jitter));
-    // The window is honoured only while it leaves at least a third of the lifetime before the
-    // refresh, so a short-lived credential is not refreshed the moment it arrives.
-    let latest = lifetime.saturating_sub(consumer_window.max(EXPIRY_MARGIN));
-    let after = if latest >= lifetime / 3 {
-        base.min(latest)
-    } else {
-        base
-    };
+    // Each bound is honoured only while it leaves at least a third of the lifetime before the
+    // refresh, so a short-lived credential is not refreshed the moment it arrives. The engine's
+    // own margin is a bound of its own: a consumer window too wide for the lifetime must not
+    // also lose the refresh before the engine stops serving the credential.
+    let within = |latest: Duration| (latest >= lifetime / 3).then_some(latest);
+    let after = [
+        within(lifetime.saturating_sub(consumer_window.max(EXPIRY_MARGIN))),
+        within(lifetime.saturating_sub(EXPIRY_MARGIN)),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(base, Duration::min);
     issued + after
 }
 
@@ -74,6 +78,12 @@ mod tests {
             refresh_at(at(T0), at(T0 + 60), 0.0, Duration::ZERO),
             at(T0 + 30)
         );
+        // issue 9: a consumer window wider than the lifetime (google-auth's 225 s against a
+        // 60 s token) still leaves the refresh before the engine stops serving it.
+        assert_eq!(
+            refresh_at(at(T0), at(T0 + 60), 0.0, Duration::from_secs(225)),
+            at(T0 + 30)
+        );
         // Already expired (clock skew): refresh at once.
         assert_eq!(refresh_at(at(T0), at(T0 - 5), 0.0, window), at(T0));
     }
@@ -83,7 +93,7 @@ mod tests {
         fn refresh_falls_inside_the_lifetime_and_the_window(
             lifetime in 3u64..(48 * 3600),
             jitter in -0.2f64..0.2,
-            window in 0u64..3600,
+            window in 0u64..(4 * 3600),
         ) {
             let (issued, expires) = (at(T0), at(T0 + lifetime));
             let window = Duration::from_secs(window);
@@ -98,6 +108,10 @@ mod tests {
             // The consumer window is honoured whenever it leaves a third of the lifetime.
             if life.saturating_sub(window) >= life / 3 {
                 prop_assert!(expires.duration_since(r).unwrap_or_default() >= window);
+            }
+            // issue 9: so is the engine's margin, whatever the window.
+            if life.saturating_sub(EXPIRY_MARGIN) >= life / 3 {
+                prop_assert!(expires.duration_since(r).unwrap_or_default() >= EXPIRY_MARGIN);
             }
         }
 

@@ -126,6 +126,20 @@ pub enum Phase {
     Expired,
 }
 
+impl Phase {
+    /// How bad the phase is for the target's consumers, to show the worst of several slots:
+    /// fresh, refreshing, backing off (a usable credential still served), then none usable.
+    fn severity(self) -> u8 {
+        match self {
+            Self::Fresh => 0,
+            Self::Refreshing => 1,
+            Self::BackingOff => 2,
+            Self::Pending => 3,
+            Self::Expired => 4,
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the upstream latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -331,6 +345,11 @@ impl TargetEngine {
 
     fn is_retired(&self) -> bool {
         *self.retired.borrow()
+    }
+
+    /// Whether the configuration names the variant `key` (an output is written from it).
+    pub fn keeps(&self, key: &SlotKey) -> bool {
+        self.configured.iter().any(|s| s.key.as_ref() == Some(key))
     }
 
     /// The main credential for a consumer: [`TargetEngine::credential_for`] with no slot.
@@ -835,8 +854,33 @@ impl TargetEngine {
     }
 
     /// The main credential's state, the output errors and the eviction count.
+    /// The target's state as `status`, `/readyz` and the metrics show it: the main credential's,
+    /// made worse by any variant the configuration names (outputs are written from those too, so
+    /// a failing subject token is the target's failure even while the main credential is fresh):
+    /// the worst phase, the earliest expiry and next refresh, and the main credential's error or
+    /// else the first failing variant's, named.
     pub fn snapshot(&self) -> Snapshot {
         let mut snapshot = self.snapshot_of(&self.main);
+        for slot in &self.configured {
+            let variant = self.snapshot_of(slot);
+            if variant.phase.severity() > snapshot.phase.severity() {
+                snapshot.phase = variant.phase;
+            }
+            snapshot.expires_at = match (snapshot.expires_at, variant.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            };
+            snapshot.next_refresh = match (snapshot.next_refresh, variant.next_refresh) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if snapshot.last_error.is_none()
+                && let Some(error) = variant.last_error
+            {
+                snapshot.last_error = Some(format!("{}: {error}", SlotName(slot)));
+                snapshot.stopped = variant.stopped;
+            }
+        }
         snapshot.output_errors = self.output_errors().values().flatten().cloned().collect();
         snapshot.slot_evictions = self.on_demand().evictions;
         snapshot

@@ -2077,7 +2077,7 @@ async fn review_issue_9_a_stopped_main_credential_holds_new_variants_back() {
 
 /// issue 9 (outputs per slot): a target whose outputs read different variants — the main
 /// credential, and the subject token an external_account file names — writes each output from
-/// its own variant only, each as that variant refreshes, and `outputs_written` waits for both.
+/// its own variant only, each as that variant refreshes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_each_output_is_written_from_its_own_slot() {
     let clock = start();
@@ -2151,4 +2151,56 @@ async fn issue_9_each_output_is_written_from_its_own_slot() {
             .all(|id| id.starts_with("ASIA"))
     );
     task.abort();
+}
+
+/// issue 9 (review): a configured variant's failure is the target's failure in `status`,
+/// `/readyz` and the metrics even while the main credential is fresh: outputs are written from
+/// it (a Google external_account file's subject token), so its consumers fail meanwhile.
+#[tokio::test]
+async fn issue_9_a_failing_configured_variant_shows_in_the_target_s_state() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let k = SlotKey::SubjectToken;
+    let t = slotted(
+        &clock,
+        &fake,
+        Slots {
+            configured: vec![k.clone()],
+            on_demand: 1,
+        },
+    );
+    t.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    let s = t.snapshot();
+    assert_eq!(s.phase, Phase::Pending, "the variant has nothing yet");
+    assert_eq!(s.expires_at, None);
+    fake.fail_slot(&k, Some(Advice::Stop { side: Side::Issuer }));
+    assert!(variant_refusal(&t, &k).await.contains("upstream is down"));
+    let s = t.snapshot();
+    let error = s.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with("the subject token: stopped: needs a change on the Keycloak side"),
+        "{error}"
+    );
+    assert_eq!(s.stopped, Some(Side::Issuer));
+    assert_eq!(s.phase, Phase::BackingOff);
+    assert_eq!(
+        s.expires_at, None,
+        "not ready: the variant has no credential"
+    );
+    // Once it works, the target is fresh and expires when its first credential does.
+    fake.fail_slot(&k, None);
+    clock.advance(Duration::from_secs(3600));
+    let main = t.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    let token = variant(&t, &k).await;
+    let s = t.snapshot();
+    assert_eq!(s.phase, Phase::Fresh);
+    assert_eq!(s.last_error, None);
+    assert_eq!(
+        s.expires_at,
+        Some(
+            main.credential
+                .expires_at()
+                .min(token.credential.expires_at())
+        )
+    );
 }

@@ -44,22 +44,16 @@ pub enum OutputKind {
 
 impl OutputKind {
     /// The variant of the target's credential this output is written from: the main one,
-    /// or the subject token for the files of consumers that make the exchange themselves.
+    /// or the subject token for the files of consumers that make the exchange themselves — an
+    /// executable-sourced external_account file too: its content is fixed, but its consumers
+    /// need the subject token `keyfed gcp-subject-token` hands out, not the main credential.
     pub fn slot(&self) -> Option<SlotKey> {
         match self {
-            Self::GcpSubjectToken
-            | Self::GcpExternalAccount {
-                subject_token: Some(_),
-                ..
-            } => Some(SlotKey::SubjectToken),
+            Self::GcpSubjectToken | Self::GcpExternalAccount { .. } => Some(SlotKey::SubjectToken),
             Self::AwsCredentials { .. }
             | Self::CredentialProcessJson
             | Self::Token
-            | Self::GcpAccessToken { .. }
-            | Self::GcpExternalAccount {
-                subject_token: None,
-                ..
-            } => None,
+            | Self::GcpAccessToken { .. } => None,
         }
     }
 

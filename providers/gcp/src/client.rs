@@ -26,6 +26,15 @@ const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// The longest a token from Google may live as keyfed sees it: IAM Credentials issues at most
+/// 12 h (with the organization policy that allows more than 1 h), STS at most 1 h, ID tokens
+/// 1 h. Anything longer is a broken answer (or a broken clock), and believing it would keep a
+/// dead token in place for that long (issue 9).
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(12 * 3600);
+/// How far `expireTime` may lie beyond [`MAX_TOKEN_LIFE`] from this host's clock: Google
+/// counts from its own clock, a little after keyfed's request.
+const EXPIRE_TIME_SLACK: Duration = Duration::from_secs(60);
+
 /// Google's STS and IAM Credentials for one target.
 #[derive(Debug, Clone)]
 pub struct GcpClient {
@@ -60,6 +69,19 @@ struct GoogleError {
     message: String,
     #[serde(default)]
     status: String,
+    /// `google.rpc.ErrorInfo` and friends, read leniently: only a `reason` is used.
+    #[serde(default)]
+    details: serde_json::Value,
+}
+
+impl GoogleError {
+    /// The first `reason` in the details (`SERVICE_DISABLED`, `IAM_PERMISSION_DENIED`).
+    fn reason(&self) -> Option<&str> {
+        self.details
+            .as_array()?
+            .iter()
+            .find_map(|detail| detail.get("reason")?.as_str())
+    }
 }
 
 #[derive(Serialize)]
@@ -178,6 +200,18 @@ impl GcpClient {
                 ),
             )
         })?;
+        let now = self.clock.now();
+        if too_far_ahead(now, expires_at, MAX_TOKEN_LIFE + EXPIRE_TIME_SLACK) {
+            return Err(invalid(
+                call,
+                &url,
+                format!(
+                    "its expireTime {} is more than 12 hours ahead of this host's clock ({}); IAM Credentials issues tokens for at most 12 hours, so the answer or this host's clock is wrong",
+                    keyfed_core::clock::rfc3339(expires_at),
+                    keyfed_core::clock::rfc3339(now)
+                ),
+            ));
+        }
         tracing::debug!(
             service_account = %service_account,
             expires = %keyfed_core::clock::rfc3339(expires_at),
@@ -240,6 +274,29 @@ impl GcpClient {
                 )
             })?;
         let expires_at = keyfed_core::clock::from_unix_seconds(exp);
+        let now = self.clock.now();
+        if expires_at <= now {
+            return Err(invalid(
+                call,
+                &url,
+                format!(
+                    "its token's exp {} is already past by this host's clock ({}); check this host's clock (timedatectl)",
+                    keyfed_core::clock::rfc3339(expires_at),
+                    keyfed_core::clock::rfc3339(now)
+                ),
+            ));
+        }
+        if too_far_ahead(now, expires_at, MAX_TOKEN_LIFE) {
+            return Err(invalid(
+                call,
+                &url,
+                format!(
+                    "its token's exp {} is more than 12 hours ahead of this host's clock ({}); Google's ID tokens live 1 hour, so the answer or this host's clock is wrong",
+                    keyfed_core::clock::rfc3339(expires_at),
+                    keyfed_core::clock::rfc3339(now)
+                ),
+            ));
+        }
         tracing::debug!(
             service_account = %service_account,
             audience = %audience.escape_default(),
@@ -285,7 +342,7 @@ impl GcpClient {
                 Ok(e) => GcpError::StsRefused {
                     provider: self.target.provider.clone(),
                     status,
-                    hint: sts_hint(&e.error, &e.error_description, &cx),
+                    hint: sts_hint(&e.error, &e.error_description, None, &cx),
                     error: e.error,
                     description: e.error_description,
                 },
@@ -294,7 +351,9 @@ impl GcpClient {
                     Ok(GoogleErrorBody { error }) => GcpError::StsRefused {
                         provider: self.target.provider.clone(),
                         status,
-                        hint: None,
+                        // Only what the API shape can say: the Security Token Service API is
+                        // disabled (issue 9).
+                        hint: sts_hint("", &error.message, error.reason(), &cx),
                         error: error.status,
                         description: error.message,
                     },
@@ -322,7 +381,18 @@ impl GcpClient {
             ));
         }
         let expires_in = match parsed.expires_in {
-            Some(secs) if secs > 0 => secs.unsigned_abs(),
+            Some(secs) if secs > 0 && secs.unsigned_abs() <= MAX_TOKEN_LIFE.as_secs() => {
+                Duration::from_secs(secs.unsigned_abs())
+            }
+            Some(secs) if secs > 0 => {
+                return Err(invalid(
+                    call,
+                    url,
+                    format!(
+                        "its expires_in {secs} s is more than 12 hours; STS issues tokens for at most 1 hour"
+                    ),
+                ));
+            }
             Some(secs) => {
                 return Err(invalid(
                     call,
@@ -341,7 +411,17 @@ impl GcpClient {
                 ));
             }
         };
-        let expires_at = sent_at + Duration::from_secs(expires_in);
+        // Checked, though bounded above: Google's number must never panic keyfed (issue 9).
+        let expires_at = sent_at.checked_add(expires_in).ok_or_else(|| {
+            invalid(
+                call,
+                url,
+                format!(
+                    "its expires_in {} s is beyond what this host's clock can count",
+                    expires_in.as_secs()
+                ),
+            )
+        })?;
         tracing::debug!(
             provider = %self.target.provider,
             expires = %keyfed_core::clock::rfc3339(expires_at),
@@ -390,7 +470,7 @@ impl GcpClient {
                 call,
                 service_account: cx.service_account.clone().unwrap_or_default(),
                 status,
-                hint: iam_hint(call, &error.status, &error.message, &cx),
+                hint: iam_hint(call, &error.status, &error.message, error.reason(), &cx),
                 google_status: error.status,
                 message: error.message,
             },
@@ -438,6 +518,8 @@ impl GcpClient {
             pool: self.target.pool().to_owned(),
             default_audience: self.target.default_audience(),
             service_account: self.target.service_account.clone(),
+            delegates: self.target.delegates.clone(),
+            project_number: self.target.project_number.clone(),
             lifetime_secs: self.target.lifetime.as_secs(),
             token: TokenFacts::read(subject_token),
         }
@@ -491,6 +573,13 @@ fn redacted_body(body: &[u8], success: bool) -> String {
     } else {
         text.into_owned()
     }
+}
+
+/// Whether `expires_at` lies more than `max` after `now`.
+fn too_far_ahead(now: SystemTime, expires_at: SystemTime, max: Duration) -> bool {
+    expires_at
+        .duration_since(now)
+        .is_ok_and(|ahead| ahead > max)
 }
 
 /// `2026-11-25T19:00:00Z` (or with fractional seconds or an offset) as a moment.

@@ -180,6 +180,10 @@ pub(crate) fn sts_advice(status: u16, error: &str, description: &str) -> Advice 
     if status >= 500 || status == 429 || error == "temporarily_unavailable" {
         return Advice::Backoff;
     }
+    // The Security Token Service API is not enabled on the pool's project (issue 9).
+    if api_disabled(description, None) {
+        return Advice::Stop { side: Side::Cloud };
+    }
     match error {
         "invalid_grant"
             if description.contains("Error connecting to the given credential's issuer") =>
@@ -215,8 +219,9 @@ pub(crate) fn sts_advice(status: u16, error: &str, description: &str) -> Advice 
     }
 }
 
-/// IAM Credentials' refusals: the service account and its bindings are the Google Cloud side;
-/// a request it finds invalid (the lifetime, a scope) is keyfed's configuration.
+/// IAM Credentials' refusals: the service account, its bindings and the project's enabled APIs
+/// are the Google Cloud side; a request it finds invalid (the lifetime, a scope) is keyfed's
+/// configuration.
 pub(crate) fn iam_advice(status: u16, google_status: &str) -> Advice {
     match (status, google_status) {
         (_, "RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED") => {
@@ -226,8 +231,9 @@ pub(crate) fn iam_advice(status: u16, google_status: &str) -> Advice {
         (400, _) | (_, "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE") => {
             Advice::Stop { side: Side::Config }
         }
-        // PERMISSION_DENIED (the workloadIdentityUser binding), NOT_FOUND (no such service
-        // account), UNAUTHENTICATED (IAM does not take the federated token).
+        // PERMISSION_DENIED (the workloadIdentityUser binding, or the IAM Service Account
+        // Credentials API not enabled), NOT_FOUND (no such service account), UNAUTHENTICATED
+        // (IAM does not take the federated token).
         _ => Advice::Stop { side: Side::Cloud },
     }
 }
@@ -240,6 +246,11 @@ pub(crate) struct HintContext {
     pub pool: String,
     pub default_audience: String,
     pub service_account: Option<String>,
+    /// The delegation chain, as configured: `projects/-/serviceAccounts/<email>`, first hop
+    /// first.
+    pub delegates: Vec<String>,
+    /// The pool's project (its number): where STS and IAM Credentials must be enabled.
+    pub project_number: String,
     pub lifetime_secs: u64,
     pub token: crate::token_facts::TokenFacts,
 }
@@ -254,10 +265,63 @@ impl HintContext {
     }
 }
 
-/// A line saying what to check next for STS's common refusals.
-pub(crate) fn sts_hint(error: &str, description: &str, cx: &HintContext) -> Option<String> {
+/// Whether Google's words say the API called is not enabled on the consumer project: 403
+/// `PERMISSION_DENIED` with "<API> has not been used in project <n> before or it is disabled.
+/// Enable it by visiting …" and a `google.rpc.ErrorInfo` whose reason is `SERVICE_DISABLED`.
+pub(crate) fn api_disabled(message: &str, reason: Option<&str>) -> bool {
+    reason == Some("SERVICE_DISABLED")
+        || message.contains("SERVICE_DISABLED")
+        || message.contains("has not been used")
+        || message.contains("it is disabled")
+}
+
+/// The hint for an API not enabled on the pool's project: which service (the one Google's
+/// activation URL names, else the one `call` needs) and which project (the one Google names,
+/// else the target's project number).
+fn api_disabled_hint(call: Call, message: &str, cx: &HintContext) -> String {
+    // Only what looks like a service or project name is taken from Google's text.
+    let word = |after: &str, end: char| {
+        message
+            .split_once(after)
+            .and_then(|(_, rest)| rest.split(end).next())
+            .filter(|w| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            })
+            .map(str::to_owned)
+    };
+    let service = word("/apis/api/", '/').unwrap_or_else(|| {
+        match call {
+            Call::Sts => "sts.googleapis.com",
+            Call::GenerateAccessToken | Call::GenerateIdToken => "iamcredentials.googleapis.com",
+        }
+        .to_owned()
+    });
+    let project = word("in project ", ' ').unwrap_or_else(|| cx.project_number.clone());
+    let title = match service.as_str() {
+        "sts.googleapis.com" => "the Security Token Service API",
+        "iamcredentials.googleapis.com" => "the IAM Service Account Credentials API",
+        _ => "the API",
+    };
+    format!(
+        "{title} ({service}) is not enabled on project {project}, the workload identity pool's project: enable it with `gcloud services enable {service} --project={project}` (workload identity federation needs sts.googleapis.com and, to impersonate a service account, iamcredentials.googleapis.com); it takes a few minutes to apply"
+    )
+}
+
+/// A line saying what to check next for STS's common refusals (`reason`: the
+/// `google.rpc.ErrorInfo` reason when Google answered in its API error shape).
+pub(crate) fn sts_hint(
+    error: &str,
+    description: &str,
+    reason: Option<&str>,
+    cx: &HintContext,
+) -> Option<String> {
     let provider = &cx.provider;
     let iss = cx.token.iss.as_deref().unwrap_or("(none)");
+    if api_disabled(description, reason) {
+        return Some(api_disabled_hint(Call::Sts, description, cx));
+    }
     match error {
         "invalid_grant" if description.contains("audience in ID Token") => Some(format!(
             "the provider's allowed audiences must contain the token's aud {}; by default a provider allows only \"{}\" (and the same without https:), so make Keycloak put that value into aud (an audience mapper on the target's scope) or, for a custom audience, add it with `gcloud iam workload-identity-pools providers update-oidc … --allowed-audiences=<aud>` (which replaces the default)",
@@ -304,26 +368,22 @@ pub(crate) fn sts_hint(error: &str, description: &str, cx: &HintContext) -> Opti
     }
 }
 
-/// A line saying what to check next for IAM Credentials' common refusals.
+/// A line saying what to check next for IAM Credentials' common refusals (`reason`: the
+/// `google.rpc.ErrorInfo` reason in the answer's details, when there is one).
 pub(crate) fn iam_hint(
     call: Call,
     google_status: &str,
     message: &str,
+    reason: Option<&str>,
     cx: &HintContext,
 ) -> Option<String> {
     let sa = cx.service_account.as_deref().unwrap_or("<service account>");
     match google_status {
-        "PERMISSION_DENIED" => {
-            let what = match call {
-                Call::GenerateIdToken => "ID tokens",
-                Call::GenerateAccessToken | Call::Sts => "access tokens",
-            };
-            Some(format!(
-                "grant roles/iam.workloadIdentityUser on service account {sa} to {} (gcloud iam service-accounts add-iam-policy-binding {sa} --role=roles/iam.workloadIdentityUser --member={}) so the federated identity may mint its {what}; a new binding takes a minute or two to apply",
-                cx.principal(),
-                cx.principal()
-            ))
+        // Not a binding at all: the API is off on the pool's project (issue 9).
+        "PERMISSION_DENIED" if api_disabled(message, reason) => {
+            Some(api_disabled_hint(call, message, cx))
         }
+        "PERMISSION_DENIED" => Some(binding_hint(call, sa, cx)),
         "NOT_FOUND" => Some(format!(
             "service account {sa} does not exist (check service_account in keyfed's configuration, and that the account was not deleted or disabled)"
         )),
@@ -340,6 +400,51 @@ pub(crate) fn iam_hint(
         }
         _ => None,
     }
+}
+
+/// What to grant so the federated principal may mint the service account's tokens: directly,
+/// `roles/iam.workloadIdentityUser` on the account; through a delegation chain, on its FIRST
+/// account, then `roles/iam.serviceAccountTokenCreator` on each next account to the one
+/// before it (issue 9).
+fn binding_hint(call: Call, sa: &str, cx: &HintContext) -> String {
+    let what = match call {
+        Call::GenerateIdToken => "ID tokens",
+        Call::GenerateAccessToken | Call::Sts => "access tokens",
+    };
+    let principal = cx.principal();
+    let grant = |account: &str, role: &str, member: &str| {
+        format!(
+            "gcloud iam service-accounts add-iam-policy-binding {account} --role=roles/iam.{role} --member={member}"
+        )
+    };
+    let delegates: Vec<&str> = cx
+        .delegates
+        .iter()
+        .map(|d| d.strip_prefix("projects/-/serviceAccounts/").unwrap_or(d))
+        .collect();
+    let Some(first) = delegates.first() else {
+        return format!(
+            "grant roles/iam.workloadIdentityUser on service account {sa} to {principal} ({}) so the federated identity may mint its {what}; a new binding takes a minute or two to apply",
+            grant(sa, "workloadIdentityUser", &principal)
+        );
+    };
+    let chain: Vec<&str> = delegates.iter().copied().chain([sa]).collect();
+    let hops: Vec<String> = chain
+        .windows(2)
+        .map(|pair| {
+            grant(
+                pair[1],
+                "serviceAccountTokenCreator",
+                &format!("serviceAccount:{}", pair[0]),
+            )
+        })
+        .collect();
+    format!(
+        "with delegates the federated identity acts through the chain {principal} → {}: it needs roles/iam.workloadIdentityUser (or roles/iam.serviceAccountTokenCreator) on the FIRST delegate {first}, not on {sa} ({}), and each account in the chain needs roles/iam.serviceAccountTokenCreator on the next ({}) so {sa} mints its {what}; new bindings take a minute or two to apply",
+        chain.join(" → "),
+        grant(first, "workloadIdentityUser", &principal),
+        hops.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -466,9 +571,8 @@ mod tests {
         assert!(e.to_string().contains("resource"), "{e}");
     }
 
-    #[test]
-    fn hints_name_what_to_change() {
-        let cx = HintContext {
+    fn context() -> HintContext {
+        HintContext {
             provider: "projects/123/locations/global/workloadIdentityPools/onprem/providers/kc"
                 .to_owned(),
             pool: "projects/123/locations/global/workloadIdentityPools/onprem".to_owned(),
@@ -476,16 +580,24 @@ mod tests {
                 "https://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/onprem/providers/kc"
                     .to_owned(),
             service_account: Some("app@proj-1.iam.gserviceaccount.com".to_owned()),
+            delegates: Vec::new(),
+            project_number: "123".to_owned(),
             lifetime_secs: 7200,
             token: crate::token_facts::TokenFacts {
                 iss: Some("https://sso.example.com/realms/infra".to_owned()),
                 aud: vec!["account".to_owned()],
                 sub: Some("6f1c".to_owned()),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn hints_name_what_to_change() {
+        let cx = context();
         let aud = sts_hint(
             "invalid_grant",
             "The audience in ID Token [account] does not match the expected audience.",
+            None,
             &cx,
         )
         .unwrap_or_default();
@@ -499,6 +611,7 @@ mod tests {
             Call::GenerateAccessToken,
             "PERMISSION_DENIED",
             "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).",
+            Some("IAM_PERMISSION_DENIED"),
             &cx,
         )
         .unwrap_or_default();
@@ -514,6 +627,7 @@ mod tests {
             Call::GenerateAccessToken,
             "INVALID_ARGUMENT",
             "can not have lifetimes of more than 1 hour.",
+            None,
             &cx,
         )
         .unwrap_or_default();
@@ -521,6 +635,118 @@ mod tests {
             lifetime.contains("7200 s")
                 && lifetime.contains("allowServiceAccountCredentialLifetimeExtension"),
             "{lifetime}"
+        );
+    }
+
+    /// Issue 9: an API left disabled on the pool's project is not a missing binding.
+    #[test]
+    fn issue_9_a_disabled_api_is_named_with_the_command_that_enables_it() {
+        let cx = context();
+        let iam = "IAM Service Account Credentials API has not been used in project 123456789012 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/iamcredentials.googleapis.com/overview?project=123456789012 then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.";
+        for call in [Call::GenerateAccessToken, Call::GenerateIdToken] {
+            let hint = iam_hint(
+                call,
+                "PERMISSION_DENIED",
+                iam,
+                Some("SERVICE_DISABLED"),
+                &cx,
+            )
+            .unwrap_or_default();
+            assert!(
+                hint.contains(
+                    "gcloud services enable iamcredentials.googleapis.com --project=123456789012"
+                ) && !hint.contains("workloadIdentityUser"),
+                "{hint}"
+            );
+        }
+        // The reason alone is enough, and the project then comes from the target.
+        let hint = iam_hint(
+            Call::GenerateAccessToken,
+            "PERMISSION_DENIED",
+            "The caller does not have permission",
+            Some("SERVICE_DISABLED"),
+            &cx,
+        )
+        .unwrap_or_default();
+        assert!(
+            hint.contains("gcloud services enable iamcredentials.googleapis.com --project=123"),
+            "{hint}"
+        );
+        let sts = "Security Token Service API has not been used in project 123456789012 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/sts.googleapis.com/overview?project=123456789012 then retry.";
+        let hint =
+            sts_hint("PERMISSION_DENIED", sts, Some("SERVICE_DISABLED"), &cx).unwrap_or_default();
+        assert!(
+            hint.contains("gcloud services enable sts.googleapis.com --project=123456789012"),
+            "{hint}"
+        );
+        assert_eq!(sts_advice(403, "PERMISSION_DENIED", sts), CLOUD);
+        // In the RFC 6749 shape too, whatever the error code.
+        assert_eq!(sts_advice(400, "invalid_request", sts), CLOUD);
+        assert!(
+            sts_hint("invalid_request", sts, None, &cx)
+                .unwrap_or_default()
+                .contains("gcloud services enable sts.googleapis.com"),
+        );
+        assert_eq!(iam_advice(403, "PERMISSION_DENIED"), CLOUD);
+        // A disabled provider is not a disabled API.
+        let target = "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.";
+        assert!(!api_disabled(target, None));
+        assert!(
+            sts_hint("invalid_target", target, None, &cx)
+                .unwrap_or_default()
+                .contains("project's number")
+        );
+        // Text from Google that is not a name stays out of the command.
+        let odd = "X API has not been used in project `rm -rf` before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/a;b/overview";
+        let hint = iam_hint(
+            Call::GenerateAccessToken,
+            "PERMISSION_DENIED",
+            odd,
+            None,
+            &cx,
+        )
+        .unwrap_or_default();
+        assert!(
+            hint.contains("`gcloud services enable iamcredentials.googleapis.com --project=123`")
+                && !hint.contains("rm -rf")
+                && !hint.contains("a;b"),
+            "{hint}"
+        );
+    }
+
+    /// Issue 9: with delegates the principal's binding belongs on the first delegate, and each
+    /// account in the chain needs Token Creator on the next.
+    #[test]
+    fn issue_9_the_binding_hint_follows_the_delegation_chain() {
+        let cx = HintContext {
+            delegates: vec![
+                "projects/-/serviceAccounts/hop1@proj-1.iam.gserviceaccount.com".to_owned(),
+                "projects/-/serviceAccounts/hop2@proj-1.iam.gserviceaccount.com".to_owned(),
+            ],
+            ..context()
+        };
+        let principal = "principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/onprem/subject/6f1c";
+        let hint = iam_hint(
+            Call::GenerateIdToken,
+            "PERMISSION_DENIED",
+            "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).",
+            Some("IAM_PERMISSION_DENIED"),
+            &cx,
+        )
+        .unwrap_or_default();
+        for part in [
+            format!(
+                "gcloud iam service-accounts add-iam-policy-binding hop1@proj-1.iam.gserviceaccount.com --role=roles/iam.workloadIdentityUser --member={principal}"
+            ),
+            "add-iam-policy-binding hop2@proj-1.iam.gserviceaccount.com --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:hop1@proj-1.iam.gserviceaccount.com".to_owned(),
+            "add-iam-policy-binding app@proj-1.iam.gserviceaccount.com --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:hop2@proj-1.iam.gserviceaccount.com".to_owned(),
+            "FIRST delegate hop1@proj-1.iam.gserviceaccount.com".to_owned(),
+        ] {
+            assert!(hint.contains(&part), "{part}\n{hint}");
+        }
+        assert!(
+            !hint.contains("add-iam-policy-binding app@proj-1.iam.gserviceaccount.com --role=roles/iam.workloadIdentityUser"),
+            "{hint}"
         );
     }
 }

@@ -19,7 +19,9 @@ use keyfed_keycloak::{
 use url::Url;
 
 use crate::config::{CLOUD_PLATFORM, GcpTarget};
-use crate::emulator::{GcpEmulator, IssuedKind, PoolProvider, ServiceAccount, principal};
+use crate::emulator::{
+    GcpEmulator, GoogleApi, IssuedKind, PoolProvider, ServiceAccount, principal,
+};
 use crate::{GcpClient, GcpError, GcpExchange, GcpToken, GcpTokenKind};
 
 const PROJECT_NUMBER: &str = "123456789012";
@@ -27,6 +29,8 @@ const POOL: &str = "projects/123456789012/locations/global/workloadIdentityPools
 const PROVIDER: &str =
     "projects/123456789012/locations/global/workloadIdentityPools/onprem/providers/keycloak";
 const SA: &str = "app@my-project.iam.gserviceaccount.com";
+/// A service account that exists, bound to nobody: a delegation chain's first hop.
+const DELEGATE: &str = "hop@my-project.iam.gserviceaccount.com";
 const CLIENT_ID: &str = "host-web-01";
 const READ_ONLY: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 
@@ -44,6 +48,8 @@ struct Setup {
     bound: bool,
     provider: fn(PoolProvider) -> PoolProvider,
     tls: bool,
+    /// APIs left disabled on the pool's project.
+    disabled: &'static [GoogleApi],
 }
 
 impl Default for Setup {
@@ -52,6 +58,7 @@ impl Default for Setup {
             bound: true,
             provider: |p| p,
             tls: false,
+            disabled: &[],
         }
     }
 }
@@ -95,9 +102,13 @@ async fn world(setup: Setup) -> World {
             &kc.issuer_url(),
         )))
         .service_account(account)
+        .service_account(ServiceAccount::new(DELEGATE))
         .clock(Arc::new(clock.clone()));
     if let Some(ca) = &ca {
         gcp = gcp.tls(ca);
+    }
+    for api in setup.disabled {
+        gcp = gcp.api_disabled(*api);
     }
     let gcp = gcp
         .start()
@@ -844,4 +855,255 @@ async fn requests_that_cannot_work_are_refused_before_any_call() {
         .unwrap_or_else(|| panic!("accepted plain http"));
     assert_eq!(e.advice(), CONFIG);
     assert!(text(&e).contains("http://sts.example.com/v1/token"), "{e}");
+}
+
+/// Issue 9: a fresh project has the IAM Service Account Credentials API off; Google says so
+/// with 403 PERMISSION_DENIED, which is no missing binding.
+#[tokio::test]
+async fn issue_9_a_disabled_iam_credentials_api_names_the_command_that_enables_it() {
+    let w = world(Setup {
+        disabled: &[GoogleApi::IamCredentials],
+        ..Setup::default()
+    })
+    .await;
+    let subject = w.token().await;
+    let client = w.client(Some(SA));
+    let e = w.refused_access(&client, &subject).await;
+    assert!(
+        text(&e).contains(&format!(
+            "PERMISSION_DENIED: \"IAM Service Account Credentials API has not been used in project {PROJECT_NUMBER} before or it is disabled."
+        )),
+        "{e}"
+    );
+    let hint = e.hint().unwrap_or_default();
+    assert!(
+        hint.contains(&format!(
+            "gcloud services enable iamcredentials.googleapis.com --project={PROJECT_NUMBER}"
+        )) && !hint.contains("workloadIdentityUser"),
+        "{hint}"
+    );
+    assert_eq!(e.advice(), CLOUD);
+
+    let result = client
+        .id_token(&subject, "https://api.example.com", false)
+        .await;
+    let e = w.refusal(result, &subject);
+    assert!(
+        e.hint()
+            .unwrap_or_default()
+            .contains("gcloud services enable iamcredentials.googleapis.com"),
+        "{e}"
+    );
+    assert_eq!(e.advice(), CLOUD);
+}
+
+/// Issue 9: likewise the Security Token Service API, refused in Google's API error shape.
+#[tokio::test]
+async fn issue_9_a_disabled_sts_api_names_the_command_that_enables_it() {
+    let w = world(Setup {
+        disabled: &[GoogleApi::Sts],
+        ..Setup::default()
+    })
+    .await;
+    let subject = w.token().await;
+    let e = w.refused_access(&w.client(None), &subject).await;
+    assert!(
+        matches!(e, GcpError::StsRefused { status: 403, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), Some("PERMISSION_DENIED"), "{e}");
+    assert!(
+        text(&e).contains("Security Token Service API has not been used in project"),
+        "{e}"
+    );
+    let hint = e.hint().unwrap_or_default();
+    assert!(
+        hint.contains(&format!(
+            "gcloud services enable sts.googleapis.com --project={PROJECT_NUMBER}"
+        )),
+        "{hint}"
+    );
+    assert_eq!(e.advice(), CLOUD);
+}
+
+/// Issue 9: with delegates, the principal's binding belongs on the FIRST delegate, not on the
+/// target service account, and each hop needs Token Creator on the next.
+#[tokio::test]
+async fn issue_9_a_delegation_chain_gets_the_first_delegate_in_its_hint() {
+    // Bound on SA (which does not help with a chain), not on DELEGATE.
+    let w = world(Setup::default()).await;
+    let subject = w.token().await;
+    let mut target = w.target(Some(SA));
+    target.delegates = vec![format!("projects/-/serviceAccounts/{DELEGATE}")];
+    let client = w.client_for(target);
+    let e = w.refused_access(&client, &subject).await;
+    assert_eq!(e.code(), Some("PERMISSION_DENIED"), "{e}");
+    let hint = e.hint().unwrap_or_default();
+    let principal = principal(POOL, &w.sub);
+    for part in [
+        format!("FIRST delegate {DELEGATE}"),
+        format!(
+            "add-iam-policy-binding {DELEGATE} --role=roles/iam.workloadIdentityUser --member={principal}"
+        ),
+        format!(
+            "add-iam-policy-binding {SA} --role=roles/iam.serviceAccountTokenCreator --member=serviceAccount:{DELEGATE}"
+        ),
+    ] {
+        assert!(hint.contains(&part), "{part}\n{hint}");
+    }
+    assert_eq!(e.advice(), CLOUD);
+}
+
+/// An STS answer whose token lives `expires_in`.
+fn sts_answer(expires_in: &str) -> Fault {
+    Fault::Status {
+        status: 200,
+        body: format!(
+            r#"{{"access_token":"ya29.d.injected","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":{expires_in}}}"#
+        ),
+    }
+}
+
+/// Issue 9: an `expires_in` that overflowed the clock panicked; one of years was believed.
+#[tokio::test]
+async fn issue_9_sts_expires_in_out_of_range_is_refused_without_panicking() {
+    let w = world(Setup::default()).await;
+    let subject = w.token().await;
+    let client = w.client(None);
+    for (expires_in, says) in [
+        ("9223372036854775807", "more than 12 hours"),
+        ("43201", "more than 12 hours"),
+        ("315360000", "more than 12 hours"),
+        ("0", "not positive"),
+        ("-5", "not positive"),
+    ] {
+        w.gcp
+            .control()
+            .inject("/v1/token", sts_answer(expires_in), Some(1));
+        let e = w.refused_access(&client, &subject).await;
+        assert!(
+            matches!(e, GcpError::InvalidResponse { .. }),
+            "{expires_in}: {e:?}"
+        );
+        assert!(text(&e).contains(says), "{expires_in}: {e}");
+        assert_eq!(e.advice(), Advice::Backoff, "{expires_in}");
+    }
+    // 12 h itself is the most keyfed takes.
+    w.gcp
+        .control()
+        .inject("/v1/token", sts_answer("43200"), Some(1));
+    let token = client
+        .access_token(&subject, &[CLOUD_PLATFORM.to_owned()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        token.expires_at,
+        w.clock.now() + Duration::from_secs(43_200)
+    );
+}
+
+/// Issue 9: an `expireTime` more than 12 h (and a minute) ahead is not believed.
+#[tokio::test]
+async fn issue_9_an_expire_time_beyond_12_hours_is_refused() {
+    let w = world(Setup::default()).await;
+    let subject = w.token().await;
+    let mut target = w.target(Some(SA));
+    target.lifetime = Duration::from_secs(43_200);
+    let client = w.client_for(target);
+    // The longest Google gives, from the emulator itself, passes.
+    let token = client
+        .access_token(&subject, &[CLOUD_PLATFORM.to_owned()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        unix_seconds(token.expires_at),
+        unix_seconds(w.clock.now()) + 43_200
+    );
+    let late = keyfed_core::clock::rfc3339(w.clock.now() + Duration::from_secs(43_200 + 120));
+    for expire_time in [late.as_str(), "9999-12-31T23:59:59Z"] {
+        w.gcp.control().inject(
+            ":generateAccessToken",
+            Fault::Status {
+                status: 200,
+                body: format!(
+                    r#"{{"accessToken":"ya29.c.injected","expireTime":"{expire_time}"}}"#
+                ),
+            },
+            Some(1),
+        );
+        let e = w.refused_access(&client, &subject).await;
+        assert!(
+            matches!(e, GcpError::InvalidResponse { .. }),
+            "{expire_time}: {e:?}"
+        );
+        assert!(
+            text(&e).contains("more than 12 hours ahead"),
+            "{expire_time}: {e}"
+        );
+        assert_eq!(e.advice(), Advice::Backoff);
+    }
+}
+
+/// Issue 9: an ID token whose `exp` is past, or more than 12 h ahead, is not believed.
+#[tokio::test]
+async fn issue_9_an_id_token_exp_past_or_beyond_12_hours_is_refused() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let w = world(Setup::default()).await;
+    let subject = w.token().await;
+    let client = w.client(Some(SA));
+    let now = unix_seconds(w.clock.now());
+    let jwt = |exp: u64| {
+        let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.c2lnbmF0dXJl",
+            part(serde_json::json!({ "alg": "RS256", "kid": "k" })),
+            part(serde_json::json!({
+                "iss": "https://accounts.google.com",
+                "aud": "https://api.example.com",
+                "iat": now,
+                "exp": exp,
+            }))
+        )
+    };
+    for (exp, says) in [
+        (now + 13 * 3600, "more than 12 hours ahead"),
+        (u64::MAX, "more than 12 hours ahead"),
+        (now - 10, "already past"),
+        (now, "already past"),
+    ] {
+        w.gcp.control().inject(
+            ":generateIdToken",
+            Fault::Status {
+                status: 200,
+                body: format!(r#"{{"token":"{}"}}"#, jwt(exp)),
+            },
+            Some(1),
+        );
+        let result = client
+            .id_token(&subject, "https://api.example.com", false)
+            .await;
+        let e = w.refusal(result, &subject);
+        assert!(
+            matches!(e, GcpError::InvalidResponse { .. }),
+            "{exp}: {e:?}"
+        );
+        assert!(text(&e).contains(says), "{exp}: {e}");
+        assert!(!text(&e).contains("c2lnbmF0dXJl"), "{e}");
+        assert_eq!(e.advice(), Advice::Backoff);
+    }
+    // One that lives the usual hour passes.
+    w.gcp.control().inject(
+        ":generateIdToken",
+        Fault::Status {
+            status: 200,
+            body: format!(r#"{{"token":"{}"}}"#, jwt(now + 3600)),
+        },
+        Some(1),
+    );
+    let token = client
+        .id_token(&subject, "https://api.example.com", false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(unix_seconds(token.expires_at), now + 3600);
 }

@@ -1,7 +1,8 @@
 //! IAM Credentials: `POST /v1/projects/<project>/serviceAccounts/<email>:<method>` with the
 //! method after a colon in the last path segment (`generateAccessToken`, `generateIdToken`),
 //! so it is routed by hand. Checks in order: a bearer token the emulator issued and that has
-//! not expired (else 401), the service account and every delegate exist (else 404), the
+//! not expired (else 401), the API is enabled on the caller's project (else 403
+//! `SERVICE_DISABLED`), the service account and every delegate exist (else 404), the
 //! caller's principal is bound as `roles/iam.workloadIdentityUser` on the account — or, with a
 //! delegation chain, on its first account (else 403), then the method's own parameters.
 
@@ -20,7 +21,8 @@ use serde_json::json;
 
 use super::routes::{GoogleFault, html_not_found, json_response};
 use super::{
-    AccountEntry, ID_TOKEN_ISSUER, IssuedKind, IssuedToken, State, principal_set, random_token,
+    AccountEntry, GoogleApi, ID_TOKEN_ISSUER, IssuedKind, IssuedToken, State, principal_set,
+    random_token,
 };
 
 /// `generateAccessToken`'s lifetime unless the request says otherwise, and its maximum.
@@ -137,6 +139,12 @@ fn call(
         .filter(|t| t.expires_at > state.clock.now())
         .filter(|t| !matches!(t.kind, IssuedKind::IdToken { .. }))
         .ok_or_else(GoogleFault::unauthenticated)?;
+    if !state.enabled(GoogleApi::IamCredentials) {
+        return Err(GoogleFault::service_disabled(
+            GoogleApi::IamCredentials,
+            &consumer_project(&caller),
+        ));
+    }
     let account = state
         .account(email)
         .ok_or_else(|| GoogleFault::not_found(email))?;
@@ -165,6 +173,23 @@ fn call(
     match rpc {
         Rpc::AccessToken => access_token(state, account, &caller, &request),
         Rpc::IdToken => id_token(state, account, &caller, &request),
+    }
+}
+
+/// The project a caller's token bills to: a federated token's pool's project (its number), a
+/// service account's own project.
+fn consumer_project(caller: &IssuedToken) -> String {
+    match &caller.kind {
+        IssuedKind::Federated { provider } => provider
+            .strip_prefix("projects/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned(),
+        IssuedKind::ServiceAccount { email } | IssuedKind::IdToken { email, .. } => email
+            .split_once('@')
+            .and_then(|(_, domain)| domain.split('.').next())
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 

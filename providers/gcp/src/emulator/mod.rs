@@ -15,8 +15,10 @@
 //! Simplifications: a delegation chain (`delegates`) is checked for existence and the caller's
 //! binding on its first account only; real Google refuses lifetimes over 1 h unless an
 //! organization policy allows them, the emulator allows 12 h. Time comes from an injected
-//! clock; request counters and fault injection come through [`Control`]. Used by keyfed's tests
-//! and `keyfed demo`; never by production code.
+//! clock; request counters and fault injection come through [`Control`]. Either API can be
+//! left disabled on the pool's project ([`Builder::api_disabled`]): it then refuses every call
+//! with Google's 403 `SERVICE_DISABLED` answer. Used by keyfed's tests and `keyfed demo`; never
+//! by production code.
 
 mod iam;
 mod routes;
@@ -110,6 +112,33 @@ pub fn principal_set(pool: &str) -> String {
     format!("principalSet://iam.googleapis.com/{pool}/*")
 }
 
+/// One of the APIs the emulator serves, as a project enables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoogleApi {
+    /// The Security Token Service API, `sts.googleapis.com`.
+    Sts,
+    /// The IAM Service Account Credentials API, `iamcredentials.googleapis.com`.
+    IamCredentials,
+}
+
+impl GoogleApi {
+    /// The service name `gcloud services enable` takes.
+    pub fn service(self) -> &'static str {
+        match self {
+            Self::Sts => "sts.googleapis.com",
+            Self::IamCredentials => "iamcredentials.googleapis.com",
+        }
+    }
+
+    /// The API's title, as Google's messages name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Sts => "Security Token Service API",
+            Self::IamCredentials => "IAM Service Account Credentials API",
+        }
+    }
+}
+
 /// A service account, and the members bound to it as `roles/iam.workloadIdentityUser`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccount {
@@ -175,6 +204,8 @@ pub(crate) struct State {
     pub providers: Vec<PoolProvider>,
     pub accounts: Vec<AccountEntry>,
     pub clock: Arc<dyn Clock>,
+    /// APIs not enabled on the consumer project: every call to them is refused.
+    pub disabled_apis: Vec<GoogleApi>,
     pub verifier: OidcVerifier,
     pub signer: Signer,
     pub issued: Mutex<VecDeque<Issued>>,
@@ -208,6 +239,10 @@ impl State {
     pub fn account(&self, email: &str) -> Option<&AccountEntry> {
         self.accounts.iter().find(|a| a.account.email == email)
     }
+
+    pub fn enabled(&self, api: GoogleApi) -> bool {
+        !self.disabled_apis.contains(&api)
+    }
 }
 
 /// `prefix` followed by `len` random characters of a URL-safe alphabet.
@@ -229,6 +264,7 @@ pub struct Builder {
     tls: Option<Arc<rustls::ServerConfig>>,
     trusted_cas: Vec<String>,
     clock: Arc<dyn Clock>,
+    disabled_apis: Vec<GoogleApi>,
 }
 
 impl Builder {
@@ -275,6 +311,15 @@ impl Builder {
         self
     }
 
+    /// Leaves `api` disabled on the pool's project, as on a fresh project: every call to it is
+    /// refused with Google's 403 `PERMISSION_DENIED` ("… has not been used in project <number>
+    /// before or it is disabled …", reason `SERVICE_DISABLED`).
+    #[must_use]
+    pub fn api_disabled(mut self, api: GoogleApi) -> Self {
+        self.disabled_apis.push(api);
+        self
+    }
+
     /// The emulator's idea of "now": token checks and issued tokens' expiry follow it.
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -302,6 +347,7 @@ impl Builder {
             providers: self.providers,
             accounts,
             clock: self.clock,
+            disabled_apis: self.disabled_apis,
             verifier,
             signer,
             issued: Mutex::new(VecDeque::new()),
@@ -336,6 +382,7 @@ impl GcpEmulator {
             tls: None,
             trusted_cas: Vec::new(),
             clock: Arc::new(SystemClock),
+            disabled_apis: Vec::new(),
         }
     }
 

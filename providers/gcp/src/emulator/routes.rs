@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{State, iam, sts};
+use super::{GoogleApi, State, iam, sts};
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
@@ -119,6 +119,45 @@ impl GoogleFault {
                 403,
                 "PERMISSION_DENIED",
                 format!("Permission '{permission}' denied on resource (or it may not exist)."),
+            )
+        }
+    }
+
+    /// Google's answer when `api` is not enabled on `project` (the caller's consumer project,
+    /// by number), word for word as Google gives it.
+    pub fn service_disabled(api: GoogleApi, project: &str) -> Self {
+        let service = api.service();
+        let activation = format!(
+            "https://console.developers.google.com/apis/api/{service}/overview?project={project}"
+        );
+        Self {
+            details: Some(json!([
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "SERVICE_DISABLED",
+                    "domain": "googleapis.com",
+                    "metadata": {
+                        "consumer": format!("projects/{project}"),
+                        "service": service,
+                        "serviceTitle": api.title(),
+                        "activationUrl": activation,
+                    },
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.Help",
+                    "links": [{
+                        "description": "Google developers console API activation",
+                        "url": activation,
+                    }],
+                },
+            ])),
+            ..Self::new(
+                403,
+                "PERMISSION_DENIED",
+                format!(
+                    "{} has not been used in project {project} before or it is disabled. Enable it by visiting {activation} then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.",
+                    api.title()
+                ),
             )
         }
     }

@@ -4,7 +4,9 @@
 //! (RS256, ES256) and `kid`, and the signature against the issuer's JWKS; `aud` holds an
 //! allowed audience; `iat`/`exp` with about a minute of skew; `exp − iat` under 48 hours; the
 //! mapped `google.subject` (`assertion.sub`) at most 127 bytes. A federated token lives until
-//! the subject token expires, at most an hour (as measured against Google).
+//! the subject token expires, at most an hour (as measured against Google). When the API is
+//! disabled on the project that `audience` names, every exchange is refused first, in Google's
+//! API error shape (not RFC 6749's).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,8 +21,8 @@ use keyfed_core::emulator::oidc::Algorithm;
 use keyfed_core::emulator::{OidcFailure, Policy, UnverifiedJwt};
 use serde_json::json;
 
-use super::routes::{OAuthFault, json_response};
-use super::{IssuedKind, IssuedToken, PoolProvider, State, principal, random_token};
+use super::routes::{GoogleFault, OAuthFault, json_response};
+use super::{GoogleApi, IssuedKind, IssuedToken, PoolProvider, State, principal, random_token};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -52,6 +54,14 @@ const ISSUER_UNREACHABLE: &str = "Error connecting to the given credential's iss
 pub(crate) async fn token(Extract(state): Extract<Arc<State>>, body: Bytes) -> Response {
     state.sts_calls.fetch_add(1, Ordering::Relaxed);
     let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    if !state.enabled(GoogleApi::Sts)
+        && let Some(project) = param(&params, "audience")
+            .and_then(|a| a.strip_prefix("//iam.googleapis.com/projects/"))
+            .and_then(|rest| rest.split('/').next())
+            .filter(|number| !number.is_empty())
+    {
+        return GoogleFault::service_disabled(GoogleApi::Sts, project).into_response();
+    }
     match exchange(&state, &params).await {
         Ok(answer) => json_response(StatusCode::OK, &answer),
         Err(fault) => fault.into_response(),

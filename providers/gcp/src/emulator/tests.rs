@@ -24,6 +24,15 @@ struct Wire {
 }
 
 async fn wire(provider: impl FnOnce(&str) -> PoolProvider, account: ServiceAccount) -> Wire {
+    wire_with(provider, account, &[]).await
+}
+
+/// A [`wire`] with `disabled` APIs left off on the pool's project.
+async fn wire_with(
+    provider: impl FnOnce(&str) -> PoolProvider,
+    account: ServiceAccount,
+    disabled: &[GoogleApi],
+) -> Wire {
     let clock = ManualClock::starting_now();
     let realm =
         Realm::new("infra").client(ClientSpec::new("c", Credential::Secret("s".to_owned())));
@@ -32,14 +41,15 @@ async fn wire(provider: impl FnOnce(&str) -> PoolProvider, account: ServiceAccou
         .start()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let gcp = GcpEmulator::builder()
+    let mut gcp = GcpEmulator::builder()
         .provider(provider(&kc.issuer_url()))
         .service_account(account)
         .service_account(ServiceAccount::new("other@proj-1.iam.gserviceaccount.com"))
-        .clock(Arc::new(clock.clone()))
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .clock(Arc::new(clock.clone()));
+    for api in disabled {
+        gcp = gcp.api_disabled(*api);
+    }
+    let gcp = gcp.start().await.unwrap_or_else(|e| panic!("{e}"));
     Wire {
         clock,
         kc,
@@ -368,6 +378,56 @@ async fn only_bound_principals_impersonate() {
             .as_str()
             .is_some_and(|t| t.split('.').count() == 3)
     );
+}
+
+/// Issue 9: a disabled API answers as Google's front end does: 403 PERMISSION_DENIED, the
+/// "has not been used in project … before or it is disabled" message naming the consumer
+/// project's number, and an ErrorInfo with reason SERVICE_DISABLED.
+#[tokio::test]
+async fn issue_9_a_disabled_api_answers_service_disabled() {
+    let w = wire_with(
+        |iss| PoolProvider::new(PROVIDER, iss),
+        bound(),
+        &[GoogleApi::IamCredentials],
+    )
+    .await;
+    let federated = w.federated("u-1").await;
+    let (status, body) = w
+        .iam(
+            SA,
+            "generateAccessToken",
+            Some(&federated),
+            json!({"scope": [CLOUD_PLATFORM]}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    assert_eq!(
+        body["error"]["message"],
+        "IAM Service Account Credentials API has not been used in project 42 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/iamcredentials.googleapis.com/overview?project=42 then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry."
+    );
+    let info = &body["error"]["details"][0];
+    assert_eq!(info["reason"], "SERVICE_DISABLED");
+    assert_eq!(info["metadata"]["service"], "iamcredentials.googleapis.com");
+    assert_eq!(info["metadata"]["consumer"], "projects/42");
+
+    let w = wire_with(
+        |iss| PoolProvider::new(PROVIDER, iss),
+        bound(),
+        &[GoogleApi::Sts],
+    )
+    .await;
+    let (status, body) = w.sts(&exchange_form(&w.subject("u-1"), PROVIDER)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["details"][0]["reason"], "SERVICE_DISABLED");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m
+                .starts_with("Security Token Service API has not been used in project 42 before")),
+        "{body}"
+    );
+    assert_eq!(w.gcp.sts_calls(), 1);
 }
 
 #[tokio::test]
