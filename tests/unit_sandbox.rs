@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyfed_aws::emulator::{OidcProvider, Role, StsEmulator};
+use keyfed_gcp::emulator::{GcpEmulator, PoolProvider, ServiceAccount, principal_set};
 use keyfed_keycloak::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
 
 use crate::util::{Fixture, SECRET, Serves, as_root_or_skip, process, wait_until};
@@ -519,7 +520,14 @@ async fn the_socket_folder_must_be_keyfeds_own() {
 /// The user an example's endpoint target is limited to in the sandbox run.
 const SERVED_TO: &str = "65534";
 
-fn pointed_at(example: &str, keycloak: &str, sts: &str) -> String {
+/// The pool provider and service account of `config/gcp.toml`.
+const GCP_PROVIDER: &str =
+    "projects/123456789012/locations/global/workloadIdentityPools/onprem/providers/keycloak";
+const GCP_SERVICE_ACCOUNT: &str = "app@my-project.iam.gserviceaccount.com";
+
+/// `example` with its upstreams replaced by the emulators: Keycloak at `keycloak`, STS at `sts`,
+/// Google's STS and IAM Credentials at `gcp`.
+fn pointed_at(example: &str, keycloak: &str, sts: &str, gcp: &str) -> String {
     let mut doc: toml::Table = toml::from_str(example).unwrap_or_else(|e| panic!("{e}"));
     if let Some(issuers) = doc.get_mut("issuers").and_then(toml::Value::as_table_mut) {
         for (_, issuer) in issuers.iter_mut() {
@@ -528,16 +536,26 @@ fn pointed_at(example: &str, keycloak: &str, sts: &str) -> String {
             }
         }
     }
+    let gce_target = doc
+        .get("endpoint")
+        .and_then(|e| e.get("gce_target"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned);
     if let Some(targets) = doc.get_mut("targets").and_then(toml::Value::as_table_mut) {
-        for (_, target) in targets.iter_mut() {
+        for (name, target) in targets.iter_mut() {
             if let Some(aws) = target.get_mut("aws").and_then(toml::Value::as_table_mut) {
                 aws.insert("endpoint_url".into(), sts.into());
             }
+            if let Some(google) = target.get_mut("gcp").and_then(toml::Value::as_table_mut) {
+                google.insert("sts_url".into(), format!("{gcp}/v1/token").into());
+                google.insert("iam_url".into(), gcp.into());
+            }
             // Served on the endpoint: limited to one unprivileged user, so the sandboxed
             // peer-uid lookup must find that very user (root would always pass).
+            let served = gce_target.as_deref() == Some(name.as_str());
             if let Some(t) = target
                 .as_table_mut()
-                .filter(|t| t.contains_key("container_path"))
+                .filter(|t| served || t.contains_key("container_path"))
             {
                 t.insert(
                     "allow_users".into(),
@@ -647,10 +665,12 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
     let umask = shipped.last("UMask").unwrap_or("0022").to_owned();
 
     let mut fx = Fixture::new();
-    let scopes = ["aws-audience", "api-audience"];
+    let scopes = ["aws-audience", "api-audience", "gcp-audience"];
+    let gcp_audience = format!("https://iam.googleapis.com/{GCP_PROVIDER}");
     let realm = Realm::new("infra")
         .scope("aws-audience", &["sts.amazonaws.com"])
         .scope("api-audience", &["https://api.example.com"])
+        .scope("gcp-audience", &[&gcp_audience])
         .client(
             ClientSpec::new("host-web-01", Credential::Secret(SECRET.into()))
                 .optional_scopes(&scopes),
@@ -678,6 +698,18 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
             .unwrap_or_else(|e| panic!("{e}")),
     );
     fx.known.add_emulator(&sts);
+    let provider = PoolProvider::new(GCP_PROVIDER, &issuer);
+    let gcp = Arc::new(
+        GcpEmulator::builder()
+            .service_account(
+                ServiceAccount::new(GCP_SERVICE_ACCOUNT).bind(&principal_set(provider.pool())),
+            )
+            .provider(provider)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    fx.known.add_emulator(&gcp);
     // Consumers reach the runtime folder through the fixture's folder.
     crate::util::set_mode(fx.dir.path(), 0o711);
 
@@ -698,7 +730,7 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
         credentials_dir(&fx, &unit, &outer.join("credentials"));
         std::fs::write(
             etc.join("keyfed.toml"),
-            pointed_at(&text, &issuer, &sts.endpoint_url()),
+            pointed_at(&text, &issuer, &sts.endpoint_url(), &gcp.base_url()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         chown_all(&run_dir, UNIT_UID);
@@ -855,32 +887,52 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let target = example["targets"]
+            // The container face where a target has a path on it, else the GCE face.
+            let container_path = example["targets"]
                 .as_table()
                 .and_then(|t| t.values().find_map(|t| t.get("container_path")))
-                .and_then(toml::Value::as_str)
-                .unwrap_or_else(|| panic!("{shown}: no container_path"))
-                .to_owned();
-            let token = std::fs::read_to_string(&container_token).unwrap_or_default();
-            let url = format!("http://{address}{target}");
-            let header = format!("Authorization: {token}");
+                .and_then(toml::Value::as_str);
+            let (url, header) = match container_path {
+                Some(path) => {
+                    let token = std::fs::read_to_string(&container_token).unwrap_or_default();
+                    (
+                        format!("http://{address}{path}"),
+                        format!("Authorization: {token}"),
+                    )
+                }
+                None => {
+                    assert!(
+                        endpoint.get("gce_target").is_some(),
+                        "{shown}: no container_path and no gce_target"
+                    );
+                    (
+                        format!(
+                            "http://{address}/computeMetadata/v1/instance/service-accounts/default/token"
+                        ),
+                        "Metadata-Flavor: Google".to_owned(),
+                    )
+                }
+            };
             let (code, body) =
                 crate::util::users::curl_as(65534, 65534, &["-H", &header, &url]).await;
             for secret in serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .iter()
-                .flat_map(|d| [d["SecretAccessKey"].as_str(), d["Token"].as_str()])
+                .flat_map(|d| {
+                    [
+                        d["SecretAccessKey"].as_str(),
+                        d["Token"].as_str(),
+                        d["access_token"].as_str(),
+                    ]
+                })
                 .flatten()
             {
-                fx.know("credentials served by the container face", secret);
+                fx.know("credentials served by the endpoint", secret);
             }
-            assert_eq!(
-                code, "200",
-                "{shown}: container face as uid {SERVED_TO}: {body}"
-            );
+            assert_eq!(code, "200", "{shown}: {url} as uid {SERVED_TO}: {body}");
             let (code, body) =
                 crate::util::users::curl_as(12345, 12345, &["-H", &header, &url]).await;
-            assert_eq!(code, "403", "{shown}: container face as uid 12345: {body}");
+            assert_eq!(code, "403", "{shown}: {url} as uid 12345: {body}");
         }
 
         let run = daemon.stop().await;
