@@ -23,8 +23,8 @@ use keyfed_core::{ExposeSecret as _, SecretString};
 use crate::credentials::AwsCredentials;
 use crate::error::{AwsError, HintContext, hint};
 use crate::settings::{AssumeRoleRequest, MAX_DURATION_SECS, MIN_DURATION_SECS, StsSettings};
-use crate::token_facts::TokenFacts;
 use crate::{http_client, session_name};
+use keyfed_core::token_facts::TokenFacts;
 
 /// Trades web identity tokens for temporary AWS credentials at one STS endpoint.
 #[derive(Debug, Clone)]

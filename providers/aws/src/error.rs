@@ -7,7 +7,9 @@
 use keyfed_core::exchange::{Advice, Advise, Side};
 use keyfed_core::http::HttpSetupError;
 
-use crate::token_facts::TokenFacts;
+use keyfed_core::token_facts::TokenFacts;
+
+use crate::provider_name::provider_name;
 
 /// Why no credentials came back from STS.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +142,9 @@ pub(crate) struct HintContext<'a> {
 impl HintContext<'_> {
     fn provider(&self) -> String {
         self.token
-            .provider()
-            .unwrap_or_else(|| "<issuer host and path>".to_owned())
+            .iss
+            .as_deref()
+            .map_or_else(|| "<issuer host and path>".to_owned(), provider_name)
     }
 
     /// `arn:aws:iam::<account>:role/<name>` → the account, when the ARN has that shape.

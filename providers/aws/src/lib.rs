@@ -26,9 +26,9 @@ mod credentials;
 mod error;
 mod exchange;
 mod http_client;
+mod provider_name;
 mod session_name;
 mod settings;
-mod token_facts;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -308,7 +308,7 @@ async fn failed_trust_condition_is_access_denied_and_final() {
         text.contains("Not authorized to perform sts:AssumeRoleWithWebIdentity"),
         "{text}"
     );
-    let provider = crate::token_facts::provider_name(&w.kc.issuer_url());
+    let provider = crate::provider_name::provider_name(&w.kc.issuer_url());
     assert!(text.contains(&format!("\"{provider}:sub\"")), "{text}");
 }
 

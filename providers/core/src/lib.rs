@@ -4,7 +4,8 @@
 //! HTTP client (rustls, system roots plus an optional CA file, proxies from
 //! `HTTPS_PROXY`/`NO_PROXY`, timeouts, the loopback-only rule for plain `http://`), the pieces
 //! each provider reads its own configuration table with (`config`: human durations, the shared
-//! HTTP keys, errors naming a key within the table), and — behind
+//! HTTP keys, errors naming a key within the table), the unverified claims of a token that
+//! hints quote (`token_facts`), and — behind
 //! the `emulator` feature — the HTTP(S) server plumbing with fault injection that the providers'
 //! emulators are built on.
 //!
@@ -15,6 +16,7 @@ pub mod config;
 pub mod exchange;
 pub mod http;
 pub mod secret;
+pub mod token_facts;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{CLOUD_PLATFORM, GcpTarget};
 use crate::error::{Call, GcpError, HintContext, iam_hint, sts_hint};
-use crate::token_facts::{self, TokenFacts};
 use crate::{GcpToken, GcpTokenKind};
+use keyfed_core::token_facts::{self, TokenFacts};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";

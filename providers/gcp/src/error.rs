@@ -252,7 +252,7 @@ pub(crate) struct HintContext {
     /// The pool's project (its number): where STS and IAM Credentials must be enabled.
     pub project_number: String,
     pub lifetime_secs: u64,
-    pub token: crate::token_facts::TokenFacts,
+    pub token: keyfed_core::token_facts::TokenFacts,
 }
 
 impl HintContext {
@@ -583,7 +583,7 @@ mod tests {
             delegates: Vec::new(),
             project_number: "123".to_owned(),
             lifetime_secs: 7200,
-            token: crate::token_facts::TokenFacts {
+            token: keyfed_core::token_facts::TokenFacts {
                 iss: Some("https://sso.example.com/realms/infra".to_owned()),
                 aud: vec!["account".to_owned()],
                 sub: Some("6f1c".to_owned()),

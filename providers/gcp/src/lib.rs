@@ -24,7 +24,6 @@ pub mod config;
 mod error;
 mod exchange;
 mod token;
-mod token_facts;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -78,7 +78,7 @@ pub(crate) async fn assume_role(
         .iter()
         .find(|r| account == state.account && r.role.name == role_name)
         .ok_or_else(StsFault::access_denied)?;
-    let trusted = crate::token_facts::provider_name(&entry.role.provider) == token.provider;
+    let trusted = crate::provider_name::provider_name(&entry.role.provider) == token.provider;
     let conditions_hold = entry.role.conditions.iter().all(|c| {
         let value = match c.claim() {
             "aud" => Some(token.audience.as_str()),

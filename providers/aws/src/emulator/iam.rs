@@ -24,7 +24,7 @@ impl OidcProvider {
 
     /// IAM's name for the provider: the URL without scheme or trailing slash.
     pub fn name(&self) -> String {
-        crate::token_facts::provider_name(&self.url)
+        crate::provider_name::provider_name(&self.url)
     }
 }
 

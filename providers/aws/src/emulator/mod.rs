@@ -225,7 +225,7 @@ impl StsEmulator {
         format!(
             "arn:aws:iam::{}:oidc-provider/{}",
             self.state.account,
-            crate::token_facts::provider_name(url)
+            crate::provider_name::provider_name(url)
         )
     }
 

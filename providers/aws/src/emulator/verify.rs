@@ -10,7 +10,7 @@ use keyfed_core::emulator::{Claims, OidcFailure, OidcVerifier, Policy, Unverifie
 
 use super::iam::OidcProvider;
 use super::routes::StsFault;
-use crate::token_facts::provider_name;
+use crate::provider_name::provider_name;
 
 /// How far past `exp` STS still accepts a token.
 const EXP_SKEW_SECS: u64 = 300;

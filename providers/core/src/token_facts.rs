@@ -1,15 +1,16 @@
 //! Claims read from a JWT without verifying anything: the subject token's `iss`, `aud` and `sub`
-//! make Google's refusals actionable (they go into hints only, never into decisions), and an ID
-//! token's `exp` is its expiry (Google signed it; keyfed only hands it on). None of these claims
-//! is a secret; the token itself never leaves this module.
+//! make a cloud's refusals actionable (they go into hints only, never into decisions), and a
+//! cloud-signed ID token's `exp` is its expiry (keyfed only hands it on). Every provider reads
+//! them here. None of these claims is a secret; the token itself never leaves this module, and
+//! a claim's control characters are escaped, so a token cannot forge a line of a hint.
 
+use crate::secret::{ExposeSecret as _, SecretString};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keyfed_core::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 /// The claims (payload) of a compact JWT, or `None` when it has no readable JSON object there.
-pub(crate) fn claims(jwt: &str) -> Option<serde_json::Map<String, Value>> {
+pub fn claims(jwt: &str) -> Option<serde_json::Map<String, Value>> {
     let mut parts = jwt.split('.');
     let (Some(_header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -34,7 +35,7 @@ fn printable(text: &str) -> String {
 
 /// What the subject token says about itself, as far as it could be read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TokenFacts {
+pub struct TokenFacts {
     pub iss: Option<String>,
     pub aud: Vec<String>,
     pub sub: Option<String>,
