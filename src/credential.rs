@@ -5,8 +5,9 @@
 use std::time::SystemTime;
 
 use keyfed_aws::AwsCredentials;
+use keyfed_azure::AzureToken;
 use keyfed_core::ExposeSecret as _;
-use keyfed_core::clock::rfc3339;
+use keyfed_core::clock::{rfc3339, unix_seconds};
 use keyfed_gcp::{GcpToken, GcpTokenKind};
 use keyfed_keycloak::AccessToken;
 use serde_json::json;
@@ -20,6 +21,8 @@ pub enum Credential {
     Aws(AwsCredentials),
     /// A Google Cloud access token or ID token.
     Gcp(GcpToken),
+    /// An access token from Entra ID for one scope.
+    Azure(AzureToken),
 }
 
 impl Credential {
@@ -28,6 +31,7 @@ impl Credential {
             Self::Token(t) => t.expires_at(),
             Self::Aws(c) => c.expiration,
             Self::Gcp(t) => t.expires_at,
+            Self::Azure(t) => t.expires_at,
         }
     }
 
@@ -36,6 +40,7 @@ impl Credential {
             Self::Token(_) => "token",
             Self::Aws(_) => "aws",
             Self::Gcp(_) => "gcp",
+            Self::Azure(_) => "azure",
         }
     }
 
@@ -46,6 +51,7 @@ impl Credential {
             Self::Token(token) => token.expose().to_owned(),
             Self::Aws(c) => credential_process_json(c),
             Self::Gcp(t) => gcp_token_json(t),
+            Self::Azure(t) => azure_cli_json(t),
         }
     }
 
@@ -69,6 +75,7 @@ impl Credential {
                     ..
                 } => format!("Google Cloud ID token of {service_account} for {audience:?}"),
             },
+            Self::Azure(t) => format!("Azure access token of {} for {}", t.client_id, t.scope),
         }
     }
 }
@@ -88,6 +95,37 @@ pub fn gcp_token_json(t: &GcpToken) -> String {
         "token_type": "Bearer",
     })
     .to_string()
+}
+
+impl From<AzureToken> for Credential {
+    fn from(t: AzureToken) -> Self {
+        Self::Azure(t)
+    }
+}
+
+/// An Azure access token as `az account get-access-token` prints it (and so as the
+/// `azure-access-token` output's JSON format and the control socket hand it out):
+/// `accessToken`, `expiresOn` (`YYYY-MM-DD HH:MM:SS.ffffff`, in UTC here where az prints local
+/// time), `expires_on` (Unix seconds), `tokenType`, `tenant`.
+pub fn azure_cli_json(t: &AzureToken) -> String {
+    json!({
+        "accessToken": t.token.expose_secret(),
+        "expiresOn": cli_time(t.expires_at),
+        "expires_on": unix_seconds(t.expires_at),
+        "tokenType": "Bearer",
+        "tenant": t.tenant_id,
+    })
+    .to_string()
+}
+
+/// `2026-11-25 20:10:00.000000`, as the Azure CLI writes `expiresOn` (in UTC).
+fn cli_time(at: SystemTime) -> String {
+    let text = rfc3339(at);
+    // rfc3339 gives `2026-11-25T20:10:00Z`.
+    format!(
+        "{}.000000",
+        text.trim_end_matches('Z').replacen('T', " ", 1)
+    )
 }
 
 impl From<AwsCredentials> for Credential {
@@ -122,4 +160,43 @@ pub fn profile_lines(c: &AwsCredentials) -> [(&'static str, String); 3] {
             c.session_token.expose_secret().to_owned(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// issue 10: the JSON format of `azure-access-token` is `az account get-access-token`'s,
+    /// which scripts already parse.
+    #[test]
+    fn an_azure_token_reads_like_az_account_get_access_token_issue_10() {
+        let token = AzureToken {
+            token: "eyJ0eXAi.secret.token".into(),
+            scope: "https://management.azure.com/.default".to_owned(),
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".to_owned(),
+            client_id: "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b".to_owned(),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_101_400),
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&azure_cli_json(&token)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            doc,
+            json!({
+                "accessToken": "eyJ0eXAi.secret.token",
+                "expiresOn": "2025-11-25 20:10:00.000000",
+                "expires_on": 1_764_101_400,
+                "tokenType": "Bearer",
+                "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            })
+        );
+        let credential = Credential::from(token);
+        assert_eq!(credential.kind(), "azure");
+        assert_eq!(
+            credential.describe(),
+            "Azure access token of 0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b for https://management.azure.com/.default"
+        );
+        assert!(!credential.describe().contains("secret"));
+    }
 }

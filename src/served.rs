@@ -134,6 +134,17 @@ impl Served {
                 faces.push((*face).to_owned());
             }
         }
+        // A face serving a default target of a kind also serves every other target of that kind
+        // a request names (GCE by email, Azure by client ID): say so, so no exposure is hidden.
+        let kind = self.kind(name);
+        let enabled: BTreeSet<&'static str> = self.face_targets.iter().map(|(f, _)| *f).collect();
+        for face in enabled {
+            let serves = crate::config::face(face)
+                .is_some_and(|spec| kind.is_some_and(|k| spec.serves.contains(&k)));
+            if serves && !self.face_targets.contains(&(face, name.to_owned())) {
+                faces.push(format!("{face} (when a request names it)"));
+            }
+        }
         for (path, at) in &self.face_paths {
             if at.target == name {
                 faces.push(format!("{} {path}", at.face));
@@ -159,5 +170,46 @@ impl Served {
             }
             _ => Err(true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure(client_id: &str) -> Exchange {
+        Exchange::Azure(Box::new(keyfed_azure::config::AzureTarget {
+            tenant_id: "contoso.onmicrosoft.com".to_owned(),
+            client_id: client_id.to_owned(),
+            scopes: vec![keyfed_azure::config::DEFAULT_SCOPE.to_owned()],
+            authority_host: url::Url::parse(keyfed_azure::config::DEFAULT_AUTHORITY_HOST)
+                .unwrap_or_else(|e| panic!("{e}")),
+            http: keyfed_core::http::HttpSettings::default(),
+        }))
+    }
+
+    /// issue 10 (review): a face serving a default target also serves every other target of
+    /// its kind that a request names (Azure by client ID, GCE by email); `keyfed status` says
+    /// so instead of listing only the default.
+    #[test]
+    fn targets_a_request_can_name_on_a_face_are_listed_issue_10() {
+        let mut served = Served::for_tests(
+            Engine::new(Vec::new()),
+            BTreeMap::new(),
+            [("azure-imds", "main".to_owned())].into_iter().collect(),
+        );
+        served.exchanges = [
+            ("main".to_owned(), azure("1")),
+            ("backup".to_owned(), azure("2")),
+            ("plain".to_owned(), Exchange::Token),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(served.faces("main"), ["control socket", "azure-imds"]);
+        assert_eq!(
+            served.faces("backup"),
+            ["control socket", "azure-imds (when a request names it)"]
+        );
+        assert_eq!(served.faces("plain"), ["control socket"]);
     }
 }

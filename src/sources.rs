@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyfed_aws::{AssumeRoleRequest, StsClient, StsExchange, StsSettings};
+use keyfed_azure::{EntraClient, EntraExchange};
 use keyfed_core::SecretString;
 use keyfed_core::clock::Clock;
 use keyfed_core::exchange::{Advice, Advise as _, Exchange, Side, SlotKey};
@@ -20,7 +21,8 @@ use keyfed_gcp::{GcpClient, GcpExchange};
 use keyfed_keycloak::{AccessToken, KeycloakClient, TokenRequest};
 
 use crate::config::{
-    AwsExchange, Config, Exchange as TargetExchange, GcpExchange as GcpTarget, Target,
+    AwsExchange, AzureExchange as AzureTarget, Config, Exchange as TargetExchange,
+    GcpExchange as GcpTarget, Target,
 };
 use crate::credential::Credential;
 use crate::engine::{Engine, Fetch, FetchError, Slots, Source, TargetEngine};
@@ -105,6 +107,7 @@ pub struct ExchangedSource<E, T = Issuer> {
     tokens: T,
     exchange: E,
     consumer_window: Duration,
+    subject_window: Duration,
 }
 
 impl<E: Exchange, T: SubjectTokens> ExchangedSource<E, T> {
@@ -114,7 +117,15 @@ impl<E: Exchange, T: SubjectTokens> ExchangedSource<E, T> {
             tokens,
             exchange,
             consumer_window,
+            subject_window: Duration::ZERO,
         }
+    }
+
+    /// How long before expiry the subject token's own consumers (a file's readers) need a new
+    /// one ([`Source::subject_window`]).
+    pub fn with_subject_window(mut self, window: Duration) -> Self {
+        self.subject_window = window;
+        self
     }
 }
 
@@ -174,6 +185,10 @@ where
     fn consumer_window(&self) -> Duration {
         self.consumer_window
     }
+
+    fn subject_window(&self) -> Duration {
+        self.subject_window
+    }
 }
 
 /// A fresh Keycloak token traded with AWS STS.
@@ -212,6 +227,24 @@ fn gcp_source(issuer: Issuer, gcp: &GcpTarget) -> anyhow::Result<GcpSource> {
     ))
 }
 
+/// A fresh Keycloak token traded with Entra ID.
+pub type AzureSource = ExchangedSource<EntraExchange>;
+
+/// Azure SDKs re-read `AZURE_FEDERATED_TOKEN_FILE` at most every 600 s, so the token in it must
+/// stay valid for more than 10 minutes after every write; a minute more covers the write and a
+/// slow clock.
+pub const AZURE_FEDERATED_TOKEN_WINDOW: Duration = Duration::from_secs(660);
+
+fn azure_source(issuer: Issuer, azure: &AzureTarget) -> anyhow::Result<AzureSource> {
+    let client = EntraClient::new(azure.clone())?;
+    Ok(ExchangedSource::new(
+        issuer,
+        EntraExchange { client },
+        keyfed_azure::config::CONSUMER_WINDOW,
+    )
+    .with_subject_window(AZURE_FEDERATED_TOKEN_WINDOW))
+}
+
 /// The source for one target.
 pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<Box<dyn Source>> {
     let issuer = Issuer {
@@ -222,6 +255,7 @@ pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<
         TargetExchange::Token => Box::new(TokenSource { issuer }),
         TargetExchange::Aws(aws) => Box::new(aws_source(issuer, aws)?),
         TargetExchange::Gcp(gcp) => Box::new(gcp_source(issuer, gcp)?),
+        TargetExchange::Azure(azure) => Box::new(azure_source(issuer, azure)?),
     })
 }
 
@@ -230,7 +264,16 @@ pub fn source(keycloak: Arc<KeycloakClient>, target: &Target) -> anyhow::Result<
 /// asked for on demand it keeps.
 fn slots(target: &Target) -> Slots {
     let mut configured: Vec<SlotKey> = Vec::new();
-    for slot in target.outputs.iter().filter_map(|o| o.kind.slot()) {
+    let scopes = match &target.exchange {
+        TargetExchange::Azure(azure) => crate::config::azure_slots(azure),
+        TargetExchange::Token | TargetExchange::Aws(_) | TargetExchange::Gcp(_) => Vec::new(),
+    };
+    for slot in target
+        .outputs
+        .iter()
+        .filter_map(|o| o.kind.slot())
+        .chain(scopes)
+    {
         if !configured.contains(&slot) {
             configured.push(slot);
         }

@@ -21,7 +21,18 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
             "GOOGLE_APPLICATION_CREDENTIALS={}",
             fx.path("demo/gcp/external-account.json").display()
         ))
-        .prints("GCE_METADATA_HOST=127.0.0.1:");
+        .prints("GCE_METADATA_HOST=127.0.0.1:")
+        .prints("Entra ID emulator: https://localhost:")
+        .prints(&format!(
+            "AZURE_FEDERATED_TOKEN_FILE={}",
+            fx.path("demo/azure/federated-token.jwt").display()
+        ))
+        .prints(&format!(
+            "IDENTITY_HEADER=$(cat {})",
+            fx.path("demo/identity-header").display()
+        ));
+    // The demo realm's tokens live long enough for every consumer: no warning.
+    assert!(!run.stderr.contains("too short"), "{}", run.stderr);
     assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
     let dir = fx.path("demo");
     let doc: serde_json::Value = serde_json::from_str(
@@ -70,6 +81,18 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
             .as_str()
             .is_some_and(|a| a.starts_with("https://iam.googleapis.com/projects/"))
     );
+    // Azure: an access token in `az account get-access-token`'s shape, and the federated
+    // token file with the exchange audience.
+    let azure: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("azure/management.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(azure["tokenType"], "Bearer");
+    assert!(azure["expires_on"].as_u64().is_some(), "{azure}");
+    assert!(azure["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
+    let federated =
+        std::fs::read_to_string(dir.join("azure/federated-token.jwt")).unwrap_or_default();
+    assert_eq!(claims(&federated)["aud"], "api://AzureADTokenExchange");
     for file in [
         "aws/credentials",
         "aws/credential-process.json",
@@ -78,6 +101,8 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
         "gcp/access-token.json",
         "gcp/external-account.json",
         "gcp/external-account.jwt",
+        "azure/management.json",
+        "azure/federated-token.jwt",
     ] {
         let mode = std::fs::metadata(dir.join(file))
             .map(|m| m.permissions().mode() & 0o777)
@@ -93,6 +118,8 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
         "tokens/api.jwt",
         "gcp/access-token.json",
         "gcp/external-account.jwt",
+        "azure/management.json",
+        "azure/federated-token.jwt",
     ] {
         assert!(
             !fx.known
@@ -109,5 +136,5 @@ async fn demo_once_writes_aws_credentials_and_a_token() {
     )
     .await
     .ok()
-    .prints("valid (1 issuer, 4 targets)");
+    .prints("valid (1 issuer, 5 targets)");
 }

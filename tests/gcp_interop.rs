@@ -738,8 +738,9 @@ async fn the_subject_token_goes_only_to_targets_configured_to_hand_it_out() {
     assert_eq!(response["success"], false);
     assert!(
         response["message"].as_str().is_some_and(|m| m.contains(
-            "target \"face-only\" does not hand out the subject token: only a target with a \
-             gcp-external-account or gcp-subject-token output does"
+            "target \"face-only\" does not hand out the subject token: only a target with an \
+             output that reads it does (gcp-external-account, gcp-subject-token, \
+             azure-federated-token)"
         )),
         "{response}"
     );

@@ -4,6 +4,7 @@
 mod util;
 
 mod aws_daemon;
+mod azure_faces;
 mod config_check;
 mod demo;
 mod endpoint;

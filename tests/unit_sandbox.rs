@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyfed_aws::emulator::{OidcProvider, Role, StsEmulator};
+use keyfed_azure::emulator::{App, EntraEmulator, FederatedCredential};
+use keyfed_core::emulator::TestCa;
 use keyfed_gcp::emulator::{GcpEmulator, PoolProvider, ServiceAccount, principal_set};
 use keyfed_keycloak::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
 
@@ -525,9 +527,30 @@ const GCP_PROVIDER: &str =
     "projects/123456789012/locations/global/workloadIdentityPools/onprem/providers/keycloak";
 const GCP_SERVICE_ACCOUNT: &str = "app@my-project.iam.gserviceaccount.com";
 
-/// `example` with its upstreams replaced by the emulators: Keycloak at `keycloak`, STS at `sts`,
-/// Google's STS and IAM Credentials at `gcp`.
-fn pointed_at(example: &str, keycloak: &str, sts: &str, gcp: &str) -> String {
+/// The tenant and app of `config/azure.toml`.
+const AZURE_TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const AZURE_CLIENT: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+
+/// Where an example's upstreams are replaced by the emulators.
+struct Upstreams<'a> {
+    keycloak: &'a str,
+    sts: &'a str,
+    /// Google's STS and IAM Credentials.
+    gcp: &'a str,
+    /// Entra ID, over TLS, and its CA's PEM as the sandbox sees the file.
+    entra: &'a str,
+    entra_ca: &'a str,
+}
+
+/// `example` with its upstreams replaced by the emulators.
+fn pointed_at(example: &str, to: &Upstreams<'_>) -> String {
+    let Upstreams {
+        keycloak,
+        sts,
+        gcp,
+        entra,
+        entra_ca,
+    } = *to;
     let mut doc: toml::Table = toml::from_str(example).unwrap_or_else(|e| panic!("{e}"));
     if let Some(issuers) = doc.get_mut("issuers").and_then(toml::Value::as_table_mut) {
         for (_, issuer) in issuers.iter_mut() {
@@ -549,6 +572,10 @@ fn pointed_at(example: &str, keycloak: &str, sts: &str, gcp: &str) -> String {
             if let Some(google) = target.get_mut("gcp").and_then(toml::Value::as_table_mut) {
                 google.insert("sts_url".into(), format!("{gcp}/v1/token").into());
                 google.insert("iam_url".into(), gcp.into());
+            }
+            if let Some(azure) = target.get_mut("azure").and_then(toml::Value::as_table_mut) {
+                azure.insert("authority_host".into(), entra.into());
+                azure.insert("ca_file".into(), entra_ca.into());
             }
             // Served on the endpoint: limited to one unprivileged user, so the sandboxed
             // peer-uid lookup must find that very user (root would always pass).
@@ -665,16 +692,21 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
     let umask = shipped.last("UMask").unwrap_or("0022").to_owned();
 
     let mut fx = Fixture::new();
-    let scopes = ["aws-audience", "api-audience", "gcp-audience"];
+    let scopes = [
+        "aws-audience",
+        "api-audience",
+        "gcp-audience",
+        "azure-audience",
+    ];
     let gcp_audience = format!("https://iam.googleapis.com/{GCP_PROVIDER}");
+    let host_web =
+        ClientSpec::new("host-web-01", Credential::Secret(SECRET.into())).optional_scopes(&scopes);
     let realm = Realm::new("infra")
         .scope("aws-audience", &["sts.amazonaws.com"])
         .scope("api-audience", &["https://api.example.com"])
         .scope("gcp-audience", &[&gcp_audience])
-        .client(
-            ClientSpec::new("host-web-01", Credential::Secret(SECRET.into()))
-                .optional_scopes(&scopes),
-        )
+        .scope("azure-audience", &[keyfed_azure::config::AUDIENCE])
+        .client(host_web.clone())
         .client(
             ClientSpec::new(
                 "host-db-02",
@@ -710,6 +742,23 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
             .unwrap_or_else(|e| panic!("{e}")),
     );
     fx.known.add_emulator(&gcp);
+    // The federated credential names host-web-01's service account, whose `sub` the emulator
+    // picked: read it from a token.
+    let sub = host_web.service_account_id.clone();
+    let ca = TestCa::new().unwrap_or_else(|e| panic!("{e}"));
+    let entra = Arc::new(
+        EntraEmulator::builder()
+            .tenant(AZURE_TENANT)
+            .app(
+                App::new(AZURE_CLIENT)
+                    .federated_credential(FederatedCredential::new(&issuer, &sub)),
+            )
+            .tls(&ca)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    fx.known.add_emulator(&entra);
     // Consumers reach the runtime folder through the fixture's folder.
     crate::util::set_mode(fx.dir.path(), 0o711);
 
@@ -730,9 +779,19 @@ async fn every_example_configuration_runs_in_the_units_sandbox() {
         credentials_dir(&fx, &unit, &outer.join("credentials"));
         std::fs::write(
             etc.join("keyfed.toml"),
-            pointed_at(&text, &issuer, &sts.endpoint_url(), &gcp.base_url()),
+            pointed_at(
+                &text,
+                &Upstreams {
+                    keycloak: &issuer,
+                    sts: &sts.endpoint_url(),
+                    gcp: &gcp.base_url(),
+                    entra: &entra.authority_host(),
+                    entra_ca: "/run/keyfed-test/entra-ca.pem",
+                },
+            ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(etc.join("entra-ca.pem"), ca.ca_pem()).unwrap_or_else(|e| panic!("{e}"));
         chown_all(&run_dir, UNIT_UID);
         std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(runtime_mode))
             .unwrap_or_else(|e| panic!("{e}"));

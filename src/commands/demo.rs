@@ -1,5 +1,6 @@
-//! `keyfed demo`: keyfed's main job on built-in defaults. Starts the Keycloak, AWS STS and
-//! Google Cloud (STS and IAM Credentials) emulators on loopback, writes a demo configuration,
+//! `keyfed demo`: keyfed's main job on built-in defaults. Starts the Keycloak, AWS STS, Google
+//! Cloud (STS and IAM Credentials) and Entra ID (over TLS with a test CA made at start) emulators
+//! on loopback, writes a demo configuration,
 //! client secret and AWS CLI profile into a folder, and runs the real daemon against them:
 //! credentials are written to files and served on the control socket (for `keyfed
 //! credential-process`) and the local endpoint (IMDSv2, container, GCE metadata) until Ctrl-C.
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use keyfed_aws::emulator::{OidcProvider, Role, StsEmulator};
+use keyfed_azure::emulator::{App, EntraEmulator, FederatedCredential};
 use keyfed_core::clock::rfc3339;
+use keyfed_core::emulator::TestCa;
 use keyfed_gcp::emulator::{GcpEmulator, PoolProvider, ServiceAccount, principal_set};
 use keyfed_keycloak::emulator::{ClientSpec, Credential, KeycloakEmulator, Realm};
 
@@ -25,6 +28,8 @@ const API_AUDIENCE: &str = "https://api.demo.keyfed.internal";
 const GCP_PROVIDER: &str =
     "projects/123456789012/locations/global/workloadIdentityPools/keyfed-demo/providers/keycloak";
 const GCP_SERVICE_ACCOUNT: &str = "keyfed-demo@keyfed-demo.iam.gserviceaccount.com";
+const AZURE_TENANT: &str = "0d3a4b5c-6e7f-4a8b-9c0d-1e2f3a4b5c6d";
+const AZURE_CLIENT: &str = "7e8f9a0b-1c2d-4e3f-8a5b-6c7d8e9f0a1b";
 
 pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
     let secret = format!(
@@ -33,17 +38,23 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         uuid::Uuid::new_v4().simple()
     );
     let gcp_audience = format!("https://iam.googleapis.com/{GCP_PROVIDER}");
+    let client = ClientSpec::new(CLIENT_ID, Credential::Secret(secret.clone())).optional_scopes(&[
+        "api-audience",
+        "aws-audience",
+        "gcp-audience",
+        "azure-audience",
+    ]);
+    // The Entra app's federated credential names the service account's subject.
+    let subject = client.service_account_id.clone();
     let realm = Realm::new("demo")
         .scope("api-audience", &[API_AUDIENCE])
         .scope("aws-audience", &["sts.amazonaws.com"])
         .scope("gcp-audience", &[&gcp_audience])
-        .client(
-            ClientSpec::new(CLIENT_ID, Credential::Secret(secret.clone())).optional_scopes(&[
-                "api-audience",
-                "aws-audience",
-                "gcp-audience",
-            ]),
-        );
+        .scope("azure-audience", &[keyfed_azure::config::AUDIENCE])
+        // Keycloak's default 5 minutes is too short for an Azure federated token file (SDKs
+        // re-read it every 10 minutes); keyfed would warn, as it should for a real realm.
+        .lifespan(Duration::from_secs(20 * 60))
+        .client(client);
     let keycloak = KeycloakEmulator::builder(realm)
         .start()
         .await
@@ -66,6 +77,17 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         .start()
         .await
         .context("cannot start the Google Cloud emulator")?;
+    let ca = TestCa::new().map_err(|e| anyhow::anyhow!("cannot make the demo's test CA: {e}"))?;
+    let entra = EntraEmulator::builder()
+        .tenant(AZURE_TENANT)
+        .app(
+            App::new(AZURE_CLIENT)
+                .federated_credential(FederatedCredential::new(&keycloak.issuer_url(), &subject)),
+        )
+        .tls(&ca)
+        .start()
+        .await
+        .context("cannot start the Entra ID emulator")?;
 
     let dir = std::path::absolute(dir).context("cannot resolve the demo folder")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -86,6 +108,8 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))
     };
     write("client-secret", &secret, FileSpec::PRIVATE)?;
+    // Entra is served over TLS: its CA, for keyfed's `ca_file` and the SDKs.
+    write("azure/entra-ca.pem", ca.ca_pem(), FileSpec::mode(0o644))?;
     write(
         "keyfed.toml",
         &demo_config(
@@ -93,6 +117,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
             &sts.endpoint_url(),
             &sts.role_arn(ROLE),
             &gcp.base_url(),
+            &entra.authority_host(),
             port,
         ),
         FileSpec::mode(0o644),
@@ -138,6 +163,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
              Keycloak emulator: {issuer} (client \"{CLIENT_ID}\", secret in {dir}/client-secret)\n\
              AWS STS emulator:  {sts_url} (role {role_arn})\n\
              Google emulator:   {gcp_url} (service account {GCP_SERVICE_ACCOUNT})\n\
+             Entra ID emulator: {entra_url} (tenant {AZURE_TENANT}, app {AZURE_CLIENT}; CA in {dir}/azure/entra-ca.pem)\n\
              configuration:     {config}\n\
              targets:\n{report}\n\
              Try, while the demo runs:\n  \
@@ -153,8 +179,15 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
                GCE_METADATA_HOST=127.0.0.1:{port} GCE_METADATA_IP=127.0.0.1:{port}\n\
              and by hand:\n  \
                curl -H 'Metadata-Flavor: Google' http://127.0.0.1:{port}/computeMetadata/v1/instance/service-accounts/default/token\n  \
-               {keyfed} --config {config} gcp-subject-token gcp",
+               {keyfed} --config {config} gcp-subject-token gcp\n\
+             Azure — SDK-native workload identity (azure-identity's WorkloadIdentityCredential):\n  \
+               AZURE_FEDERATED_TOKEN_FILE={dir}/azure/federated-token.jwt AZURE_CLIENT_ID={AZURE_CLIENT} AZURE_TENANT_ID={AZURE_TENANT} AZURE_AUTHORITY_HOST={entra_url} REQUESTS_CA_BUNDLE={dir}/azure/entra-ca.pem\n\
+             or keyfed's managed-identity faces (ManagedIdentityCredential, every Azure SDK):\n  \
+               IDENTITY_ENDPOINT=http://127.0.0.1:{port}/msi/token IDENTITY_HEADER=$(cat {dir}/identity-header)\n  \
+               AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:{port}\n\
+             and the access token keyfed keeps in {dir}/azure/management.json",
             gcp_url = gcp.base_url(),
+            entra_url = entra.authority_host(),
             issuer = keycloak.issuer_url(),
             dir = dir.display(),
             sts_url = sts.endpoint_url(),
@@ -167,7 +200,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
     };
     super::run::daemon(&config_file, once, summary).await?;
     // Keep the emulators alive until the daemon has stopped.
-    drop((keycloak, sts, gcp));
+    drop((keycloak, sts, gcp, entra));
     tokio::time::sleep(Duration::ZERO).await;
     Ok(())
 }
@@ -194,6 +227,7 @@ fn demo_config(
     sts_url: &str,
     role_arn: &str,
     gcp_url: &str,
+    entra_url: &str,
     port: u16,
 ) -> String {
     format!(
@@ -233,6 +267,22 @@ project_id = "keyfed-demo"
 sts_url = "{gcp_url}/v1/token"
 iam_url = "{gcp_url}"
 
+# Azure: an Entra app's federated credential (no client secret), its access token, and the
+# federated token file for SDKs that exchange it themselves.
+[targets.azure]
+issuer = "demo"
+scope = "azure-audience"                   # audience defaults to api://AzureADTokenExchange
+outputs = [
+  {{ kind = "azure-access-token", path = "azure/management.json", format = "json" }},
+  {{ kind = "azure-federated-token", path = "azure/federated-token.jwt" }},
+]
+
+[targets.azure.azure]
+tenant_id = "{AZURE_TENANT}"
+client_id = "{AZURE_CLIENT}"
+authority_host = "{entra_url}"
+ca_file = "azure/entra-ca.pem"             # the emulator's test CA
+
 # A token for your own API.
 [targets.api]
 issuer = "demo"
@@ -251,12 +301,13 @@ outputs = [ {{ kind = "web-identity-token", path = "tokens/web-identity.jwt" }} 
 [control]
 socket = "keyfed.sock"
 
-# The local metadata endpoint: AWS IMDSv2, container and GCE metadata faces, /healthz, /readyz,
-# /metrics.
+# The local metadata endpoint: AWS IMDSv2, container, GCE metadata, Azure IMDS and App Service
+# faces, /healthz, /readyz, /metrics.
 [endpoint]
 listen = ["127.0.0.1:{port}"]
 imds_target = "aws"
 gce_target = "gcp"
+azure_target = "azure"
 "#
     )
 }

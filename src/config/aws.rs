@@ -34,18 +34,21 @@ pub(super) const OUTPUT_KINDS: [OutputKindSpec; 3] = [
     OutputKindSpec {
         name: "aws-credentials",
         target: "aws",
+        formats: &[],
         build: aws_credentials,
     },
     // `credential_process`'s JSON document.
     OutputKindSpec {
         name: "credential-process-json",
         target: "aws",
+        formats: &[],
         build: |_, _| Ok(OutputKind::CredentialProcessJson),
     },
     // AWS_WEB_IDENTITY_TOKEN_FILE: the issuer's token, which the SDK trades itself.
     OutputKindSpec {
         name: "web-identity-token",
         target: "token",
+        formats: &[],
         build: |_, _| Ok(OutputKind::Token),
     },
 ];

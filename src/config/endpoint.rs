@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::resolve::Ctx;
 use super::target::Target;
-use super::{ConfigError, aws, gcp, perm};
+use super::{ConfigError, aws, azure, gcp, perm};
 
 /// What the configuration knows of one face of the endpoint.
 #[derive(Debug)]
@@ -59,7 +59,7 @@ impl FaceSpec {
 
 /// Every face, each cloud's in its glue, in the order `keyfed check` lists their keys. A new
 /// cloud's faces are one more entry here.
-static FACES: [&[FaceSpec]; 2] = [&aws::FACES, &gcp::FACES];
+static FACES: [&[FaceSpec]; 3] = [&aws::FACES, &gcp::FACES, &azure::FACES];
 
 /// Every face the endpoint has.
 pub fn faces() -> impl Iterator<Item = &'static FaceSpec> {
@@ -110,6 +110,8 @@ pub struct RawEndpointKeys {
     pub health_listen: Option<String>,
     pub container_token_file: Option<String>,
     pub container_token_group: Option<String>,
+    pub identity_header_file: Option<String>,
+    pub identity_header_group: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_user: Option<usize>,
     pub allowed_hosts: Option<Vec<String>>,
@@ -131,8 +133,16 @@ impl Keys for FaceTargets {
         faces().filter_map(|f| f.target_key).find(|k| *k == key)
     }
 
+    /// Each key once: faces may share one (Azure's two managed-identity faces read
+    /// `azure_target`).
     fn names() -> Vec<&'static str> {
-        faces().filter_map(|f| f.target_key).collect()
+        let mut names: Vec<&'static str> = Vec::new();
+        for key in faces().filter_map(|f| f.target_key) {
+            if !names.contains(&key) {
+                names.push(key);
+            }
+        }
+        names
     }
 
     fn read<'de, D: Deserializer<'de>>(
@@ -205,6 +215,9 @@ pub struct EndpointSettings {
     /// The file holding the container face's Authorization token.
     pub container_token_file: PathBuf,
     pub container_token_group: Option<u32>,
+    /// The file holding the App Service face's `X-IDENTITY-HEADER` secret.
+    pub identity_header_file: PathBuf,
+    pub identity_header_group: Option<u32>,
     /// Connections open at once, in all and per local user (lowered at start to fit the file
     /// descriptor limit: see `crate::caps`).
     pub max_connections: usize,
@@ -431,6 +444,13 @@ pub(super) fn resolve(
             .unwrap_or(std::path::Path::new("."))
             .join("container-token"),
     };
+    let identity_header_file = match &raw.identity_header_file {
+        Some(p) => ctx.path("endpoint.identity_header_file", p)?,
+        None => socket
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("identity-header"),
+    };
     let max_connections = raw.max_connections.unwrap_or(1024);
     if max_connections == 0 {
         return Err(ctx.err("endpoint.max_connections", "expected at least 1"));
@@ -460,6 +480,12 @@ pub(super) fn resolve(
             .container_token_group
             .as_deref()
             .map(|g| perm::group(ctx, "endpoint.container_token_group", g))
+            .transpose()?,
+        identity_header_file,
+        identity_header_group: raw
+            .identity_header_group
+            .as_deref()
+            .map(|g| perm::group(ctx, "endpoint.identity_header_group", g))
             .transpose()?,
         max_connections,
         max_connections_per_user,
@@ -557,25 +583,30 @@ mod tests {
     /// names a target of a kind the face serves.
     #[test]
     fn issue_9_unknown_face_keys_are_refused_with_the_known_ones() {
-        let error = error_of("[endpoint]\nazure_target = \"aws\"\n");
+        let error = error_of("[endpoint]\noci_target = \"aws\"\n");
         assert!(
             error.contains(
-                "endpoint.azure_target: unknown field `azure_target`, expected one of `listen`,"
-            ) && error.ends_with("`request_timeout`, `imds_target`, `gce_target`"),
+                "endpoint.oci_target: unknown field `oci_target`, expected one of `listen`,"
+            ) && error.ends_with("`request_timeout`, `imds_target`, `gce_target`, `azure_target`"),
             "{error}"
         );
         let error = error_of(
-            "[endpoint]\nlisten = [{ address = \"127.0.0.1:9911\", azure_target = \"aws\" }]\n",
+            "[endpoint]\nlisten = [{ address = \"127.0.0.1:9911\", oci_target = \"aws\" }]\n",
         );
         assert!(
             error.contains(
-                "unknown field `azure_target`, expected one of `address`, `imds_target`, `gce_target`"
+                "unknown field `oci_target`, expected one of `address`, `imds_target`, `gce_target`, `azure_target`"
             ),
             "{error}"
         );
         assert_eq!(
             error_of("[endpoint]\ngce_target = \"aws\"\n"),
             "DIR/keyfed.toml: endpoint.gce_target: target \"aws\" is of kind aws; the GCE metadata face serves targets of kind gcp"
+        );
+        // issue 10: the two Azure faces share their key; it is listed once, and checked.
+        assert_eq!(
+            error_of("[endpoint]\nazure_target = \"aws\"\n"),
+            "DIR/keyfed.toml: endpoint.azure_target: target \"aws\" is of kind aws; the Azure IMDS face serves targets of kind azure"
         );
     }
 
@@ -588,6 +619,8 @@ mod tests {
             "/computeMetadata/v1",
             "/healthz",
             "/metrics/x",
+            "/metadata/identity",
+            "/msi",
         ] {
             let error = error_of(&format!(
                 "[targets.more]\nissuer = \"corp\"\ncontainer_path = \"{path}\"\n\
@@ -596,7 +629,7 @@ mod tests {
             ));
             assert!(
                 error.ends_with(&format!(
-                    "targets.more.container_path: \"{path}\" is one of the endpoint's own paths (/latest, /computeMetadata, /, /healthz, /readyz, /metrics)"
+                    "targets.more.container_path: \"{path}\" is one of the endpoint's own paths (/latest, /computeMetadata, /, /metadata, /msi, /healthz, /readyz, /metrics)"
                 )),
                 "{path}: {error}"
             );

@@ -1,8 +1,8 @@
 //! The host's side of Google Cloud targets: a target's `gcp` table, checked by
 //! `keyfed_gcp::config` with its errors put at their full key path (`targets.NAME.gcp.provider`);
 //! the output kinds Google's consumers read (`gcp-access-token`, `gcp-subject-token`,
-//! `gcp-external-account`) and their keys (`format`, `credential_source`,
-//! `subject_token_path`); the GCE metadata face (served by `crate::endpoint::gce`); and how
+//! `gcp-external-account`) and their keys (`credential_source`, `subject_token_path`; and the
+//! `format` every kind declares); the GCE metadata face (served by `crate::endpoint::gce`); and how
 //! `keyfed check` shows them.
 
 use std::path::{Path, PathBuf};
@@ -45,18 +45,21 @@ pub(super) const OUTPUT_KINDS: [OutputKindSpec; 3] = [
     OutputKindSpec {
         name: "gcp-access-token",
         target: "gcp",
+        formats: &["raw", "json"],
         build: access_token,
     },
     // The issuer's token the target exchanges, for a credential_source of one's own.
     OutputKindSpec {
         name: "gcp-subject-token",
         target: "gcp",
+        formats: &[],
         build: |_, _| Ok(OutputKind::GcpSubjectToken),
     },
     // GOOGLE_APPLICATION_CREDENTIALS: Google's libraries make the exchange themselves.
     OutputKindSpec {
         name: "gcp-external-account",
         target: "gcp",
+        formats: &[],
         build: external_account,
     },
 ];
@@ -91,12 +94,11 @@ fn without_project_id(target: &super::Target) -> Option<String> {
 /// The output keys only Google Cloud's kinds read.
 #[derive(Debug, Default)]
 pub struct OutputKeys {
-    pub format: Option<String>,
     pub credential_source: Option<String>,
     pub subject_token_path: Option<String>,
 }
 
-const OUTPUT_KEYS: [&str; 3] = ["format", "credential_source", "subject_token_path"];
+const OUTPUT_KEYS: [&str; 2] = ["credential_source", "subject_token_path"];
 
 impl Keys for OutputKeys {
     fn find(key: &str) -> Option<&'static str> {
@@ -114,7 +116,6 @@ impl Keys for OutputKeys {
     ) -> Result<(), D::Error> {
         let value = Some(String::deserialize(value)?);
         match key {
-            "format" => self.format = value,
             "credential_source" => self.credential_source = value,
             "subject_token_path" => self.subject_token_path = value,
             other => return Err(serde::de::Error::unknown_field(other, &OUTPUT_KEYS)),
@@ -126,7 +127,6 @@ impl Keys for OutputKeys {
 /// Each Google Cloud output key is refused on outputs of a kind that does not read it.
 pub(super) fn check_output_keys(kind: &str, keys: &OutputKeys) -> Result<(), KeyError> {
     for (present, key, reader) in [
-        (keys.format.is_some(), "format", "gcp-access-token"),
         (
             keys.credential_source.is_some(),
             "credential_source",
@@ -148,18 +148,10 @@ pub(super) fn check_output_keys(kind: &str, keys: &OutputKeys) -> Result<(), Key
     Ok(())
 }
 
-fn access_token(raw: &RawOutput, _: &OutputCx<'_>) -> Result<OutputKind, KeyError> {
-    let json = match raw.keys.1.format.as_deref() {
-        None | Some("raw") => false,
-        Some("json") => true,
-        Some(other) => {
-            return Err(KeyError::new(
-                "format",
-                format!("expected {}, found \"{other}\"", one_of(&["raw", "json"])),
-            ));
-        }
-    };
-    Ok(OutputKind::GcpAccessToken { json })
+fn access_token(_: &RawOutput, cx: &OutputCx<'_>) -> Result<OutputKind, KeyError> {
+    Ok(OutputKind::GcpAccessToken {
+        json: cx.format == "json",
+    })
 }
 
 /// The external_account document for the output at `cx.path`, fixed once the configuration is

@@ -8,14 +8,15 @@
 //!
 //! One module per section: `issuer` (`[issuers.*]`, Keycloak), `target` (what every target has),
 //! `output` (its `outputs`, and the `token` kind), `control`, `endpoint`, and one per cloud —
-//! `aws`, `gcp` — holding the host's side of that cloud: its table, checked by the provider crate
-//! (`keyfed_aws::config`, `keyfed_gcp::config`) with errors put at their full key path, its
+//! `aws`, `gcp`, `azure` — holding the host's side of that cloud: its table, checked by the
+//! provider crate (`keyfed_aws::config`, …) with errors put at their full key path, its
 //! output kinds, its endpoint faces, and how
 //! `keyfed check` shows them. `raw` is the file's skeleton, `resolve` the walk through it and
 //! the context provider crates resolve with, `show` what `keyfed check` prints. This module
 //! depends on `outputs` and `engine` for the types it produces, and on nothing that reads it.
 
 mod aws;
+mod azure;
 mod control;
 mod endpoint;
 mod error;
@@ -33,6 +34,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use aws::AwsExchange;
+pub use azure::{AzureExchange, configured_slots as azure_slots};
 pub use control::SocketSpec;
 #[cfg(test)]
 pub use endpoint::Listen;

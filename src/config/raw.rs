@@ -55,6 +55,8 @@ pub struct RawTarget {
     pub aws: Option<keyfed_aws::config::RawAws>,
     /// Trade the token with Google Cloud (checked by `keyfed_gcp::config`).
     pub gcp: Option<keyfed_gcp::config::RawGcp>,
+    /// Trade the token with Entra ID (checked by `keyfed_azure::config`).
+    pub azure: Option<keyfed_azure::config::RawAzure>,
     #[serde(default)]
     pub outputs: Vec<RawOutput>,
     pub container_path: Option<String>,

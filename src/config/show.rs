@@ -8,7 +8,7 @@ use keyfed_core::http::HttpSettings;
 use keyfed_keycloak::{AssertionAudience, ClientAuth};
 use toml::{Table, Value};
 
-use super::{Config, Exchange, SecretSource, aws, gcp};
+use super::{Config, Exchange, SecretSource, aws, azure, gcp};
 use crate::outputs::Output;
 
 /// A duration as the configuration accepts it (`"1m 30s"`).
@@ -104,6 +104,9 @@ pub fn show(config: &Config) -> String {
             Exchange::Gcp(table) => {
                 t.insert("gcp".into(), Value::Table(gcp::show(table)));
             }
+            Exchange::Azure(table) => {
+                t.insert("azure".into(), Value::Table(azure::show(table)));
+            }
         }
         let outputs: Vec<Value> = target
             .outputs
@@ -152,6 +155,7 @@ fn show_output(o: &Output) -> Table {
     t.insert("path".into(), o.path.display().to_string().into());
     aws::show_output(&o.kind, &mut t);
     gcp::show_output(&o.kind, &mut t);
+    azure::show_output(&o.kind, &mut t);
     let mode = match o.mode {
         Some(m) => format!("{m:04o}"),
         None => aws::unset_mode(&o.kind).unwrap_or("0600").to_owned(),
@@ -199,6 +203,13 @@ fn show_endpoint(e: &super::EndpointSettings) -> Table {
     );
     if let Some(gid) = e.container_token_group {
         t.insert("container_token_group".into(), i64::from(gid).into());
+    }
+    t.insert(
+        "identity_header_file".into(),
+        e.identity_header_file.display().to_string().into(),
+    );
+    if let Some(gid) = e.identity_header_group {
+        t.insert("identity_header_group".into(), i64::from(gid).into());
     }
     for (key, n) in [
         ("max_connections", e.max_connections),

@@ -9,6 +9,7 @@ use keyfed_keycloak::TokenRequest;
 use url::Url;
 
 use super::aws::{self, AwsExchange};
+use super::azure::{self, AzureExchange};
 use super::gcp::{self, GcpExchange};
 use super::issuer::Issuer;
 use super::raw::RawTarget;
@@ -46,13 +47,14 @@ impl Access {
 }
 
 /// What a target trades its token for: each cloud a variant, its settings checked by the cloud's
-/// module (`aws.rs`, `gcp.rs`). `azure` joins this enum with its issue.
+/// module (`aws.rs`, `gcp.rs`, `azure.rs`).
 #[derive(Debug, Clone)]
 pub enum Exchange {
     /// No exchange: the Keycloak token is the credential.
     Token,
     Aws(Box<AwsExchange>),
     Gcp(Box<GcpExchange>),
+    Azure(Box<AzureExchange>),
 }
 
 impl Exchange {
@@ -61,6 +63,7 @@ impl Exchange {
             Self::Token => "token",
             Self::Aws(_) => "aws",
             Self::Gcp(_) => "gcp",
+            Self::Azure(_) => "azure",
         }
     }
 
@@ -70,6 +73,7 @@ impl Exchange {
             Self::Token => None,
             Self::Aws(_) => Some(keyfed_aws::config::AUDIENCE.to_owned()),
             Self::Gcp(gcp) => Some(gcp.default_audience()),
+            Self::Azure(_) => Some(keyfed_azure::config::AUDIENCE.to_owned()),
         }
     }
 }
@@ -186,16 +190,23 @@ pub(super) fn resolve(
 
 /// The cloud the target's token is traded with, if any.
 fn exchange(ctx: &Ctx<'_>, name: &str, raw: &RawTarget) -> Result<Exchange, ConfigError> {
-    Ok(match (&raw.aws, &raw.gcp) {
-        (Some(_), Some(_)) => {
-            return Err(ctx.err(
-                &format!("targets.{name}.gcp"),
-                "a target trades its token with one cloud, and this one has an aws table",
-            ));
-        }
-        (Some(table), None) => Exchange::Aws(Box::new(aws::exchange(ctx, name, table)?)),
-        (None, Some(table)) => Exchange::Gcp(Box::new(gcp::exchange(ctx, name, table)?)),
-        (None, None) => Exchange::Token,
+    let tables = [
+        ("aws", raw.aws.is_some()),
+        ("gcp", raw.gcp.is_some()),
+        ("azure", raw.azure.is_some()),
+    ];
+    let present: Vec<&str> = tables.iter().filter(|(_, p)| *p).map(|(t, _)| *t).collect();
+    if let [first, second, ..] = present.as_slice() {
+        return Err(ctx.err(
+            &format!("targets.{name}.{second}"),
+            format!("a target trades its token with one cloud, and this one has a table for {first} already"),
+        ));
+    }
+    Ok(match (&raw.aws, &raw.gcp, &raw.azure) {
+        (Some(table), _, _) => Exchange::Aws(Box::new(aws::exchange(ctx, name, table)?)),
+        (_, Some(table), _) => Exchange::Gcp(Box::new(gcp::exchange(ctx, name, table)?)),
+        (_, _, Some(table)) => Exchange::Azure(Box::new(azure::exchange(ctx, name, table)?)),
+        (None, None, None) => Exchange::Token,
     })
 }
 

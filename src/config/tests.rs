@@ -239,10 +239,11 @@ fn output_kinds_serve_their_own_kind_of_target_issue_9() {
             .ends_with("targets.a.outputs[0].profile: expected a profile name, found \"\"")
     );
     assert_eq!(
-        error_of(&output(token, "azure-access-token", "")),
-        "DIR/keyfed.toml:9:8: targets.t.outputs[0].kind: unknown variant `azure-access-token`, \
+        error_of(&output(token, "oci-token", "")),
+        "DIR/keyfed.toml:9:8: targets.t.outputs[0].kind: unknown variant `oci-token`, \
          expected one of `aws-credentials`, `credential-process-json`, `web-identity-token`, \
-         `gcp-access-token`, `gcp-subject-token`, `gcp-external-account`, `token`"
+         `gcp-access-token`, `gcp-subject-token`, `gcp-external-account`, \
+         `azure-access-token`, `azure-federated-token`, `token`"
     );
     let merged = load_text(&output(
         AWS,
@@ -324,7 +325,7 @@ fn gcp_tables_are_checked_at_their_full_key_path_issue_9() {
     ));
     assert!(
         both.ends_with(
-            "targets.g.gcp: a target trades its token with one cloud, and this one has an aws table"
+            "targets.g.gcp: a target trades its token with one cloud, and this one has a table for aws already"
         ),
         "{both}"
     );
@@ -408,7 +409,11 @@ fn gcp_outputs_render_what_google_s_libraries_read_issue_9() {
         ),
         (
             "kind = \"gcp-subject-token\"\npath = \"x\"\nformat = \"json\"\n",
-            "targets.g.outputs[0].format: is only used with kind = \"gcp-access-token\"",
+            "targets.g.outputs[0].format: is only used with kind = \"gcp-access-token\" or \"azure-access-token\"",
+        ),
+        (
+            "kind = \"gcp-access-token\"\npath = \"x\"\nformat = \"raw\"\n[[targets.g.outputs]]\nkind = \"gcp-subject-token\"\npath = \"y\"\nformat = \"raw\"\n",
+            "targets.g.outputs[1].format: is only used with kind = \"gcp-access-token\" or \"azure-access-token\"",
         ),
         (
             "kind = \"gcp-external-account\"\npath = \"x\"\ncredential_source = \"url\"\n",
@@ -452,5 +457,96 @@ fn a_gce_target_without_project_id_is_warned_about_issue_9() {
         !config.warnings.iter().any(|w| w.contains("project_id")),
         "{:?}",
         config.warnings
+    );
+}
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+
+fn azure(extra: &str, outputs: &str) -> String {
+    format!(
+        "{ISSUER}[targets.z]\nissuer = \"corp\"\n{outputs}[targets.z.azure]\n\
+         tenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n{extra}"
+    )
+}
+
+/// issue 10: an Azure target's audience defaults to api://AzureADTokenExchange, its first
+/// scope is the main credential and its other scopes are kept fresh as variants; outputs name
+/// one of them, or are refused naming the target's scopes.
+#[test]
+fn azure_targets_and_their_outputs_issue_10() {
+    let config = load_text(&azure("", "")).unwrap_or_else(|e| panic!("{e}"));
+    let Exchange::Azure(a) = &config.targets["z"].exchange else {
+        panic!("not an Azure target");
+    };
+    assert_eq!(a.scopes, ["https://management.azure.com/.default"]);
+    assert_eq!(
+        a.token_url(),
+        format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        config.targets["z"].request.audience,
+        "api://AzureADTokenExchange"
+    );
+    let scopes = "scopes = [\"https://management.azure.com/.default\", \"https://vault.azure.net/.default\"]\n";
+    let outputs = "[[targets.z.outputs]]\nkind = \"azure-access-token\"\npath = \"arm\"\n\
+                   [[targets.z.outputs]]\nkind = \"azure-access-token\"\npath = \"vault.json\"\nscope = \"https://vault.azure.net\"\nformat = \"json\"\n\
+                   [[targets.z.outputs]]\nkind = \"azure-federated-token\"\npath = \"federated.jwt\"\n";
+    let config = load_text(&azure(scopes, outputs)).unwrap_or_else(|e| panic!("{e}"));
+    let outputs = &config.targets["z"].outputs;
+    assert_eq!(
+        outputs[0].kind,
+        crate::outputs::OutputKind::AzureAccessToken {
+            scope: None,
+            json: false
+        }
+    );
+    assert_eq!(outputs[0].kind.slot(), None);
+    assert_eq!(
+        outputs[1].kind.slot(),
+        Some(SlotKey::Resource(
+            "https://vault.azure.net/.default".to_owned()
+        ))
+    );
+    assert_eq!(outputs[2].kind.slot(), Some(SlotKey::SubjectToken));
+    assert_eq!(
+        azure_slots(match &config.targets["z"].exchange {
+            Exchange::Azure(a) => a,
+            _ => panic!("not an Azure target"),
+        }),
+        [SlotKey::Resource(
+            "https://vault.azure.net/.default".to_owned()
+        )]
+    );
+    let shown = show(&config);
+    assert!(shown.contains("[targets.z.azure]"), "{shown}");
+    for (outputs, says) in [
+        (
+            "[[targets.z.outputs]]\nkind = \"azure-access-token\"\npath = \"x\"\nscope = \"https://graph.microsoft.com\"\n",
+            "targets.z.outputs[0].scope: \"https://graph.microsoft.com/.default\" is not one of the target's scopes (https://management.azure.com/.default); add it to targets.z.azure.scopes so it is kept fresh",
+        ),
+        (
+            "[[targets.z.outputs]]\nkind = \"azure-federated-token\"\npath = \"x\"\nscope = \"https://graph.microsoft.com\"\n",
+            "targets.z.outputs[0].scope: is only used with kind = \"azure-access-token\"",
+        ),
+        (
+            "[[targets.z.outputs]]\nkind = \"azure-federated-token\"\npath = \"x\"\nformat = \"json\"\n",
+            "targets.z.outputs[0].format: is only used with kind = \"gcp-access-token\" or \"azure-access-token\"",
+        ),
+        (
+            "[[targets.z.outputs]]\nkind = \"gcp-access-token\"\npath = \"x\"\n",
+            "targets.z.outputs[0].kind: a \"gcp-access-token\" output needs a target of kind gcp, but this target is of kind azure",
+        ),
+    ] {
+        let err = error_of(&azure("", outputs));
+        assert!(err.ends_with(says), "{outputs}: {err}");
+    }
+    let both = error_of(&format!(
+        "{}[targets.z.gcp]\nprovider = \"{PROVIDER}\"\n",
+        azure("", "")
+    ));
+    assert!(
+        both.ends_with("targets.z.azure: a target trades its token with one cloud, and this one has a table for gcp already"),
+        "{both}"
     );
 }

@@ -269,8 +269,9 @@ async fn credential(served: &Served, target: &str, slot: Option<&SlotKey>, uid: 
         return Response::Error {
             code: ErrorCode::BadRequest,
             message: format!(
-                "target \"{target}\" does not hand out {key}: only a target with a \
-                 gcp-external-account or gcp-subject-token output does"
+                "target \"{target}\" does not hand out {key}: only a target with an output \
+                 that reads it does (gcp-external-account, gcp-subject-token, \
+                 azure-federated-token)"
             ),
         };
     }

@@ -129,7 +129,7 @@ fn render(credential: &Credential) -> Option<String> {
 }
 
 /// Compares without stopping at the first difference, so timing reveals nothing of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
     for (i, x) in a.iter().enumerate() {
         diff |= x ^ b.get(i).copied().unwrap_or(0);

@@ -187,7 +187,7 @@ fn gcp_targets(served: &Served) -> impl Iterator<Item = (&str, &GcpExchange)> {
         .iter()
         .filter_map(|(name, exchange)| match exchange {
             Exchange::Gcp(gcp) => Some((name.as_str(), &**gcp)),
-            Exchange::Token | Exchange::Aws(_) => None,
+            Exchange::Token | Exchange::Aws(_) | Exchange::Azure(_) => None,
         })
 }
 

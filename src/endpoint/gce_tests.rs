@@ -230,6 +230,8 @@ fn setup(starts: &[Start]) -> Setup {
         imds_v1: false,
         health_listen: None,
         container_token_file: dir.path().join("container-token"),
+        identity_header_file: dir.path().join("identity-header"),
+        identity_header_group: None,
         container_token_group: None,
         max_connections: 16,
         max_connections_per_user: 4,

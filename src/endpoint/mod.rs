@@ -9,6 +9,9 @@
 //! (`crate::caps`), header limits and timed writes are the server's (`server.rs`). Reads the
 //! `[endpoint]` configuration section.
 
+mod app_service;
+mod azure;
+mod azure_imds;
 mod container;
 mod documents;
 mod face;
@@ -51,7 +54,13 @@ use server::Peer;
 
 /// Every face, one line each (each module's `start` builds it). A face's configuration is its
 /// `FaceSpec`, declared with its cloud's glue in `crate::config`.
-const FACES: [Start; 3] = [imds::start, container::start, gce::start];
+const FACES: [Start; 5] = [
+    imds::start,
+    container::start,
+    gce::start,
+    azure_imds::start,
+    app_service::start,
+];
 
 /// The metrics label of /healthz, /readyz and /metrics.
 const HEALTH: &str = "health";
@@ -369,7 +378,7 @@ fn assemble(
     Ok(Arc::new(Endpoint { core, hosts, faces }))
 }
 
-/// Starts every face (writing their files: the container token) and serves on `bound` until
+/// Starts every face (writing their files: the container token, the identity header) and serves on `bound` until
 /// the set is dropped; at most `limits` connections are open at once.
 pub fn start(
     bound: Bound,

@@ -206,6 +206,8 @@ fn endpoint(dir: &Path, starts: &[Start]) -> (Arc<Endpoint>, Arc<AtomicUsize>) {
         imds_v1: false,
         health_listen: None,
         container_token_file: dir.join("container-token"),
+        identity_header_file: dir.join("identity-header"),
+        identity_header_group: None,
         container_token_group: None,
         max_connections: 16,
         max_connections_per_user: 4,

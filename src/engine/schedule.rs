@@ -45,6 +45,14 @@ pub fn refresh_at(
     issued + after
 }
 
+/// Whether a credential living `lifetime` is too short for consumers that ask for a new one
+/// `consumer_window` before it expires: the window would leave less than a third of the
+/// lifetime, so [`refresh_at`] cannot honour it and consumers see a credential they consider
+/// stale (Azure SDKs re-reading a federated token file every 600 s; botocore with 15 minutes).
+pub fn too_short_for(lifetime: Duration, consumer_window: Duration) -> bool {
+    !consumer_window.is_zero() && lifetime.saturating_sub(consumer_window) < lifetime / 3
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +94,17 @@ mod tests {
         );
         // Already expired (clock skew): refresh at once.
         assert_eq!(refresh_at(at(T0), at(T0 - 5), 0.0, window), at(T0));
+    }
+
+    /// issue 10: a 300 s Keycloak token cannot stay valid 11 minutes after each write of an
+    /// Azure federated token file; a 1 h one can.
+    #[test]
+    fn credentials_too_short_for_their_consumers_are_told_apart() {
+        let azure = Duration::from_secs(660);
+        assert!(too_short_for(Duration::from_secs(300), azure));
+        assert!(too_short_for(Duration::from_secs(900), azure));
+        assert!(!too_short_for(Duration::from_secs(3600), azure));
+        assert!(!too_short_for(Duration::from_secs(300), Duration::ZERO));
     }
 
     proptest! {

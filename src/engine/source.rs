@@ -110,6 +110,13 @@ pub trait Source: Send + Sync + Debug {
     /// How long before expiry the credential's consumers ask for a new one; the engine
     /// refreshes before that when the lifetime allows.
     fn consumer_window(&self) -> Duration;
+
+    /// The same for the subject token ([`SlotKey::SubjectToken`]), whose consumers are others:
+    /// those of the files it is written to (Azure SDKs re-read a federated token file every
+    /// 600 s). None by default: the file's reader re-reads it when it needs it.
+    fn subject_window(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 #[cfg(test)]

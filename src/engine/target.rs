@@ -54,7 +54,7 @@ use tracing::Instrument as _;
 
 use super::SlotKey;
 use super::backoff::Backoff;
-use super::schedule::refresh_at;
+use super::schedule::{refresh_at, too_short_for};
 use super::slot::{OnDemand, Slot, SlotSnapshot, Slots, State, TooMany, UnknownSlot, Waiting};
 use super::source::{FetchError, Source, fetch_slot_within};
 use crate::credential::Credential;
@@ -597,6 +597,9 @@ impl TargetEngine {
         s.stats.observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(issued) => {
+                if s.current.is_none() {
+                    self.warn_if_too_short(&slot, &issued);
+                }
                 s.stats.refreshes_ok += 1;
                 s.stats.last_success = Some(self.clock.now());
                 s.failures = 0;
@@ -626,6 +629,37 @@ impl TargetEngine {
                 });
                 Err(e)
             }
+        }
+    }
+
+    /// How long before expiry the consumers of `slot`'s credential ask for a new one.
+    fn window_for(&self, slot: &Slot) -> Duration {
+        match &slot.key {
+            Some(SlotKey::SubjectToken) => self.source.subject_window(),
+            _ => self.source.consumer_window(),
+        }
+    }
+
+    /// Says once per slot, at its first credential, when that credential lives too short for
+    /// its consumers' window: only the issuer's (or the cloud's) settings can change that.
+    fn warn_if_too_short(&self, slot: &Slot, issued: &Issued) {
+        let window = self.window_for(slot);
+        let lifetime = issued
+            .credential
+            .expires_at()
+            .duration_since(self.clock.now())
+            .unwrap_or_default();
+        if too_short_for(lifetime, window) {
+            tracing::warn!(
+                target = %self.name,
+                slot = %SlotName(slot),
+                "the {} lives {} s, too short for its consumers, who ask for a new one {} s before \
+                 it expires: keyfed refreshes it at 2/3 of its life instead; lengthen it (for a \
+                 Keycloak token, the client's Access Token Lifespan)",
+                issued.credential.describe(),
+                lifetime.as_secs(),
+                window.as_secs()
+            );
         }
     }
 
@@ -667,7 +701,7 @@ impl TargetEngine {
         }
         let jitter = rand::random::<f64>() * 0.2 - 0.1;
         let issued = Arc::new(Issued {
-            refresh_at: refresh_at(now, expires, jitter, self.source.consumer_window()),
+            refresh_at: refresh_at(now, expires, jitter, self.window_for(slot)),
             credential,
         });
         tracing::info!(

@@ -1246,7 +1246,7 @@ fn slotted_hour_target(bound: usize) -> (ManualClock, Arc<Fake>, Arc<TargetEngin
 fn id(issued: &Arc<Issued>) -> String {
     match &issued.credential {
         Credential::Aws(aws) => aws.access_key_id.clone(),
-        Credential::Token(_) | Credential::Gcp(_) => String::new(),
+        Credential::Token(_) | Credential::Gcp(_) | Credential::Azure(_) => String::new(),
     }
 }
 
@@ -2203,4 +2203,64 @@ async fn issue_9_a_failing_configured_variant_shows_in_the_target_s_state() {
                 .min(token.credential.expires_at())
         )
     );
+}
+
+/// The fake, with the subject token's own consumers asking 660 s before expiry (an Azure
+/// federated token file) and no window for the rest.
+#[derive(Debug)]
+struct FederatedFile(Shared);
+
+impl Source for FederatedFile {
+    fn fetch<'a>(&'a self, slot: Option<&'a SlotKey>) -> Fetch<'a> {
+        self.0.fetch(slot)
+    }
+
+    fn has_slot(&self, _slot: &SlotKey) -> bool {
+        true
+    }
+
+    fn consumer_window(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn subject_window(&self) -> Duration {
+        Duration::from_secs(660)
+    }
+}
+
+/// issue 10 (review): the subject token is refreshed for its own consumers' window — an Azure
+/// federated token file is rewritten while the token in it has more than 660 s left — and the
+/// main credential for its consumers', not the other way round.
+#[tokio::test]
+async fn issue_10_the_subject_token_keeps_its_own_consumers_window() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(1200));
+    let t = Arc::new(
+        engine(
+            &clock,
+            Box::new(FederatedFile(Shared(Arc::clone(&fake)))),
+            Vec::new(),
+        )
+        .with_slots(Slots {
+            configured: vec![SlotKey::SubjectToken],
+            ..Slots::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let main = t.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    let token = variant(&t, &SlotKey::SubjectToken).await;
+    let left = |i: &Arc<Issued>| {
+        i.credential
+            .expires_at()
+            .duration_since(i.refresh_at)
+            .unwrap_or_default()
+    };
+    // 1200 s: 2/3 would leave 400 s; the file's readers need 660 s.
+    assert!(
+        left(&token) >= Duration::from_secs(660),
+        "{:?}",
+        left(&token)
+    );
+    // The main credential has no window: about 2/3 of its life (±10 %).
+    assert!(left(&main) < Duration::from_secs(660), "{:?}", left(&main));
 }

@@ -18,7 +18,9 @@ use keyfed_core::ExposeSecret as _;
 
 use keyfed_core::exchange::SlotKey;
 
-use crate::credential::{Credential, credential_process_json, gcp_token_json, profile_lines};
+use crate::credential::{
+    Credential, azure_cli_json, credential_process_json, gcp_token_json, profile_lines,
+};
 
 /// What an output file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,11 @@ pub enum OutputKind {
         document: String,
         subject_token: Option<PathBuf>,
     },
+    /// An Azure access token for `scope` (`None`: the target's first, its main credential):
+    /// raw, or `az account get-access-token`'s JSON.
+    AzureAccessToken { scope: Option<String>, json: bool },
+    /// The issuer's token for `AZURE_FEDERATED_TOKEN_FILE`, raw, without a trailing newline.
+    AzureFederatedToken,
 }
 
 impl OutputKind {
@@ -49,7 +56,10 @@ impl OutputKind {
     /// need the subject token `keyfed gcp-subject-token` hands out, not the main credential.
     pub fn slot(&self) -> Option<SlotKey> {
         match self {
-            Self::GcpSubjectToken | Self::GcpExternalAccount { .. } => Some(SlotKey::SubjectToken),
+            Self::GcpSubjectToken | Self::GcpExternalAccount { .. } | Self::AzureFederatedToken => {
+                Some(SlotKey::SubjectToken)
+            }
+            Self::AzureAccessToken { scope, .. } => scope.clone().map(SlotKey::Resource),
             Self::AwsCredentials { .. }
             | Self::CredentialProcessJson
             | Self::Token
@@ -108,8 +118,15 @@ impl Output {
             detail,
         };
         let content = match (&self.kind, credential) {
-            (OutputKind::Token | OutputKind::GcpSubjectToken, Credential::Token(t)) => {
-                t.expose().to_owned()
+            (
+                OutputKind::Token | OutputKind::GcpSubjectToken | OutputKind::AzureFederatedToken,
+                Credential::Token(t),
+            ) => t.expose().to_owned(),
+            (OutputKind::AzureAccessToken { json: false, .. }, Credential::Azure(t)) => {
+                t.token.expose_secret().to_owned()
+            }
+            (OutputKind::AzureAccessToken { json: true, .. }, Credential::Azure(t)) => {
+                azure_cli_json(t)
             }
             (OutputKind::GcpAccessToken { json: false }, Credential::Gcp(t)) => {
                 t.token.expose_secret().to_owned()

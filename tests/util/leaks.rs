@@ -35,8 +35,9 @@ pub enum SecretFile {
     AwsIni,
     /// A `credential_process` document: `SecretAccessKey` and `SessionToken`.
     AwsJson,
-    /// A `gcp-access-token` output in JSON: `access_token`.
-    GcpJson,
+    /// A JSON document holding a token in the string `field` (`access_token` of a
+    /// `gcp-access-token` output, `accessToken` of an `azure-access-token` one).
+    JsonField(&'static str),
 }
 
 /// What a process's stdout legitimately carries.
@@ -257,8 +258,8 @@ impl Known {
                         push(what.clone(), &value);
                     }
                 }
-                SecretFile::GcpJson => {
-                    if let Some(token) = json_field(&text, "access_token") {
+                SecretFile::JsonField(field) => {
+                    if let Some(token) = json_field(&text, field) {
                         push(what, &token);
                     }
                 }

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod azure;
 pub mod daemon;
 pub mod gcp;
 pub mod http;
@@ -229,7 +230,17 @@ impl Fixture {
         self.known
             .add_file(at("container-token"), SecretFile::Whole);
         self.known
-            .add_file(at("gcp/access-token.json"), SecretFile::GcpJson);
+            .add_file(at("identity-header"), SecretFile::Whole);
+        self.known.add_file(
+            at("gcp/access-token.json"),
+            SecretFile::JsonField("access_token"),
+        );
+        self.known.add_file(
+            at("azure/management.json"),
+            SecretFile::JsonField("accessToken"),
+        );
+        self.known
+            .add_file(at("azure/federated-token.jwt"), SecretFile::Jwt);
         self.known
             .add_file(at("gcp/external-account.jwt"), SecretFile::Jwt);
     }

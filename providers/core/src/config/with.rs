@@ -54,6 +54,36 @@ impl<A: Keys, B: Keys> Keys for (A, B) {
     }
 }
 
+/// Three sets of keys in one table.
+impl<A: Keys, B: Keys, C: Keys> Keys for (A, B, C) {
+    fn find(key: &str) -> Option<&'static str> {
+        A::find(key)
+            .or_else(|| B::find(key))
+            .or_else(|| C::find(key))
+    }
+
+    fn names() -> Vec<&'static str> {
+        let mut names = A::names();
+        names.extend(B::names());
+        names.extend(C::names());
+        names
+    }
+
+    fn read<'de, D: Deserializer<'de>>(
+        &mut self,
+        key: &'static str,
+        value: D,
+    ) -> Result<(), D::Error> {
+        if A::find(key).is_some() {
+            self.0.read(key, value)
+        } else if B::find(key).is_some() {
+            self.1.read(key, value)
+        } else {
+            self.2.read(key, value)
+        }
+    }
+}
+
 /// A table holding the keys of `T` (a struct deriving `Deserialize`, without `alias`es) and
 /// those of `K`, and no others: a key neither knows is refused like `deny_unknown_fields`
 /// refuses it. `T` must not have a field named like one of `K`'s keys (`K` would take it).
