@@ -451,6 +451,24 @@ pub(super) fn resolve(
             .unwrap_or(std::path::Path::new("."))
             .join("identity-header"),
     };
+    // Each face's secret file is its own: one written over another locks the other's clients out.
+    for (key, path) in [
+        ("endpoint.identity_header_file", &identity_header_file),
+        ("endpoint.container_token_file", &container_token_file),
+    ] {
+        if path == socket {
+            return Err(ctx.err(key, "is the control socket's path"));
+        }
+    }
+    if identity_header_file == container_token_file {
+        return Err(ctx.err(
+            "endpoint.identity_header_file",
+            format!(
+                "{} is also endpoint.container_token_file",
+                identity_header_file.display()
+            ),
+        ));
+    }
     let max_connections = raw.max_connections.unwrap_or(1024);
     if max_connections == 0 {
         return Err(ctx.err("endpoint.max_connections", "expected at least 1"));
@@ -608,6 +626,19 @@ mod tests {
             error_of("[endpoint]\nazure_target = \"aws\"\n"),
             "DIR/keyfed.toml: endpoint.azure_target: target \"aws\" is of kind aws; the Azure IMDS face serves targets of kind azure"
         );
+    }
+
+    /// issue 10 (review): the App Service face's secret file written over the container face's
+    /// token (or the socket) would lock that face's clients out.
+    #[test]
+    fn face_secret_files_are_each_their_own_issue_10() {
+        assert_eq!(
+            error_of(
+                "[endpoint]\ncontainer_token_file = \"secret\"\nidentity_header_file = \"secret\"\n"
+            ),
+            "DIR/keyfed.toml: endpoint.identity_header_file: DIR/secret is also endpoint.container_token_file"
+        );
+        assert!(load_text("[endpoint]\nidentity_header_file = \"a\"\n").is_ok());
     }
 
     /// A target's path may be no path the endpoint answers itself, whichever face reserves it.

@@ -45,6 +45,35 @@ pub fn refresh_at(
     issued + after
 }
 
+/// The least time a token written for a file's readers lives before it is replaced.
+const READERS_MINIMUM: Duration = Duration::from_secs(60);
+
+/// The moment to replace a token that readers take from a file and keep using for up to
+/// `readers_window` (Azure SDKs re-read `AZURE_FEDERATED_TOKEN_FILE` every 600 s): before it
+/// has less than `readers_window` left whenever the lifetime leaves a minute before that, since
+/// a reader holding an expired token fails — not only when a third of the lifetime remains, as
+/// [`refresh_at`] asks of consumers that merely refresh early.
+pub fn refresh_for_readers(
+    issued: SystemTime,
+    expires: SystemTime,
+    jitter: f64,
+    readers_window: Duration,
+) -> SystemTime {
+    let lifetime = expires.duration_since(issued).unwrap_or(Duration::ZERO);
+    let latest = lifetime.saturating_sub(readers_window);
+    if latest >= READERS_MINIMUM {
+        refresh_at(issued, expires, jitter, Duration::ZERO).min(issued + latest)
+    } else {
+        refresh_at(issued, expires, jitter, readers_window)
+    }
+}
+
+/// Whether a token living `lifetime` is too short for a file's readers that keep it up to
+/// `readers_window`: [`refresh_for_readers`] cannot keep it valid for them.
+pub fn too_short_for_readers(lifetime: Duration, readers_window: Duration) -> bool {
+    !readers_window.is_zero() && lifetime.saturating_sub(readers_window) < READERS_MINIMUM
+}
+
 /// Whether a credential living `lifetime` is too short for consumers that ask for a new one
 /// `consumer_window` before it expires: the window would leave less than a third of the
 /// lifetime, so [`refresh_at`] cannot honour it and consumers see a credential they consider
@@ -94,6 +123,28 @@ mod tests {
         );
         // Already expired (clock skew): refresh at once.
         assert_eq!(refresh_at(at(T0), at(T0 - 5), 0.0, window), at(T0));
+    }
+
+    /// issue 10 (review): a 15-minute Keycloak token is replaced with 660 s left for the
+    /// readers of an Azure federated token file (2/3 would leave 300 s); a 300 s one cannot be.
+    #[test]
+    fn file_readers_get_their_window_whenever_a_minute_is_left() {
+        let readers = Duration::from_secs(660);
+        assert_eq!(
+            refresh_for_readers(at(T0), at(T0 + 900), 0.0, readers),
+            at(T0 + 240)
+        );
+        assert_eq!(
+            refresh_for_readers(at(T0), at(T0 + 3600), 0.0, readers),
+            at(T0 + 2400)
+        );
+        assert!(!too_short_for_readers(Duration::from_secs(900), readers));
+        assert!(too_short_for_readers(Duration::from_secs(700), readers));
+        assert!(too_short_for_readers(Duration::from_secs(300), readers));
+        assert!(!too_short_for_readers(
+            Duration::from_secs(300),
+            Duration::ZERO
+        ));
     }
 
     /// issue 10: a 300 s Keycloak token cannot stay valid 11 minutes after each write of an

@@ -54,7 +54,7 @@ use tracing::Instrument as _;
 
 use super::SlotKey;
 use super::backoff::Backoff;
-use super::schedule::{refresh_at, too_short_for};
+use super::schedule::{refresh_at, refresh_for_readers, too_short_for, too_short_for_readers};
 use super::slot::{OnDemand, Slot, SlotSnapshot, Slots, State, TooMany, UnknownSlot, Waiting};
 use super::source::{FetchError, Source, fetch_slot_within};
 use crate::credential::Credential;
@@ -632,24 +632,25 @@ impl TargetEngine {
         }
     }
 
-    /// How long before expiry the consumers of `slot`'s credential ask for a new one.
-    fn window_for(&self, slot: &Slot) -> Duration {
-        match &slot.key {
-            Some(SlotKey::SubjectToken) => self.source.subject_window(),
-            _ => self.source.consumer_window(),
-        }
-    }
-
     /// Says once per slot, at its first credential, when that credential lives too short for
     /// its consumers' window: only the issuer's (or the cloud's) settings can change that.
     fn warn_if_too_short(&self, slot: &Slot, issued: &Issued) {
-        let window = self.window_for(slot);
         let lifetime = issued
             .credential
             .expires_at()
             .duration_since(self.clock.now())
             .unwrap_or_default();
-        if too_short_for(lifetime, window) {
+        let (window, short) = match &slot.key {
+            Some(SlotKey::SubjectToken) => {
+                let window = self.source.subject_window();
+                (window, too_short_for_readers(lifetime, window))
+            }
+            _ => {
+                let window = self.source.consumer_window();
+                (window, too_short_for(lifetime, window))
+            }
+        };
+        if short {
             tracing::warn!(
                 target = %self.name,
                 slot = %SlotName(slot),
@@ -701,7 +702,13 @@ impl TargetEngine {
         }
         let jitter = rand::random::<f64>() * 0.2 - 0.1;
         let issued = Arc::new(Issued {
-            refresh_at: refresh_at(now, expires, jitter, self.window_for(slot)),
+            refresh_at: match &slot.key {
+                // The subject token's readers keep it for a while: keep their window.
+                Some(SlotKey::SubjectToken) => {
+                    refresh_for_readers(now, expires, jitter, self.source.subject_window())
+                }
+                _ => refresh_at(now, expires, jitter, self.source.consumer_window()),
+            },
             credential,
         });
         tracing::info!(

@@ -81,13 +81,19 @@ FACES = [
      lambda folder, port: f"X-aws-ec2-metadata-token: {imds_token(port)}", b'"AccessKeyId"', True),
     ("gce", "/computeMetadata/v1/instance/service-accounts/default/token",
      lambda folder, port: "Metadata-Flavor: Google", b'"access_token"', False),
+    ("azure-imds", "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com",
+     lambda folder, port: "Metadata: true", b'"access_token"', False),
+    ("app-service", "/msi/token?api-version=2019-08-01&resource=https://management.azure.com",
+     lambda folder, port: f"X-IDENTITY-HEADER: {(folder / 'identity-header').read_text()}",
+     b'"access_token"', False),
 ]
 
 
 def without_gcp(config):
-    """The demo configuration without its Google Cloud target, for a build that predates it."""
+    """The demo configuration without its Google Cloud and Azure targets, for a build that
+    predates them."""
     config = re.sub(r'\n# Google Cloud:.*?(?=\n# A token for your own API)', "\n", config, flags=re.S)
-    return re.sub(r'\ngce_target = "gcp"\n', "\n", config)
+    return re.sub(r'\n(gce|azure)_target = "[a-z]+"', "", config)
 
 
 def status(pid, field):
@@ -157,6 +163,8 @@ def main():
         config = (demo_dir / "keyfed.toml").read_text()
         config = config.replace('client_secret_file = "client-secret"',
                                 f'client_secret_file = "{demo_dir / "client-secret"}"')
+        config = config.replace('ca_file = "azure/entra-ca.pem"',
+                                f'ca_file = "{demo_dir / "azure" / "entra-ca.pem"}"')
 
         def start(binary, name, old):
             """A daemon of `binary`: its pid, port, and per face (url, header, body)."""

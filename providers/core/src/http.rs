@@ -396,6 +396,42 @@ impl ReadError {
     }
 }
 
+/// Why a request to an upstream got no answer keyfed could read, in words that do not repeat
+/// the URL (the caller's error names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub timed_out: bool,
+    pub detail: String,
+}
+
+/// Sends `builder` and reads the whole answer, at most `limit` bytes: its status and body. A
+/// timeout reads as "timed out after `timeout`" (the request's own limit).
+pub async fn send_and_read(
+    builder: reqwest::RequestBuilder,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), SendFailure> {
+    let failure = |e: ReadError| SendFailure {
+        timed_out: e.is_timeout(),
+        detail: if e.is_timeout() {
+            format!("timed out after {} s", timeout.as_secs_f32())
+        } else {
+            match e {
+                // reqwest's message names the URL, which the caller's error says already.
+                ReadError::Transport(e) => error_chain(&e.without_url()),
+                other => other.to_string(),
+            }
+        },
+    };
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| failure(ReadError::Transport(e)))?;
+    let status = response.status().as_u16();
+    let body = read_limited(response, limit).await.map_err(failure)?;
+    Ok((status, body))
+}
+
 /// Reads a whole response body, refusing to buffer more than `limit` bytes.
 pub async fn read_limited(
     mut response: reqwest::Response,

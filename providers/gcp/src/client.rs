@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use keyfed_core::clock::{Clock, SystemClock};
-use keyfed_core::http::{self, MAX_RESPONSE_BYTES, ReadError};
+use keyfed_core::http::{self, MAX_RESPONSE_BYTES};
 use keyfed_core::{ExposeSecret as _, SecretString};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -484,32 +484,14 @@ impl GcpClient {
         url: &str,
         builder: reqwest::RequestBuilder,
     ) -> Result<(u16, Vec<u8>), GcpError> {
-        let transport = |e: ReadError| GcpError::Transport {
-            call,
-            url: url.to_owned(),
-            timed_out: e.is_timeout(),
-            detail: if e.is_timeout() {
-                format!(
-                    "timed out after {} s",
-                    self.target.http.timeout.as_secs_f32()
-                )
-            } else {
-                match e {
-                    // reqwest's message names the URL, which is already said.
-                    ReadError::Transport(e) => http::error_chain(&e.without_url()),
-                    other => other.to_string(),
-                }
-            },
-        };
-        let response = builder
-            .send()
+        http::send_and_read(builder, MAX_RESPONSE_BYTES, self.target.http.timeout)
             .await
-            .map_err(|e| transport(ReadError::Transport(e)))?;
-        let status = response.status().as_u16();
-        let body = http::read_limited(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(transport)?;
-        Ok((status, body))
+            .map_err(|e| GcpError::Transport {
+                call,
+                url: url.to_owned(),
+                timed_out: e.timed_out,
+                detail: e.detail,
+            })
     }
 
     fn hint_context(&self, subject_token: &SecretString) -> HintContext {

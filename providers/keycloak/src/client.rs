@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use keyfed_core::clock::Clock;
-use keyfed_core::http::{self, MAX_RESPONSE_BYTES, ReadError};
+use keyfed_core::http::{self, MAX_RESPONSE_BYTES};
 use keyfed_core::{ExposeSecret as _, SecretString};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
@@ -318,29 +318,15 @@ impl KeycloakClient {
         url: &Url,
         builder: reqwest::RequestBuilder,
     ) -> Result<(u16, Vec<u8>), KeycloakError> {
-        let transport = |e: ReadError| KeycloakError::Transport {
-            issuer: self.settings.name.clone(),
-            method,
-            url: url.to_string(),
-            timed_out: e.is_timeout(),
-            detail: if e.is_timeout() {
-                format!(
-                    "timed out after {} s",
-                    self.settings.http.timeout.as_secs_f32()
-                )
-            } else {
-                e.to_string()
-            },
-        };
-        let response = builder
-            .send()
+        http::send_and_read(builder, MAX_RESPONSE_BYTES, self.settings.http.timeout)
             .await
-            .map_err(|e| transport(ReadError::Transport(e)))?;
-        let status = response.status().as_u16();
-        let body = http::read_limited(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(transport)?;
-        Ok((status, body))
+            .map_err(|e| KeycloakError::Transport {
+                issuer: self.settings.name.clone(),
+                method,
+                url: url.to_string(),
+                timed_out: e.timed_out,
+                detail: e.detail,
+            })
     }
 
     fn invalid(&self, what: &'static str, url: &Url, detail: String) -> KeycloakError {
