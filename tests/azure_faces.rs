@@ -7,12 +7,15 @@
 //! Rust `azure_identity` crate's `ManagedIdentityCredential` through the App Service face. Every
 //! token a consumer gets is one the Entra emulator says it issued, for the identity and
 //! resource asked for. And 200 concurrent face requests reach Entra zero times while the token
-//! is fresh, and once while a token is being fetched.
+//! is fresh, once while a token is being fetched, and once while an expiring one is refreshed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyfed_azure::emulator::{EntraEmulator, IssuedToken};
+use keyfed_core::clock::{Clock as _, SystemClock};
+use keyfed_core::emulator::Fault;
 
 use crate::util::azure::{APP, IDENTITY, TENANT};
 use crate::util::http::client;
@@ -31,8 +34,9 @@ const TOKEN_PATH: &str = "/oauth2/v2.0/token";
 const WAITING: &str = "no usable credential: waiting for a refresh";
 
 /// Keycloak, Entra, and the daemon serving target `azure` (app [`APP`], keeping the management
-/// API's token fresh, writing the federated token file) on both faces, and target `mi` (the
-/// managed identity [`IDENTITY`]) for requests naming its client ID.
+/// API's token fresh, writing the federated token file) on both faces, and (unless
+/// [`Setup::app_only`]) target `mi` (the managed identity [`IDENTITY`]) for requests naming its
+/// client ID.
 struct Setup {
     fx: Fixture,
     entra: Arc<EntraEmulator>,
@@ -42,6 +46,16 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Self {
+        Self::build(true).await
+    }
+
+    /// Target `azure` alone: the only one to ask Entra for a token at start, so a fault
+    /// injected before the daemon starts meets its first token request and no other.
+    async fn app_only() -> Self {
+        Self::build(false).await
+    }
+
+    async fn build(managed_identity: bool) -> Self {
         let (fx, entra) = Fixture::azure().await;
         let port = free_port();
         let azure = fx.azure_target(
@@ -51,7 +65,11 @@ impl Setup {
             &[MGMT],
             "{ kind = \"azure-federated-token\", path = \"azure/federated.jwt\" }",
         );
-        let mi = fx.azure_target(&entra, "mi", IDENTITY, &[MGMT], "");
+        let mi = if managed_identity {
+            fx.azure_target(&entra, "mi", IDENTITY, &[MGMT], "")
+        } else {
+            String::new()
+        };
         fx.daemon_config(&format!(
             "{azure}\n{mi}\n[endpoint]\nlisten = [\"127.0.0.1:{port}\"]\nazure_target = \"azure\"\n\
              container_token_file = \"container-token\"\nidentity_header_file = \"identity-header\"\n"
@@ -480,5 +498,75 @@ async fn issue_10_concurrent_face_requests_reach_entra_zero_times_fresh_and_once
         "held, not fetched again"
     );
     assert_eq!(setup.entra_calls(), entra_before + 1);
+    daemon.stop().await.ok();
+}
+
+/// issue 10: 200 concurrent face requests during a refresh of the target's expiring token reach
+/// Entra once, and Keycloak once. Entra's first answer (injected) lives 36 s: the daemon stops
+/// serving it 30 s before its end, well before its background refresh (at 2/3 of its life) is
+/// due, so the requests find no usable token and share one refresh, held at Entra while they
+/// arrive; all 200 get the one new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_face_requests_during_a_refresh_reach_entra_once() {
+    const LIFETIME: Duration = Duration::from_secs(36);
+    let setup = Setup::app_only().await;
+    let short_lived = "eyJ0eXAiOiJKV1QifQ.short-lived-first-token.of-the-azure-faces-test";
+    setup.fx.know("the short-lived first token", short_lived);
+    setup.entra.control().inject(
+        TOKEN_PATH,
+        Fault::Status {
+            status: 200,
+            body: serde_json::json!({
+                "token_type": "Bearer",
+                "expires_in": LIFETIME.as_secs(),
+                "ext_expires_in": LIFETIME.as_secs(),
+                "access_token": short_lived,
+            })
+            .to_string(),
+        },
+        Some(1),
+    );
+    let daemon = setup.daemon().await;
+    // The daemon counts the lifetime from before its request, which was before now.
+    let expires = SystemClock.now() + LIFETIME;
+    assert_eq!(setup.app_service_token(&client(), MGMT).await, short_lived);
+    // From now on Entra holds every token request until released.
+    let latch = setup.entra.control().hold(TOKEN_PATH);
+    // The daemon hands out no token within 30 s of its end.
+    wait_until("the first token to be too old to hand out", async || {
+        SystemClock.now() + Duration::from_secs(30) >= expires
+    })
+    .await;
+    let (entra_before, keycloak_before) =
+        (setup.entra_calls(), setup.fx.keycloak().token_requests());
+    let waiting_before = daemon.log_so_far().matches(WAITING).count();
+    let n = 200;
+    let release = async {
+        wait_until("every request to wait inside the daemon", async || {
+            daemon.log_so_far().matches(WAITING).count() >= waiting_before + n
+        })
+        .await;
+        held(&latch, 1, "the refresh").await;
+        assert_eq!(latch.waiting(), 1, "one refresh, held at Entra");
+        latch.release();
+    };
+    let tokens = concurrent_tokens(&setup, n, MGMT, release).await;
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "one token for all");
+    assert_ne!(tokens[0], short_lived, "a renewed token");
+    let info = setup.issued(&tokens[0], "the faces");
+    assert_eq!(
+        (info.client_id.as_str(), info.scope.as_str()),
+        (APP, scope(MGMT).as_str())
+    );
+    assert_eq!(
+        setup.entra_calls(),
+        entra_before + 1,
+        "one token request for all 200"
+    );
+    assert_eq!(
+        setup.fx.keycloak().token_requests(),
+        keycloak_before + 1,
+        "one subject token"
+    );
     daemon.stop().await.ok();
 }
