@@ -45,7 +45,7 @@ pub enum AwsError {
         body: String,
     },
     /// No answer: connection refused or reset, TLS failure, timeout.
-    #[error("cannot reach STS at {endpoint} for role {role_arn}: {detail}{}", transport_hint(detail, *timed_out))]
+    #[error("cannot reach STS at {endpoint} for role {role_arn}: {detail}{}", TRANSPORT_HINT.hint(detail, *timed_out))]
     Transport {
         role_arn: String,
         endpoint: String,
@@ -94,15 +94,11 @@ impl AwsError {
 }
 
 /// What to check when STS could not be reached at all.
-fn transport_hint(detail: &str, timed_out: bool) -> &'static str {
-    if timed_out {
-        "\n  hint: the call timed out; check the network path to STS (proxy: HTTPS_PROXY / NO_PROXY) or raise the timeout"
-    } else if detail.contains("certificate") {
-        "\n  hint: the endpoint's TLS certificate is not trusted; set ca_file to the CA bundle that signs it (a VPC endpoint's private CA, a TLS-inspecting proxy's CA)"
-    } else {
-        ""
-    }
-}
+const TRANSPORT_HINT: keyfed_core::http::TransportHint = keyfed_core::http::TransportHint {
+    upstream: "STS",
+    server: "the endpoint's",
+    private_cas: "a VPC endpoint's private CA, a TLS-inspecting proxy's CA",
+};
 
 /// DESIGN §9: retry throttling, the issuer being unreachable from AWS and 5xx; retry once with
 /// a fresh token when STS did not take the token; stop on refusals. A refusal of what keyfed

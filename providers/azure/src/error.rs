@@ -35,7 +35,7 @@ pub enum AzureError {
         body: String,
     },
     /// No answer: connection refused or reset, TLS failure, timeout.
-    #[error("cannot reach Entra ID at {url}: {detail}{}", transport_hint(detail, *timed_out))]
+    #[error("cannot reach Entra ID at {url}: {detail}{}", TRANSPORT_HINT.hint(detail, *timed_out))]
     Transport {
         url: String,
         detail: String,
@@ -99,15 +99,11 @@ fn trace_line(trace_id: &str, correlation_id: &str, timestamp: &str) -> String {
 }
 
 /// What to check when Entra could not be reached at all.
-fn transport_hint(detail: &str, timed_out: bool) -> &'static str {
-    if timed_out {
-        "\n  hint: the call timed out; check the network path to the authority host (proxy: HTTPS_PROXY / NO_PROXY) or raise the timeout"
-    } else if detail.contains("certificate") {
-        "\n  hint: the authority host's TLS certificate is not trusted; set ca_file to the CA bundle that signs it (a TLS-inspecting proxy's CA, or a private authority's)"
-    } else {
-        ""
-    }
-}
+const TRANSPORT_HINT: keyfed_core::http::TransportHint = keyfed_core::http::TransportHint {
+    upstream: "the authority host",
+    server: "the authority host's",
+    private_cas: "a TLS-inspecting proxy's CA, or a private authority's",
+};
 
 impl AzureError {
     /// The error for a variant this cloud does not issue.

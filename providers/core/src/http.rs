@@ -396,6 +396,39 @@ impl ReadError {
     }
 }
 
+/// What an error says to check when an upstream could not be reached at all: the network path
+/// after a timeout, the trust of the server's certificate after a TLS failure. Each provider
+/// names its upstream; the words are the same for all.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportHint {
+    /// Where the network path leads: "STS", "Google", "the authority host".
+    pub upstream: &'static str,
+    /// Whose certificate: "the endpoint's", "the authority host's".
+    pub server: &'static str,
+    /// Where an untrusted certificate usually comes from: "a VPC endpoint's private CA, …".
+    pub private_cas: &'static str,
+}
+
+impl TransportHint {
+    /// The hint line (with its leading line break) for a failure described by `detail`, or
+    /// nothing when neither case applies.
+    pub fn hint(&self, detail: &str, timed_out: bool) -> String {
+        if timed_out {
+            format!(
+                "\n  hint: the call timed out; check the network path to {} (proxy: HTTPS_PROXY / NO_PROXY) or raise the timeout",
+                self.upstream
+            )
+        } else if detail.contains("certificate") {
+            format!(
+                "\n  hint: {} TLS certificate is not trusted; set ca_file to the CA bundle that signs it ({})",
+                self.server, self.private_cas
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// Why a request to an upstream got no answer keyfed could read, in words that do not repeat
 /// the URL (the caller's error names it).
 #[derive(Debug, Clone, PartialEq, Eq)]

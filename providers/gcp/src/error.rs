@@ -83,7 +83,7 @@ pub enum GcpError {
         body: String,
     },
     /// No answer: connection refused or reset, TLS failure, timeout.
-    #[error("cannot reach {url} for {call}: {detail}{}", transport_hint(detail, *timed_out))]
+    #[error("cannot reach {url} for {call}: {detail}{}", TRANSPORT_HINT.hint(detail, *timed_out))]
     Transport {
         call: Call,
         url: String,
@@ -104,15 +104,11 @@ fn hint_line(hint: Option<&str>) -> String {
 }
 
 /// What to check when Google could not be reached at all.
-fn transport_hint(detail: &str, timed_out: bool) -> &'static str {
-    if timed_out {
-        "\n  hint: the call timed out; check the network path to Google (proxy: HTTPS_PROXY / NO_PROXY) or raise the timeout"
-    } else if detail.contains("certificate") {
-        "\n  hint: the endpoint's TLS certificate is not trusted; set ca_file to the CA bundle that signs it (a Private Service Connect endpoint's CA, a TLS-inspecting proxy's CA)"
-    } else {
-        ""
-    }
-}
+const TRANSPORT_HINT: keyfed_core::http::TransportHint = keyfed_core::http::TransportHint {
+    upstream: "Google",
+    server: "the endpoint's",
+    private_cas: "a Private Service Connect endpoint's CA, a TLS-inspecting proxy's CA",
+};
 
 impl GcpError {
     /// The error for a variant this cloud does not issue.
