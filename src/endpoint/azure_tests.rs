@@ -587,7 +587,10 @@ async fn issue_10_app_service_secret_and_rules() {
         .mode();
     assert_eq!(mode & 0o777, 0o640);
     let token = msi_path(&format!("resource={MGMT}"));
-    let wrong = format!("{}0", &secret[..63]);
+    // The last digit changed (never equal to the real secret, whatever it ends in).
+    let last = if secret.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &secret[..63]);
+    assert_ne!(wrong, secret);
     let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
         (vec![], 401),
         (vec![("x-identity-header", "")], 401),
