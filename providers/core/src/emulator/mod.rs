@@ -1,11 +1,12 @@
 //! Plumbing for keyfed's emulators of outside systems (Keycloak, AWS STS, …): an HTTP/1.1
 //! server over plain TCP or TLS, a test certificate authority, fault injection and request
 //! counters that tests drive directly, the OIDC token verification the emulated clouds share
-//! (`oidc`), and the one way an emulator tells tests which secrets it handed out. Each provider
+//! (`oidc`), the rows of the README's reliability table (`report`), and the one way an emulator tells tests which secrets it handed out. Each provider
 //! crate builds its own routes on top.
 
 mod control;
 pub mod oidc;
+pub mod report;
 mod server;
 mod tls;
 
