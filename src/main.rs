@@ -19,7 +19,19 @@ mod sources;
 mod systemd;
 
 fn main() -> std::process::ExitCode {
+    let dumpable = not_dumpable();
     let cli = cli::parse();
     logging::init(!matches!(cli.command, cli::Command::GcpSubjectToken { .. }));
+    if let Err(e) = dumpable {
+        tracing::warn!("cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}");
+    }
     exit::report(commands::run(cli))
+}
+
+/// Marks the process non-dumpable before it reads any secret (issue 11): the kernel then
+/// writes no core dump of it, and hands its `/proc/<pid>` files (`environ`, `mem`, `maps`, …) to
+/// root and refuses `ptrace`, so another process of keyfed's own user cannot read its memory.
+/// Every command does so: nearly all read a client secret, a key or a credential.
+fn not_dumpable() -> rustix::io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
 }

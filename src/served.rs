@@ -8,7 +8,7 @@ use keyfed_core::clock::Clock;
 
 use crate::config::{Access, Config, Exchange};
 use crate::engine::{Engine, TargetEngine};
-use crate::sources;
+use crate::sources::{self, Start};
 
 /// Where a target's path on a face leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,13 @@ impl Served {
             .values()
             .map(|t| (t.name.clone(), t.exchange.clone()))
             .collect();
-        let engine = sources::engine(config, clock)?;
+        // Only the daemon's first build draws start-jitter turns: a reload retries a changed or
+        // stopped target at once, and a kept target keeps its turn when it adopts the old one.
+        let start = match previous {
+            None => Start::Jittered,
+            Some(_) => Start::AtOnce,
+        };
+        let engine = sources::engine(config, clock, start)?;
         if let Some(previous) = previous {
             for target in engine.targets() {
                 let name = target.name();
@@ -211,5 +217,84 @@ mod tests {
             ["control socket", "azure-imds (when a request names it)"]
         );
         assert_eq!(served.faces("plain"), ["control socket"]);
+    }
+
+    /// Loads `body` as `keyfed.toml` beside a 0600 client secret.
+    fn config(dir: &std::path::Path, body: &str) -> Config {
+        use std::os::unix::fs::PermissionsExt as _;
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("keyfed.toml");
+        std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+        let host = crate::config::Host {
+            hostname: "web-01".into(),
+            is_root: true,
+        };
+        crate::config::load(&file, &|_| None, &host).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// issue 11 (review D3): only the daemon's first build draws start-jitter turns. A reload
+    /// retries a target whose settings changed at once (the README's "reload after a fix"),
+    /// and a target it keeps keeps the turn it drew, so a reload in the start window pushes
+    /// no first credential back.
+    #[test]
+    fn a_reload_draws_no_start_jitter_issue_11() {
+        use keyfed_core::clock::ManualClock;
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let body = |scope: &str| {
+            format!(
+                "[issuers.corp]\nurl = \"https://sso.example.com/realms/r\"\nclient_id = \"c\"\n\
+                 client_secret_file = \"secret\"\n\
+                 [targets.kept]\nissuer = \"corp\"\naudience = \"api\"\n\
+                 [targets.changed]\nissuer = \"corp\"\naudience = \"api\"\nscope = \"{scope}\"\n\
+                 [engine]\nstart_jitter = \"1h\"\n"
+            )
+        };
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let started = clock.now();
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        // The first build draws a turn in [start, start + 1h) for each target; drawn as exactly
+        // `start` it would prove nothing, so draw again (each draw is uniform: this ends).
+        let first = loop {
+            let built = Served::build(config(dir.path(), &body("a")), Arc::clone(&shared), None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let turns: Vec<SystemTime> = built
+                .engine
+                .targets()
+                .map(|t| t.first_attempt_at())
+                .collect();
+            assert!(
+                turns
+                    .iter()
+                    .all(|&t| t < started + Duration::from_secs(3600)),
+                "{turns:?}"
+            );
+            if turns.iter().all(|&t| t > started) {
+                break built;
+            }
+        };
+        let turn_of = |served: &Served, name: &str| {
+            served
+                .engine
+                .target(name)
+                .unwrap_or_else(|| panic!("no target {name}"))
+                .first_attempt_at()
+        };
+        clock.advance(Duration::from_secs(1));
+        let reloaded = Served::build(config(dir.path(), &body("b")), shared, Some(&first))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            turn_of(&reloaded, "changed"),
+            clock.now(),
+            "a changed target waits again after a reload"
+        );
+        assert_eq!(
+            turn_of(&reloaded, "kept"),
+            turn_of(&first, "kept"),
+            "a kept target's turn moved"
+        );
     }
 }

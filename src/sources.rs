@@ -298,8 +298,24 @@ pub fn keycloak_clients(
         .collect()
 }
 
+/// Whether the targets of a new engine wait their part of `[engine] start_jitter` before their
+/// first refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The daemon starting: a fleet restarted together spreads its first requests.
+    Jittered,
+    /// A reload, `keyfed once` and `keyfed demo --once`: a reload is how an operator asks for a
+    /// stopped or changed target to be retried at once (and a target it keeps keeps its drawn
+    /// turn, see `TargetEngine::adopt`); `once` never waits.
+    AtOnce,
+}
+
 /// The engine for every target in `config`.
-pub fn engine(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
+pub fn engine(mut config: Config, clock: Arc<dyn Clock>, start: Start) -> anyhow::Result<Engine> {
+    let start_jitter = match start {
+        Start::Jittered => config.engine.start_jitter,
+        Start::AtOnce => std::time::Duration::ZERO,
+    };
     let clients = keycloak_clients(&mut config, &clock)?;
     let mut targets = Vec::new();
     for target in config.targets.into_values() {
@@ -318,6 +334,7 @@ pub fn engine(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Engin
                 config.engine.backoff,
                 config.engine.attempt_timeout,
             )
+            .with_start_jitter(start_jitter)
             .with_slots(slots)?,
         );
     }

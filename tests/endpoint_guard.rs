@@ -1,16 +1,23 @@
 //! Issue 7's endpoint-core defects, each through the real daemon: DNS rebinding (a foreign
-//! `Host`, `Origin` or `Sec-Fetch-*` is refused on every face), a second `keyfed run` that must
+//! `Host`, `Origin` or `Sec-Fetch-*` is refused on every face: since issue 11 the table of
+//! `util/faces.rs`, every face of every cloud), a second `keyfed run` that must
 //! not break the first, per-user access with `/proc/net` hidden as the shipped unit hides it, a
 //! local user holding connections up to the file limit, and status and readiness bodies that name
 //! only the caller's targets.
 
 use keyfed_core::emulator::Fault;
 
+use crate::util::faces::{EveryFace, FaceCase, faces};
 use crate::util::{Fixture, Serves, curl_as, process, raw_exchange, users, wait_ready, wait_until};
 
 /// One HTTP/1.1 request written by hand, so `Host` and every other header are exactly as given.
 /// Returns the status and body.
-async fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+async fn raw_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if method == "PUT" {
         request.push_str("Content-Length: 0\r\n");
@@ -19,7 +26,12 @@ async fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> 
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    let answer = raw_exchange(base, request.as_bytes()).await;
+    raw(base, &request).await
+}
+
+/// `head` sent to `base` on a connection of its own: the status and body of the answer.
+async fn raw(base: &str, head: &str) -> (u16, String) {
+    let answer = raw_exchange(base, head.as_bytes()).await;
     let status = answer
         .split(' ')
         .nth(1)
@@ -32,95 +44,79 @@ async fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> 
     (status, body)
 }
 
-/// Request headers as name and value.
-type Headers<'a> = Vec<(&'a str, &'a str)>;
-
-fn join<'a>(a: &[(&'a str, &'a str)], b: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    a.iter().chain(b).copied().collect()
+/// The endpoint's own paths, behind the same guard as the faces: no SDK header, answered 200.
+fn health_cases() -> Vec<FaceCase> {
+    ["/healthz", "/readyz", "/metrics"]
+        .into_iter()
+        .map(|path| FaceCase {
+            name: "health",
+            method: "GET",
+            path: path.to_owned(),
+            sdk: ("Accept", "*/*".to_owned()),
+            marker: "",
+            missing: 200,
+            forwarded: 403,
+        })
+        .collect()
 }
 
-/// Issue 7, defect 1 (DNS rebinding): with the same headers and tokens an SDK sends, a request
-/// whose `Host` names a foreign site, or that carries `Origin` or `Sec-Fetch-*`, gets 403 on
-/// every face — and without those, the same request is served.
+/// Issue 7, defect 1 (DNS rebinding), on every face since issue 11 (IMDSv2's token and
+/// credentials, the container face, GCE metadata, Azure IMDS, App Service, and health): with
+/// the same headers and secrets an SDK sends, a request whose `Host` names a foreign site, that
+/// carries `Origin` or `Sec-Fetch-*`, or has an absolute-form target gets 403, and one carrying
+/// `X-Forwarded-For` gets the face's status for it (Azure IMDS 400, the others 403) — and
+/// without those, the same request is served, by the listen address or an allowed name.
 #[tokio::test]
 async fn rebound_and_browser_requests_are_refused_on_every_face() {
-    let fx = Fixture::aws().await;
-    let base = fx.endpoint_config("", "allowed_hosts = [\"metadata.test\"]\n");
-    let daemon = fx.daemon().await;
-    let own = base.trim_start_matches("http://").to_owned();
-    wait_ready(&base).await;
-    let ttl = ("X-aws-ec2-metadata-token-ttl-seconds", "60");
-    let (status, session) = raw(&base, "PUT", "/latest/api/token", &[("Host", &own), ttl]).await;
-    assert_eq!(status, 200);
-    let container = fx.container_token();
-    let faces: Vec<(&str, &str, Headers)> = vec![
-        ("PUT", "/latest/api/token", vec![ttl]),
-        (
-            "GET",
-            "/latest/meta-data/iam/security-credentials/",
-            vec![("X-aws-ec2-metadata-token", session.as_str())],
-        ),
-        (
-            "GET",
-            "/latest/meta-data/iam/security-credentials/aws",
-            vec![("X-aws-ec2-metadata-token", session.as_str())],
-        ),
-        (
-            "GET",
-            "/aws/app",
-            vec![("Authorization", container.as_str())],
-        ),
-        ("GET", "/healthz", vec![]),
-        ("GET", "/readyz", vec![]),
-        ("GET", "/metrics", vec![]),
-    ];
+    let every = EveryFace::new(None, "allowed_hosts = [\"metadata.test\"]\n").await;
+    let daemon = every.fx.daemon().await;
+    wait_ready(&every.base).await;
+    let (base, own) = (every.base.as_str(), every.host());
+    let mut cases = faces(&every.secrets().await);
+    cases.extend(health_cases());
     let foreign = format!(
         "evil.example:{}",
         own.rsplit(':').next().unwrap_or_default()
     );
-    for (method, path, headers) in &faces {
-        let served = raw(&base, method, path, &join(headers, &[("Host", &own)])).await;
-        assert_eq!(
-            served.0, 200,
-            "{method} {path} with its own Host: {}",
-            served.1
-        );
-        let named = raw(
-            &base,
-            method,
-            path,
-            &join(headers, &[("Host", "metadata.test")]),
-        )
-        .await;
-        assert_eq!(named.0, 200, "{method} {path} with an allowed name");
-        let rebound = raw(&base, method, path, &join(headers, &[("Host", &foreign)])).await;
-        assert_eq!(rebound.0, 403, "{method} {path} with Host {foreign}");
+    // Each face's answer to its request with `host` and `extra` headers.
+    let ask = async |case: &FaceCase, host: &str, extra: &[(&str, &str)]| {
+        raw(base, &case.head(host, true, extra)).await
+    };
+    for case in &cases {
+        let what = format!("{} {} ({})", case.method, case.path, case.name);
+        for host in [own, "metadata.test"] {
+            let (status, body) = ask(case, host, &[]).await;
+            assert_eq!(status, 200, "{what} with Host {host}: {body}");
+            assert!(body.contains(case.marker), "{what}: {body:.200}");
+        }
+        let rebound = ask(case, &foreign, &[]).await;
+        assert_eq!(rebound.0, 403, "{what} with Host {foreign}");
         assert!(
             rebound.1.contains("names no address of this endpoint"),
-            "{}",
+            "{what}: {}",
             rebound.1
         );
-        assert!(!rebound.1.contains("SecretAccessKey"));
-        let proxied = join(headers, &[("Host", &own), ("X-Forwarded-For", "192.0.2.1")]);
-        let (status, body) = raw(&base, method, path, &proxied).await;
-        assert_eq!(status, 403, "{method} {path} with X-Forwarded-For: {body}");
-        let absolute = format!("http://evil.example{path}");
-        let (status, _) = raw(&base, method, &absolute, &join(headers, &[("Host", &own)])).await;
-        assert_eq!(status, 403, "{method} {absolute}");
+        assert!(case.marker.is_empty() || !rebound.1.contains(case.marker));
+        let (status, body) = ask(case, own, &[("X-Forwarded-For", "192.0.2.1")]).await;
+        assert_eq!(
+            status, case.forwarded,
+            "{what} with X-Forwarded-For: {body}"
+        );
+        assert!(body.contains("X-Forwarded-For"), "{what}: {body}");
+        let absolute = FaceCase {
+            path: format!("http://evil.example{}", case.path),
+            ..case.clone()
+        };
+        let (status, _) = ask(&absolute, own, &[]).await;
+        assert_eq!(status, 403, "{what} in absolute form");
         for browser in [
             ("Origin", "http://evil.example"),
             ("Sec-Fetch-Mode", "cors"),
             ("Sec-Fetch-Site", "same-origin"),
         ] {
-            let (status, body) = raw(
-                &base,
-                method,
-                path,
-                &join(headers, &[("Host", &own), browser]),
-            )
-            .await;
-            assert_eq!(status, 403, "{method} {path} with {browser:?}");
-            assert!(body.contains("web page"), "{body}");
+            let (status, body) = ask(case, own, &[browser]).await;
+            assert_eq!(status, 403, "{what} with {browser:?}");
+            assert!(body.contains("web page"), "{what}: {body}");
         }
     }
     let log = daemon.stop().await;
@@ -160,7 +156,7 @@ async fn a_second_daemon_leaves_the_first_one_serving() {
         second.fails_with(1).says(says);
         assert_eq!(fx.container_token(), token, "the token file is untouched");
         let own = base.trim_start_matches("http://");
-        let (status, body) = raw(
+        let (status, body) = raw_request(
             &base,
             "GET",
             "/aws/app",

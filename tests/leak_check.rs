@@ -83,6 +83,7 @@ async fn issue_7_every_kind_of_secret_is_known() {
 #[tokio::test]
 async fn issue_7_stdout_may_carry_only_the_credential_its_command_serves() {
     let fx = Fixture::aws().await;
+    fx.known.expect_leaks();
     fx.daemon_config(&fx.aws_target("aws", ""));
     // `keyfed credential-process` prints the AWS keys on stdout: that is its job.
     let run = fx.keyfed(&["credential-process", "aws"]).await;
@@ -130,6 +131,7 @@ fn planted(fx: &Fixture, stream: &str) -> process::Process {
 #[should_panic(expected = "secrets leaked into the stderr of a planted process")]
 async fn issue_7_a_stopped_process_that_leaked_fails_the_test() {
     let fx = Fixture::new();
+    fx.known.expect_leaks();
     let planted = planted(&fx, "2");
     crate::util::wait_until("the planted output", async || {
         planted.log_so_far().contains(SECRET)
@@ -142,6 +144,7 @@ async fn issue_7_a_stopped_process_that_leaked_fails_the_test() {
 #[should_panic(expected = "secrets leaked into the stdout of a planted process")]
 async fn issue_7_a_dropped_process_that_leaked_fails_the_test() {
     let fx = Fixture::new();
+    fx.known.expect_leaks();
     let planted = planted(&fx, "1");
     crate::util::wait_until("the planted output", async || {
         planted.stdout_so_far().contains(SECRET)
@@ -155,6 +158,7 @@ async fn issue_7_a_dropped_process_that_leaked_fails_the_test() {
 async fn issue_7_a_keyfed_run_by_another_program_is_checked_too() {
     // The AWS CLI runs keyfed through the wrapper; what that keyfed wrote is checked.
     let fx = Fixture::new();
+    fx.known.expect_leaks();
     let wrapper: PathBuf = fx.keyfed_wrapper();
     let out = tokio::process::Command::new(&wrapper)
         .args(["--version"])
@@ -176,4 +180,134 @@ async fn issue_7_a_keyfed_run_by_another_program_is_checked_too() {
         .unwrap_or_else(|| panic!("no wrapped log"));
     std::fs::write(log, SECRET).unwrap_or_else(|e| panic!("{e}"));
     fx.check_wrapped();
+}
+
+/// issue 11: what a test configures is known without the test saying so: an issuer's inline
+/// secret and its secret file's (in each form on the wire), every line of its private key, the
+/// identity header beside the control socket, and the secret parts of every output file.
+#[tokio::test]
+async fn issue_11_whatever_a_configuration_names_is_known() {
+    let fx = Fixture::new();
+    fx.known.expect_leaks();
+    let other_key = crate::util::key_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    for dir in ["out", "run"] {
+        std::fs::create_dir_all(fx.path(dir)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    fx.write("other-secret", "other-s3cr3t-from-a-file\n");
+    fx.write("other-key.pem", &other_key.private_pem);
+    fx.write(
+        "out/token.jwt",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.b3V0cHV0LXNpZ25hdHVyZQ",
+    );
+    fx.write(
+        "out/token.json",
+        r#"{"access_token":"ya29.output-token-0123456789"}"#,
+    );
+    fx.write("run/identity-header", "identity-header-0123456789abcdef");
+    fx.write(
+        "other.toml",
+        "[issuers.a]\nurl = \"http://127.0.0.1:1\"\nclient_id = \"host-a\"\nclient_secret = \"inline-s3cr3t-0123\"\n\
+         [issuers.b]\nurl = \"http://127.0.0.1:1\"\nclient_id = \"host-b\"\nclient_secret_file = \"other-secret\"\n\
+         [issuers.c]\nurl = \"http://127.0.0.1:1\"\nclient_id = \"host-c\"\nauth = \"private_key_jwt\"\nprivate_key_file = \"other-key.pem\"\n\
+         [control]\nsocket = \"run/keyfed.sock\"\n\
+         [targets.t]\nissuer = \"a\"\noutputs = [{ kind = \"token\", path = \"out/token.jwt\" }, \
+         { kind = \"gcp-access-token\", path = \"out/token.json\", format = \"json\" }]\n",
+    );
+    assert_found(&fx, "inline-s3cr3t-0123", "inline client secret");
+    assert_found(
+        &fx,
+        &crate::util::leaks::basic_auth("host-a", "inline-s3cr3t-0123"),
+        "Basic auth value of client host-a",
+    );
+    assert_found(&fx, "other-s3cr3t-from-a-file", "other-secret");
+    assert_found(
+        &fx,
+        &crate::util::leaks::basic_auth("host-b", "other-s3cr3t-from-a-file"),
+        "other-secret",
+    );
+    let key_line = other_key.private_pem.lines().nth(2).unwrap_or_default();
+    assert_found(&fx, key_line, "other-key.pem");
+    assert_found(&fx, "identity-header-0123456789abcdef", "identity-header");
+    assert_found(&fx, "b3V0cHV0LXNpZ25hdHVyZQ", "token.jwt");
+    assert_found(&fx, "ya29.output-token-0123456789", "token.json");
+}
+
+/// issue 11: secrets no one told the check about are found by their shape, on any stream.
+#[tokio::test]
+async fn issue_11_secrets_of_a_known_shape_fail_the_check() {
+    let fx = Fixture::new();
+    fx.known.expect_leaks();
+    for planted in [
+        "token ya29.a0AfH6SMBx-unknown-issuer-0123456789",
+        "session IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD6unknown",
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgunknownkeybits\n",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.dW5rbm93bi1zaWduYXR1cmUtYml0cw",
+    ] {
+        assert!(fails(&fx, Serves::Nothing, "", planted), "{planted}");
+        assert!(fails(&fx, Serves::Nothing, planted, ""), "{planted}");
+    }
+    assert!(!fails(&fx, Serves::Nothing, "plain log line", "ya29.…"));
+}
+
+/// Each file of the suite that names the keyfed binary, and why its runs are checked.
+const STARTS_KEYFED: [(&str, &str); 5] = [
+    (
+        "tests/util/mod.rs",
+        "Fixture::keyfed_command and keyfed_wrapper: every keyfed a test starts, or a program \
+         under test runs, goes through them and so through the check",
+    ),
+    (
+        "tests/unit_sandbox.rs",
+        "keyfed in the unit's sandbox, started through process::spawn and so checked",
+    ),
+    (
+        "tests/interop.rs",
+        "compares the AWS profile keyfed demo wrote with the binary, then swaps in the wrapper",
+    ),
+    (
+        "tests/gcp_interop.rs",
+        "compares the command keyfed wrote into an external_account file; google-auth runs it as \
+         `gcp-subject-token`, which logs nothing, and google-auth's own output is checked",
+    ),
+    (
+        "tests/systemd_unit.rs",
+        "systemd-analyze verify reads the unit naming the binary; nothing runs it",
+    ),
+];
+
+/// issue 11: no test starts keyfed past the leak check. A file that names the keyfed binary
+/// must be one of those reviewed in [`STARTS_KEYFED`]: a new way of starting keyfed is added
+/// there only with the reason its output is checked.
+#[test]
+fn issue_11_every_file_that_starts_keyfed_is_reviewed() {
+    fn rust_files(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("tests"), &mut files);
+    // Spelled in two pieces, so that this file does not name the binary itself.
+    let needle = ["CARGO_BIN_EXE_", "keyfed"].concat();
+    let naming: Vec<String> = files
+        .iter()
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&needle)))
+        .filter_map(|f| f.strip_prefix(&root).ok())
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(naming.len() >= 2, "the search found nothing: {naming:?}");
+    for file in &naming {
+        assert!(
+            STARTS_KEYFED.iter().any(|(reviewed, _)| reviewed == file),
+            "{file} names the keyfed binary: start keyfed through Fixture::keyfed_command (or the \
+             wrapper) so the leak check sees its output, or add it to STARTS_KEYFED with the \
+             reason its output is checked"
+        );
+    }
 }

@@ -42,7 +42,7 @@ def table(found):
 
 
 def readme_section(text):
-    match = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), text, re.S)
+    match = re.search(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), text, re.S)
     if not match:
         sys.exit(f"{README}: no reliability table between the markers {BEGIN!r} and {END!r}")
     return match
@@ -68,7 +68,7 @@ def main():
     text = README.read_text()
     match = readme_section(text)
     if "--write" in sys.argv[2:]:
-        README.write_text(text[: match.start(1)] + rendered + text[match.end(1):])
+        README.write_text(text[: match.start(1)] + rendered + "\n" + text[match.end(1):])
         print(f"\nwritten into {README}")
     if "--check" in sys.argv[2:]:
         shown = scenarios_in(match.group(1))

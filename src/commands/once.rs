@@ -10,7 +10,7 @@ use crate::sources;
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     let config = super::load(path)?;
-    let engine = sources::engine(config, Arc::new(SystemClock))?;
+    let engine = sources::engine(config, Arc::new(SystemClock), sources::Start::AtOnce)?;
     let mut failed = Vec::new();
     for (name, outcome) in engine.refresh_all().await {
         match outcome {

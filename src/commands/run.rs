@@ -29,7 +29,12 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let config = super::load(path)?;
+    let mut config = super::load(path)?;
+    if once {
+        // `keyfed demo --once` reports its first round and exits: it never waits its turn.
+        config.engine.start_jitter = Duration::ZERO;
+    }
+    let engine_settings = config.engine;
     let socket = config.control.clone();
     let endpoint = config.endpoint.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -79,6 +84,12 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
         socket = %socket.path.display(),
         "keyfed running"
     );
+    if !engine_settings.start_jitter.is_zero() {
+        // READY=1 waits for the first round, which `start_jitter` delays: tell systemd, so the
+        // unit's start timeout (90 s by default) does not kill a daemon still waiting its turn.
+        let longest = engine_settings.start_jitter + engine_settings.attempt_timeout + FIRST_WRITES;
+        systemd::notify(&format!("EXTEND_TIMEOUT_USEC={}", longest.as_micros()));
+    }
     first_round(&served.engine).await;
     systemd::notify("READY=1");
     let watchdog = systemd::watchdog();

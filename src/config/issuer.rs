@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-use keyfed_core::SecretString;
 use keyfed_core::config::WithHttp;
+use keyfed_core::secret::Zeroizing;
+use keyfed_core::{ExposeSecret, SecretString};
 use keyfed_keycloak::{
     AssertionAudience, ClientAuth, IssuerSettings, SigningAlgorithm, SigningKey,
 };
@@ -25,7 +26,10 @@ pub struct RawIssuerKeys {
     pub auth: Option<AuthMethod>,
     pub client_secret_file: Option<String>,
     pub client_secret_env: Option<String>,
-    pub client_secret: Option<String>,
+    /// A secret from the moment it is read: redacted in `Debug`, wiped when dropped, and a
+    /// value of the wrong type is refused without quoting it (issue 11).
+    #[serde(default, deserialize_with = "keyfed_core::secret::deserialize_secret")]
+    pub client_secret: Option<SecretString>,
     pub private_key_file: Option<String>,
     pub algorithm: Option<String>,
     pub key_id: Option<String>,
@@ -121,7 +125,8 @@ pub(super) fn resolve(
                 format!("expected \"RS256\", \"PS256\" or \"ES256\", found \"{alg_name}\""),
             )
         })?;
-        let pem = ctx.read_private_file(&key("private_key_file"), &path)?;
+        // The PEM is wiped when dropped; the parsed key (jsonwebtoken's) wipes itself too.
+        let pem = Zeroizing::new(ctx.read_private_file(&key("private_key_file"), &path)?);
         let signing = SigningKey::from_pem(&pem, algorithm, raw.key_id.clone())
             .map_err(|e| ctx.err(&key("private_key_file"), format!("{}: {e}", path.display())))?;
         (
@@ -195,8 +200,8 @@ fn client_secret(
     }
     if let Some(path) = &raw.client_secret_file {
         let path = ctx.path(&key("client_secret_file"), path)?;
-        let bytes = ctx.read_private_file(&key("client_secret_file"), &path)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
+        let bytes = Zeroizing::new(ctx.read_private_file(&key("client_secret_file"), &path)?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
             ctx.err(
                 &key("client_secret_file"),
                 format!("{} is not UTF-8 text", path.display()),
@@ -206,7 +211,7 @@ fn client_secret(
         let secret = text
             .strip_suffix('\n')
             .map(|s| s.strip_suffix('\r').unwrap_or(s))
-            .unwrap_or(&text);
+            .unwrap_or(text);
         if secret.is_empty() {
             return Err(ctx.err(
                 &key("client_secret_file"),
@@ -224,7 +229,11 @@ fn client_secret(
         })?;
         return Ok((SecretString::from(value), SecretSource::Env(var.clone())));
     }
-    let inline = raw.client_secret.as_deref().unwrap_or_default();
+    let inline = raw
+        .client_secret
+        .as_ref()
+        .map(ExposeSecret::expose_secret)
+        .unwrap_or_default();
     if inline.is_empty() {
         return Err(ctx.err(
             &key("client_secret"),

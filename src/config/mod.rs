@@ -45,12 +45,14 @@ pub use issuer::{Issuer, SecretSource};
 pub use resolve::Host;
 pub use target::{Access, Exchange, Target};
 
-/// `[engine]`: how failed refreshes are retried.
+/// `[engine]`: how failed refreshes are retried, and how long a first one may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineSettings {
     pub backoff: crate::engine::Backoff,
     /// Upper bound on one attempt (Keycloak and the cloud together).
     pub attempt_timeout: std::time::Duration,
+    /// Upper bound on the random wait before a target's first refresh in `keyfed run`.
+    pub start_jitter: std::time::Duration,
 }
 pub use show::show;
 
@@ -105,8 +107,11 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
     host: &Host,
 ) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ConfigError::file(file, format!("cannot read the configuration: {e}")))?;
+    // It may hold an inline client secret: wiped when dropped (issue 11).
+    let text = keyfed_core::secret::Zeroizing::new(
+        std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::file(file, format!("cannot read the configuration: {e}")))?,
+    );
     let raw = parse(file, &text)?;
     resolve::resolve(file, raw, env, host)
 }
@@ -155,5 +160,9 @@ fn parse(file: &Path, text: &str) -> Result<raw::RawConfig, ConfigError> {
     })
 }
 
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod secret_debug_tests;
 #[cfg(test)]
 mod tests;

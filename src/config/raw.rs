@@ -31,6 +31,7 @@ pub struct RawEngine {
     pub retry_min: Option<HumanDuration>,
     pub retry_max: Option<HumanDuration>,
     pub attempt_timeout: Option<HumanDuration>,
+    pub start_jitter: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

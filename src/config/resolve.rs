@@ -189,6 +189,9 @@ pub(super) fn resolve(
     })
 }
 
+/// The longest `[engine] start_jitter` accepted.
+const MAX_START_JITTER: Duration = Duration::from_secs(3600);
+
 fn engine_settings(ctx: &Ctx<'_>, raw: Option<&RawEngine>) -> Result<EngineSettings, ConfigError> {
     let min = ctx.duration(
         "engine.retry_min",
@@ -207,8 +210,20 @@ fn engine_settings(ctx: &Ctx<'_>, raw: Option<&RawEngine>) -> Result<EngineSetti
         raw.and_then(|r| r.attempt_timeout),
         Duration::from_secs(60),
     )?;
+    // Zero is the default and means no wait; beyond an hour a host would go without
+    // credentials for longer than most of them live.
+    let start_jitter = raw
+        .and_then(|r| r.start_jitter)
+        .map_or(Duration::ZERO, |d| d.0);
+    if start_jitter > MAX_START_JITTER {
+        return Err(ctx.err(
+            "engine.start_jitter",
+            format!("expected at most 1h, not {}", HumanDuration(start_jitter)),
+        ));
+    }
     Ok(EngineSettings {
         backoff,
         attempt_timeout,
+        start_jitter,
     })
 }

@@ -142,6 +142,7 @@ pub fn show(config: &Config) -> String {
         "attempt_timeout".into(),
         duration(config.engine.attempt_timeout),
     );
+    engine.insert("start_jitter".into(), duration(config.engine.start_jitter));
     root.insert("engine".into(), Value::Table(engine));
     if let Some(e) = &config.endpoint {
         root.insert("endpoint".into(), Value::Table(show_endpoint(e)));

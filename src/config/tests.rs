@@ -550,3 +550,27 @@ fn azure_targets_and_their_outputs_issue_10() {
         "{both}"
     );
 }
+
+/// issue 11: `[engine] start_jitter` is no wait by default, takes zero, and refuses more than
+/// an hour; `keyfed check` shows it.
+#[test]
+fn the_start_jitter_is_read_and_bounded_issue_11() {
+    let config = load_text(&format!("{ISSUER}{AWS}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.engine.start_jitter, std::time::Duration::ZERO);
+    assert!(show(&config).contains("start_jitter = \"0s\""));
+    for (value, secs) in [("0s", 0), ("1m", 60), ("1h", 3600)] {
+        let config = load_text(&format!(
+            "{ISSUER}{AWS}[engine]\nstart_jitter = \"{value}\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(
+            config.engine.start_jitter,
+            std::time::Duration::from_secs(secs)
+        );
+    }
+    let error = error_of(&format!("{ISSUER}{AWS}[engine]\nstart_jitter = \"2h\"\n"));
+    assert!(
+        error.contains("engine.start_jitter: expected at most 1h, not 2h"),
+        "{error}"
+    );
+}

@@ -47,7 +47,7 @@ pub struct TargetStatus {
     pub faces: Vec<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
     /// The credential's process document (see `Credential::process_document`), with its kind
@@ -68,6 +68,33 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
+}
+
+/// A credential's document is never shown (issue 11): a response printed for a protocol error
+/// or a failed assertion must not carry it.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Credential {
+                kind, expires_at, ..
+            } => f
+                .debug_struct("Credential")
+                .field("kind", kind)
+                .field("document", &keyfed_core::REDACTED)
+                .field("expires_at", expires_at)
+                .finish(),
+            Self::Status { targets, hidden } => f
+                .debug_struct("Status")
+                .field("targets", targets)
+                .field("hidden", hidden)
+                .finish(),
+            Self::Error { code, message } => f
+                .debug_struct("Error")
+                .field("code", code)
+                .field("message", message)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

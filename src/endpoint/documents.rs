@@ -77,7 +77,10 @@ impl<S: ?Sized + ToOwned + PartialEq> Documents<S> {
         if hit.is_some() {
             return hit;
         }
-        let body = Bytes::from(render(&issued.credential)?);
+        // Wiped when the last reference to it goes (issue 11); hyper's own buffers are not.
+        let body = Bytes::from_owner(keyfed_core::secret::Zeroizing::new(
+            render(&issued.credential)?.into_bytes(),
+        ));
         let mut cache = self.0.write().unwrap_or_else(PoisonError::into_inner);
         let known = cache
             .get(key.target)

@@ -13,7 +13,7 @@ use keyfed_core::clock::unix_seconds;
 use keyfed_core::exchange::Side;
 
 use super::{Core, HEALTH};
-use crate::engine::{LATENCY_BUCKETS, Phase};
+use crate::engine::LATENCY_BUCKETS;
 
 pub async fn healthz(State(core): State<Arc<Core>>) -> Response {
     core.count(HEALTH, StatusCode::OK);
@@ -122,8 +122,13 @@ fn render(core: &Core, uid: Option<u32>) -> String {
         "gauge",
         "1 while the target holds a usable credential.",
     );
+    // Usable as /readyz judges it: an expired credential being refreshed is not up (issue 11:
+    // the phase said "refreshing" and the gauge 1 while faces answered 503).
+    let now = core.now();
     for (target, s) in &snapshots {
-        let up = s.phase != Phase::Expired && s.expires_at.is_some();
+        let up = s
+            .expires_at
+            .is_some_and(|e| now + crate::engine::EXPIRY_MARGIN < e);
         let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", u8::from(up));
     }
     let name = "keyfed_target_stopped";

@@ -5,7 +5,7 @@
 //! only when `endpoint.imds_v1 = true`. One target per listen address (`imds_target`), its role
 //! name the target's name. A missing or invalid session token is 401, as on EC2.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,46 +30,108 @@ const NAME: &str = "imds";
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 const MAX_TTL: u64 = 21_600;
-/// Session tokens kept at most; the oldest go first when full.
+/// Session tokens kept at most. Anyone local may ask for tokens (no secret is needed), so a user
+/// flooding token requests must push out only their own sessions, never another user's: each
+/// user holds at most [`MAX_TOKENS_PER_USER`], and when the store is full anyway (several users
+/// at their cap) expired tokens go first, then the issuing user's oldest, and only a user
+/// holding none evicts the oldest of the user holding the most.
 const MAX_TOKENS: usize = 4096;
+/// Session tokens one local user keeps at most; issuing one more drops their own oldest. A
+/// quarter of the store: a user at the cap can never crowd out the others, and a host's few
+/// SDK processes per user need far fewer.
+const MAX_TOKENS_PER_USER: usize = MAX_TOKENS / 4;
 
-/// Issued session tokens and when they expire.
+/// Issued session tokens: each one's expiry, and each local user's tokens, oldest first.
+/// Callers whose uid is unknown (`None`) share one bucket and its cap, so they can push out
+/// each other's sessions, but never more than one user's share of the store. Issuing costs a
+/// step per user at most (plus the expired tokens it drops), not one per token: a flood of token
+/// requests holds the lock the credential reads need only briefly.
 #[derive(Default)]
-struct Tokens(HashMap<String, Instant>);
+struct Tokens {
+    expiry: HashMap<String, Instant>,
+    by_user: HashMap<Option<u32>, VecDeque<String>>,
+}
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{} session tokens ({})",
-            self.0.len(),
+            self.expiry.len(),
             keyfed_core::REDACTED
         )
     }
 }
 
 impl Tokens {
-    fn issue(&mut self, ttl: Duration) -> String {
+    /// A new token living `ttl` for `uid`.
+    fn issue(&mut self, ttl: Duration, uid: Option<u32>) -> String {
         let now = Instant::now();
-        self.0.retain(|_, expiry| *expiry > now);
-        let oldest = (self.0.len() >= MAX_TOKENS)
-            .then(|| {
-                self.0
+        self.drop_expired(uid, now);
+        if self.held_by(uid) >= MAX_TOKENS_PER_USER {
+            self.drop_oldest(uid, |_| true);
+        }
+        if self.expiry.len() >= MAX_TOKENS {
+            let users: Vec<Option<u32>> = self.by_user.keys().copied().collect();
+            for user in users {
+                self.drop_expired(user, now);
+            }
+        }
+        if self.expiry.len() >= MAX_TOKENS {
+            // The issuing user pays for their own token when they hold any.
+            let evicted = if self.held_by(uid) > 0 {
+                Some(uid)
+            } else {
+                self.by_user
                     .iter()
-                    .min_by_key(|(_, e)| **e)
-                    .map(|(t, _)| t.clone())
-            })
-            .flatten();
-        if let Some(oldest) = oldest {
-            self.0.remove(&oldest);
+                    .max_by_key(|(_, tokens)| tokens.len())
+                    .map(|(user, _)| *user)
+            };
+            if let Some(user) = evicted {
+                self.drop_oldest(user, |_| true);
+            }
         }
         let token = super::random_token();
-        self.0.insert(token.clone(), now + ttl);
+        self.expiry.insert(token.clone(), now + ttl);
+        self.by_user
+            .entry(uid)
+            .or_default()
+            .push_back(token.clone());
         token
     }
 
+    fn held_by(&self, uid: Option<u32>) -> usize {
+        self.by_user.get(&uid).map_or(0, VecDeque::len)
+    }
+
+    /// Drops `uid`'s expired tokens from the front of its queue: a user's tokens mostly share
+    /// one TTL, so they expire in the order they were issued.
+    fn drop_expired(&mut self, uid: Option<u32>, now: Instant) {
+        while self.drop_oldest(uid, |expiry| expiry <= now) {}
+    }
+
+    /// Drops `uid`'s oldest token if `when` says so of its expiry; whether it did.
+    fn drop_oldest(&mut self, uid: Option<u32>, when: impl Fn(Instant) -> bool) -> bool {
+        let Some(queue) = self.by_user.get_mut(&uid) else {
+            return false;
+        };
+        let dropped = match queue.front() {
+            Some(oldest) if self.expiry.get(oldest).is_none_or(|e| when(*e)) => {
+                if let Some(oldest) = queue.pop_front() {
+                    self.expiry.remove(&oldest);
+                }
+                true
+            }
+            _ => false,
+        };
+        if queue.is_empty() {
+            self.by_user.remove(&uid);
+        }
+        dropped
+    }
+
     fn valid(&self, token: &str) -> bool {
-        self.0
+        self.expiry
             .get(token)
             .is_some_and(|expiry| *expiry > Instant::now())
     }
@@ -135,7 +197,7 @@ impl Imds {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn issue(&self, headers: &HeaderMap) -> Result<Response, Refusal> {
+    fn issue(&self, peer: &Peer, headers: &HeaderMap) -> Result<Response, Refusal> {
         let ttl = headers.get(TTL_HEADER).ok_or(Refusal::BadRequest(format!(
             "the {TTL_HEADER} header is required"
         )))?;
@@ -149,7 +211,9 @@ impl Imds {
                     "{TTL_HEADER} must be a number of seconds from 1 to {MAX_TTL}"
                 ))
             })?;
-        let token = self.lock_tokens().issue(Duration::from_secs(seconds));
+        let token = self
+            .lock_tokens()
+            .issue(Duration::from_secs(seconds), peer.uid);
         let mut response = token.into_response();
         let echo = HeaderValue::from_str(&seconds.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("21600"));
@@ -203,8 +267,12 @@ impl Imds {
     }
 }
 
-async fn token(State(imds): State<Arc<Imds>>, headers: HeaderMap) -> Response {
-    imds.core.answer(&*imds, imds.issue(&headers))
+async fn token(
+    State(imds): State<Arc<Imds>>,
+    peer: axum::Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    imds.core.answer(&*imds, imds.issue(&peer.0, &headers))
 }
 
 async fn roles(
@@ -242,14 +310,80 @@ mod tests {
     #[test]
     fn tokens_expire_and_the_store_is_bounded() {
         let mut tokens = Tokens::default();
-        let a = tokens.issue(Duration::from_secs(60));
+        let a = tokens.issue(Duration::from_secs(60), Some(1000));
         assert!(tokens.valid(&a));
         assert!(!tokens.valid("forged"));
-        let short = tokens.issue(Duration::ZERO);
+        let short = tokens.issue(Duration::ZERO, Some(1000));
         assert!(!tokens.valid(&short));
         for _ in 0..MAX_TOKENS + 10 {
-            tokens.issue(Duration::from_secs(60));
+            tokens.issue(Duration::from_secs(60), Some(1000));
         }
-        assert!(tokens.0.len() <= MAX_TOKENS);
+        assert!(tokens.expiry.len() <= MAX_TOKENS);
+    }
+
+    /// Issue 11, defect 1: a user asking for more tokens than the store holds, each with the
+    /// longest TTL, pushes out only their own: the sessions other users (and callers whose uid
+    /// is unknown) took earlier stay valid, and the flooder's newest token is valid too.
+    #[test]
+    fn a_token_flood_evicts_only_the_flooders_tokens() {
+        let mut tokens = Tokens::default();
+        let mine = tokens.issue(Duration::from_secs(60), Some(1000));
+        let unknown = tokens.issue(Duration::from_secs(60), None);
+        let mut last = String::new();
+        for _ in 0..MAX_TOKENS + 100 {
+            last = tokens.issue(Duration::from_secs(MAX_TTL), Some(65534));
+        }
+        assert!(tokens.valid(&mine), "another user's session was evicted");
+        assert!(
+            tokens.valid(&unknown),
+            "an unknown caller's session was evicted"
+        );
+        assert!(tokens.valid(&last));
+        assert_eq!(tokens.expiry.len(), MAX_TOKENS_PER_USER + 2);
+    }
+
+    /// Issue 11 (review D6): a user holding most of the store keeps every session when another
+    /// floods. Before the per-user cap the flooder evicted the larger holder's sessions until
+    /// both held equally; now each holds at most its cap, evicting only its own.
+    #[test]
+    fn a_flood_spares_a_user_holding_many_sessions() {
+        let mut tokens = Tokens::default();
+        let held: Vec<String> = (0..3000)
+            .map(|_| tokens.issue(Duration::from_secs(60), Some(1000)))
+            .collect();
+        let kept: Vec<&String> = held.iter().filter(|t| tokens.valid(t)).collect();
+        assert!(kept.len() >= MAX_TOKENS_PER_USER, "{}", kept.len());
+        assert!(held.last().is_some_and(|t| tokens.valid(t)));
+        let mut last = String::new();
+        for _ in 0..5000 {
+            last = tokens.issue(Duration::from_secs(MAX_TTL), Some(65534));
+        }
+        let evicted = kept.iter().filter(|t| !tokens.valid(t)).count();
+        assert_eq!(evicted, 0, "the flood evicted another user's sessions");
+        assert!(tokens.valid(&last));
+        assert!(tokens.expiry.len() <= MAX_TOKENS);
+    }
+
+    /// Issue 11 (review D6): with the store full of users at their cap, a user holding tokens
+    /// pays for a new one with their own oldest; one holding none takes the oldest of the
+    /// largest holder, and the store stays bounded.
+    #[test]
+    fn a_full_store_evicts_the_issuers_own_tokens_first() {
+        let mut tokens = Tokens::default();
+        let users: Vec<Vec<String>> = (0..4)
+            .map(|uid| {
+                (0..MAX_TOKENS_PER_USER)
+                    .map(|_| tokens.issue(Duration::from_secs(60), Some(uid)))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(tokens.expiry.len(), MAX_TOKENS);
+        let new = tokens.issue(Duration::from_secs(60), Some(0));
+        assert!(tokens.valid(&new));
+        assert!(!tokens.valid(&users[0][0]), "the issuer's oldest stayed");
+        assert!(users[1..].iter().flatten().all(|t| tokens.valid(t)));
+        let stranger = tokens.issue(Duration::from_secs(60), Some(9));
+        assert!(tokens.valid(&stranger));
+        assert_eq!(tokens.expiry.len(), MAX_TOKENS);
     }
 }

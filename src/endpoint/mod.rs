@@ -24,6 +24,8 @@ mod server;
 mod timed_io;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
@@ -66,6 +68,10 @@ const FACES: [Start; 5] = [
 const HEALTH: &str = "health";
 /// The metrics label of requests for paths nothing serves.
 const OTHER: &str = "other";
+
+/// Marks a response [`Core`] has counted, so the guard counts the others.
+#[derive(Debug, Clone, Copy)]
+struct Counted;
 
 /// What every face is given: the served targets and the services around them.
 #[derive(Debug)]
@@ -125,13 +131,15 @@ impl Core {
         };
         face.finish(&mut response);
         self.count(label, response.status());
+        response.extensions_mut().insert(Counted);
         response
     }
 
     /// The same for what no face answers (`health`, `other`), in the endpoint's own statuses.
     fn answer_plain(&self, label: &'static str, result: Result<Response, Refusal>) -> Response {
-        let response = result.unwrap_or_else(IntoResponse::into_response);
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
         self.count(label, response.status());
+        response.extensions_mut().insert(Counted);
         response
     }
 
@@ -253,11 +261,18 @@ async fn fallback(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Re
 }
 
 fn health_routes(core: &Arc<Core>) -> Router {
+    // The handlers count their answers themselves (marked so, unlike the router's own 405s).
+    let counted = || axum::middleware::map_response(counted);
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz).route_layer(counted()))
+        .route("/readyz", get(health::readyz).route_layer(counted()))
+        .route("/metrics", get(health::metrics).route_layer(counted()))
         .with_state(Arc::clone(core))
+}
+
+async fn counted(mut response: Response) -> Response {
+    response.extensions_mut().insert(Counted);
+    response
 }
 
 /// A listener's routes: the faces' (with `credentials`) and health's (with `health`), behind
@@ -338,15 +353,24 @@ async fn guard(State(endpoint): State<Arc<Endpoint>>, request: Request, next: Ne
         Some(local) => guard::check(&endpoint.hosts, absolute, request.headers(), local),
         None => Err(Refusal::NotFound),
     };
-    let Err(refusal) = checked else {
-        return next.run(request).await;
-    };
     let path = request.uri().path();
     let face = endpoint.face_at(path);
     let label = match face {
         Some(face) => face.spec().name,
         None if HEALTH_PATHS.contains(&path) => HEALTH,
         None => OTHER,
+    };
+    let Err(refusal) = checked else {
+        let mut response = next.run(request).await;
+        // An answer the router gave by itself (405 to a method a route does not take, 400 to a
+        // path it cannot decode) is counted, and marked, as its face's too (issue 11).
+        if response.extensions().get::<Counted>().is_none() {
+            if let Some(face) = face {
+                face.finish(&mut response);
+            }
+            endpoint.core.count(label, response.status());
+        }
+        return response;
     };
     tracing::debug!(face = label, "endpoint request refused: {refusal:?}");
     match face {

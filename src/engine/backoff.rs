@@ -4,7 +4,8 @@
 //!
 //! A stopped target (its upstream refused in a way only a change on some side can fix) skips
 //! the short steps: it waits the longest step, plus up to a tenth of it so a fleet stopped
-//! together is not retried together.
+//! together is not retried together. Any other failure waits the jittered step, but no longer
+//! than a quarter of the time its still usable credential has left ([`Backoff::after_failure`]).
 
 use std::time::Duration;
 
@@ -64,6 +65,29 @@ impl Backoff {
         self.max
     }
 
+    /// How long a target waits after a failed attempt, `failures` counting it: the longest step
+    /// (and a little more) when the failure `stopped` it — only a change elsewhere helps, and
+    /// retrying sooner would only repeat a refused request, whatever its credential's expiry —
+    /// else the jittered step, made shorter as the expiry of a credential still usable for
+    /// `usable_left` nears (a quarter of that, at least 1 s). `unit` is a random number in
+    /// [0, 1).
+    pub fn after_failure(
+        &self,
+        failures: u32,
+        stopped: bool,
+        usable_left: Option<Duration>,
+        unit: f64,
+    ) -> Duration {
+        if stopped {
+            return self.stopped_delay(unit);
+        }
+        let delay = self.delay(failures, unit);
+        match usable_left {
+            Some(left) => delay.min((left / 4).max(Duration::from_secs(1))),
+            None => delay,
+        }
+    }
+
     /// The delay before retry number `attempt`; `unit` is a random number in [0, 1).
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let unit = if unit.is_finite() {
@@ -101,6 +125,32 @@ mod tests {
         assert_eq!(b.delay(4, 0.0), FLOOR);
         assert_eq!(b.delay(20, 0.999_999).as_secs(), 299);
         assert_eq!(b.delay(3, f64::NAN), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_usable_credential_shortens_the_wait_but_not_a_stop() {
+        let b = Backoff::DEFAULT;
+        let left = |s| Some(Duration::from_secs(s));
+        assert_eq!(
+            b.after_failure(9, false, None, 0.5),
+            Duration::from_secs(128)
+        );
+        assert_eq!(
+            b.after_failure(9, false, left(200), 0.5),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            b.after_failure(9, false, left(2), 0.5),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.after_failure(2, false, left(3600), 0.5),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.after_failure(1, true, left(2), 0.0),
+            Duration::from_secs(300)
+        );
     }
 
     #[test]

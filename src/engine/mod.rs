@@ -41,6 +41,8 @@ pub use {
 };
 
 #[cfg(test)]
+mod herd;
+#[cfg(test)]
 mod tests;
 
 /// Every target's engine, by name.

@@ -7,10 +7,42 @@
 //! refreshed while it still has more than that. Nor later than the moment the engine stops
 //! serving it ([`EXPIRY_MARGIN`] before expiry), so a short-lived token (under about 90 s) is
 //! replaced before it stops being usable rather than after.
+//!
+//! Before its first credential a target waits a random part of `[engine] start_jitter` (none by
+//! default), so a fleet restarted together does not reach Keycloak in the same second; a target
+//! holding a credential, a retry time or a caller waiting for a credential never waits for it.
+//! The fleet-wide effect of these rules and of the backoff's is simulated in `herd.rs`.
 
 use std::time::{Duration, SystemTime};
 
 use super::target::EXPIRY_MARGIN;
+
+/// The refresh jitter [`refresh_at`] takes, from a random `unit` in [0, 1): ±10 %.
+pub fn jitter(unit: f64) -> f64 {
+    unit * 0.2 - 0.1
+}
+
+/// The moment a target started at `started` first asks for a credential: a random part
+/// (`unit`, in [0, 1)) of `start_jitter` later.
+pub fn first_attempt(started: SystemTime, start_jitter: Duration, unit: f64) -> SystemTime {
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    started + start_jitter.mul_f64(unit)
+}
+
+/// When a target's background loop next acts for a credential: at its retry time after a
+/// failure, else at its credential's refresh time, else (nothing held, nothing failed yet) at
+/// its [`first_attempt`].
+pub fn due(
+    retry_at: Option<SystemTime>,
+    refresh_at: Option<SystemTime>,
+    first_at: SystemTime,
+) -> SystemTime {
+    retry_at.or(refresh_at).unwrap_or(first_at)
+}
 
 /// The moment to refresh a credential issued at `issued` that expires at `expires`.
 ///
@@ -156,6 +188,26 @@ mod tests {
         assert!(too_short_for(Duration::from_secs(900), azure));
         assert!(!too_short_for(Duration::from_secs(3600), azure));
         assert!(!too_short_for(Duration::from_secs(300), Duration::ZERO));
+    }
+
+    /// issue 11: the first attempt waits a part of `start_jitter`, and only while nothing is
+    /// held and nothing has failed.
+    #[test]
+    fn the_start_jitter_delays_only_a_target_holding_nothing() {
+        let spread = Duration::from_secs(60);
+        assert_eq!(first_attempt(at(T0), Duration::ZERO, 0.7), at(T0));
+        assert_eq!(first_attempt(at(T0), spread, 0.5), at(T0 + 30));
+        assert!(first_attempt(at(T0), spread, 0.999_999) < at(T0 + 60));
+        assert_eq!(first_attempt(at(T0), spread, f64::NAN), at(T0));
+        assert_eq!(first_attempt(at(T0), spread, -1.0), at(T0));
+        let first = first_attempt(at(T0), spread, 0.5);
+        assert_eq!(due(None, None, first), at(T0 + 30));
+        assert_eq!(due(None, Some(at(T0 + 5)), first), at(T0 + 5));
+        assert_eq!(due(Some(at(T0 + 7)), Some(at(T0 + 5)), first), at(T0 + 7));
+        assert_eq!(due(Some(at(T0 + 1)), None, first), at(T0 + 1));
+        assert!((jitter(0.0) + 0.1).abs() < 1e-12);
+        assert!(jitter(0.5).abs() < 1e-12);
+        assert!(jitter(0.999_999) < 0.1);
     }
 
     proptest! {

@@ -54,7 +54,10 @@ use tracing::Instrument as _;
 
 use super::SlotKey;
 use super::backoff::Backoff;
-use super::schedule::{refresh_at, refresh_for_readers, too_short_for, too_short_for_readers};
+use super::schedule::{
+    due, first_attempt, jitter, refresh_at, refresh_for_readers, too_short_for,
+    too_short_for_readers,
+};
 use super::slot::{OnDemand, Slot, SlotSnapshot, Slots, State, TooMany, UnknownSlot, Waiting};
 use super::source::{FetchError, Source, fetch_slot_within};
 use crate::credential::Credential;
@@ -209,6 +212,10 @@ pub struct TargetEngine {
     clock: Arc<dyn Clock>,
     backoff: Backoff,
     attempt_timeout: Duration,
+    /// When the background loop first asks for a slot holding nothing (`[engine]
+    /// start_jitter`; consumers asking sooner are served at once). A reload's engine takes
+    /// over its predecessor's, so a reload in the start window pushes no turn back.
+    first_at: Mutex<SystemTime>,
     /// The main credential, the one the outputs are written from.
     main: Arc<Slot>,
     /// Variants named by the configuration, refreshed in the background like the main one.
@@ -250,6 +257,7 @@ impl TargetEngine {
             source,
             outputs,
             write: Box::new(Output::write),
+            first_at: Mutex::new(clock.now()),
             clock,
             backoff,
             attempt_timeout,
@@ -284,6 +292,16 @@ impl TargetEngine {
         Ok(self)
     }
 
+    /// Makes the background loop wait a random part of `start_jitter` before it first asks for
+    /// a slot that holds nothing (`[engine] start_jitter`: a fleet restarted together must not
+    /// reach Keycloak in the same second). A slot holding a credential or a retry time, a
+    /// consumer asking, and `keyfed once` never wait for it; only the daemon's first build
+    /// draws it, never a reload (see `sources::Start`).
+    pub fn with_start_jitter(self, start_jitter: Duration) -> Self {
+        *self.first_at() = first_attempt(self.clock.now(), start_jitter, rand::random::<f64>());
+        self
+    }
+
     /// Writes outputs with `write` instead of [`Output::write`] (tests: a write that blocks).
     #[cfg(test)]
     pub fn with_output_writer(
@@ -316,6 +334,16 @@ impl TargetEngine {
 
     fn writes(&self) -> MutexGuard<'_, Writes> {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn first_at(&self) -> MutexGuard<'_, SystemTime> {
+        self.first_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When the background loop first asks for a slot holding nothing (tests of reloads).
+    #[cfg(test)]
+    pub fn first_attempt_at(&self) -> SystemTime {
+        *self.first_at()
     }
 
     /// Retires the engine when a reload replaces it: an in-flight refresh may still finish
@@ -664,27 +692,24 @@ impl TargetEngine {
         }
     }
 
-    /// How long to wait after the failure `e`, `s.failures` counting it. A stopped target waits
-    /// the longest step whatever its credential's expiry: only a change elsewhere helps, and
-    /// retrying sooner would only hammer the upstream with a request it refuses. Any other
-    /// failure backs off exponentially, and sooner as the current credential's expiry nears
-    /// (a source that passes on "fetch a fresh subject token" without doing so counts as that).
+    /// How long to wait after the failure `e`, `s.failures` counting it, by
+    /// [`Backoff::after_failure`]: a stopped target waits the longest step whatever its
+    /// credential's expiry; any other failure backs off exponentially, and sooner as the current
+    /// credential's expiry nears (a source that passes on "fetch a fresh subject token" without
+    /// doing so counts as that).
     fn delay_after(&self, s: &State, e: &FetchError, now: SystemTime) -> Duration {
-        if e.stopped().is_some() {
-            return self.backoff.stopped_delay(rand::random::<f64>());
-        }
-        let delay = self.backoff.delay(s.failures, rand::random::<f64>());
-        match s.current.as_ref().filter(|c| c.usable_at(now)) {
-            Some(c) => {
-                let left = c
-                    .credential
-                    .expires_at()
-                    .duration_since(now)
-                    .unwrap_or_default();
-                delay.min((left / 4).max(Duration::from_secs(1)))
-            }
-            None => delay,
-        }
+        let usable_left = s.current.as_ref().filter(|c| c.usable_at(now)).map(|c| {
+            c.credential
+                .expires_at()
+                .duration_since(now)
+                .unwrap_or_default()
+        });
+        self.backoff.after_failure(
+            s.failures,
+            e.stopped().is_some(),
+            usable_left,
+            rand::random::<f64>(),
+        )
     }
 
     async fn attempt(&self, slot: &Slot) -> Result<Arc<Issued>, FetchError> {
@@ -700,7 +725,7 @@ impl TargetEngine {
                 rfc3339(expires)
             )));
         }
-        let jitter = rand::random::<f64>() * 0.2 - 0.1;
+        let jitter = jitter(rand::random::<f64>());
         let issued = Arc::new(Issued {
             refresh_at: match &slot.key {
                 // The subject token's readers keep it for a while: keep their window.
@@ -832,9 +857,12 @@ impl TargetEngine {
     /// the output errors — so a reload neither drops a valid credential, nor refreshes every
     /// target at once, nor cuts a failing target's backoff short. A stopped slot is the
     /// exception: it is retried at once, since the change it waits for (a role's trust policy,
-    /// a Keycloak client, a secret file) is what an operator reloads after.
+    /// a Keycloak client, a secret file) is what an operator reloads after. A target still
+    /// waiting its start-jitter turn keeps the time it drew.
     pub fn adopt(&self, previous: &TargetEngine) {
         let now = self.clock.now();
+        let previous_first_at = *previous.first_at();
+        *self.first_at() = previous_first_at;
         self.main.adopt(&previous.main, now);
         let old_on_demand = previous.on_demand();
         for slot in &self.configured {
@@ -858,11 +886,11 @@ impl TargetEngine {
     /// When the background loop should act next for `slot`.
     fn due_at(&self, slot: &Slot) -> SystemTime {
         let s = slot.lock();
-        match (s.retry_at, &s.current) {
-            (Some(retry), _) => retry,
-            (None, Some(c)) => c.refresh_at,
-            (None, None) => self.clock.now(),
-        }
+        due(
+            s.retry_at,
+            s.current.as_ref().map(|c| c.refresh_at),
+            *self.first_at(),
+        )
     }
 
     /// Keeps the main credential and every configured variant fresh until the task is dropped

@@ -4,7 +4,10 @@
 //! Missing folders are created with mode 0700 (0750 and the file's group when a group must reach
 //! the file) and the file's owner. Temporary files left by an interrupted write
 //! (`.NAME.keyfed-tmp-<16 hex digits>`, over a minute old) are removed before the next write of
-//! the same file.
+//! the same file. A file that other programs rewrite in place without any lock (the shared
+//! credentials file, which `aws configure set` rewrites) is replaced only if it still holds what
+//! keyfed read, and what another program wrote into it just as keyfed replaced it is handed
+//! back (`Folder::replace_if_unchanged`).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write as _};
@@ -16,10 +19,70 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::folder::{Folder, NewFolder, euid, failed};
+use super::folder::{Folder, NewFolder, ReadFile, euid, failed};
 
 /// A temporary file younger than this is never taken for one an interrupted write left.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long after replacing a file that others write in place [`Folder::replace_if_unchanged`]
+/// looks at the replaced one again: a writer that opened it just before the rename writes into
+/// it within this (the AWS CLI opens the file and writes it within a millisecond).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long [`Folder::replace_if_unchanged`] waits at most for a file another program is
+/// writing to settle (see [`settled`]) before it gives up and leaves the file as it is.
+pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What [`Folder::replace_if_unchanged`] did. A file another program wrote is handed back only
+/// once it has settled (see [`settled`]).
+pub enum Replaced {
+    /// The file held what was expected; it holds the new content now.
+    Done,
+    /// The file does not hold the new content — it did not hold what was expected and was left
+    /// as it is, or another program rewrote it after the rename from what it had read before:
+    /// what it holds now.
+    Changed(Option<ReadFile>),
+    /// Replaced, but another program wrote into the replaced file just before: what it holds
+    /// now, which the new content lacks.
+    Overtaken(Option<ReadFile>),
+}
+
+fn content_of(file: &Option<ReadFile>) -> Option<&[u8]> {
+    file.as_ref().map(|f| f.content.as_slice())
+}
+
+/// What a file another program is writing holds once that program has finished: `read` again
+/// every [`SETTLE`] from `first` until two reads agree and the file is not a cut-short `before`
+/// (empty or only its start: what a writer that truncated the file and has not written all of
+/// it yet leaves). Taking such a file for the writer's work would merge into it and drop every
+/// line the user had; so after [`SETTLE_LIMIT`] this fails and the caller leaves the file alone.
+fn settled(
+    shown: &Path,
+    mut first: Option<ReadFile>,
+    before: Option<&[u8]>,
+    mut read: impl FnMut() -> io::Result<Option<ReadFile>>,
+) -> io::Result<Option<ReadFile>> {
+    let cut_short = |now: Option<&[u8]>| match (now, before) {
+        (Some(now), Some(before)) => now.len() < before.len() && before.starts_with(now),
+        _ => false,
+    };
+    let deadline = std::time::Instant::now() + SETTLE_LIMIT;
+    loop {
+        std::thread::sleep(SETTLE);
+        let now = read()?;
+        if content_of(&now) == content_of(&first) && !cut_short(content_of(&now)) {
+            return Ok(now);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "another program is writing {} and left it empty or cut short for {} s: keyfed leaves it as it is",
+                shown.display(),
+                SETTLE_LIMIT.as_secs()
+            )));
+        }
+        first = now;
+    }
+}
 
 /// Mode and ownership of a written file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +171,20 @@ impl Folder {
     /// Replaces `name` in this folder with `content`: a temporary file made and renamed over it
     /// through the folder's descriptor, so no path is looked up again.
     pub fn replace(&self, name: &OsStr, content: &[u8], spec: FileSpec) -> io::Result<()> {
+        self.replace_checked(name, content, spec, || Ok(true))
+            .map(|_| ())
+    }
+
+    /// [`Folder::replace`], asking `go_ahead` once the temporary file is complete, just before
+    /// the rename: when it says no, the temporary file is removed and `name` left as it is.
+    /// Whether it was replaced.
+    fn replace_checked(
+        &self,
+        name: &OsStr,
+        content: &[u8],
+        spec: FileSpec,
+        go_ahead: impl FnOnce() -> io::Result<bool>,
+    ) -> io::Result<bool> {
         let tmp = temp_name(name);
         let shown = self.shown(&tmp);
         // An unpredictable name, created exclusively and never through a symlink: in a folder
@@ -124,21 +201,99 @@ impl Folder {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| failed("create", &shown, e))?;
-        let result = self.fill_and_rename(fd, &tmp, name, content, spec);
-        if result.is_err() {
+        let result = self.fill(fd, name, content, spec).and_then(|file| {
+            if !go_ahead()? {
+                return Ok(false);
+            }
+            self.rename_over(&tmp, name)?;
+            // The lock on the temporary file is held until it is in place.
+            drop(file);
+            Ok(true)
+        });
+        if !matches!(result, Ok(true)) {
             let _ = rustix::fs::unlinkat(&self.fd, tmp.as_os_str(), AtFlags::empty());
         }
         result
     }
 
-    fn fill_and_rename(
+    /// Replaces `name` with `content` only if it still holds `expected` (`None`: it does not
+    /// exist), for a file that programs other than keyfed rewrite in place without any lock (the
+    /// AWS CLI's `aws configure set`): keyfed's own lock cannot keep them out, so what keyfed
+    /// read may be gone by the time it would rename its file over it. The file is compared just
+    /// before the rename; after it, see [`Folder::after_rename`].
+    #[allow(clippy::too_many_arguments)] // each says what the file must hold and be
+    pub fn replace_if_unchanged(
         &self,
-        fd: OwnedFd,
-        tmp: &OsStr,
         name: &OsStr,
         content: &[u8],
         spec: FileSpec,
-    ) -> io::Result<()> {
+        expected: Option<&[u8]>,
+        owner: u32,
+        limit: u64,
+        settle: std::time::Duration,
+    ) -> io::Result<Replaced> {
+        let mut found = None;
+        let replaced = self.replace_checked(name, content, spec, || {
+            let now = self.read_file(name, owner, limit)?;
+            let unchanged = now.as_ref().map(|f| f.content.as_slice()) == expected;
+            found = Some(now);
+            Ok(unchanged)
+        })?;
+        let found = found.flatten();
+        if !replaced {
+            let read = || self.read_file(name, owner, limit);
+            return settled(&self.shown(name), found, expected, read).map(Replaced::Changed);
+        }
+        self.after_rename(name, found, content, owner, limit, settle)
+    }
+
+    /// After `content` replaced `old` at `name`: a writer that opened `old` just before the
+    /// rename writes into it after, so `old` is read again `settle` later (see [`SETTLE`]);
+    /// and one that read `old` before the rename may rewrite the new file from that stale read
+    /// (putting older credentials back), so `name` must still hold `content`.
+    fn after_rename(
+        &self,
+        name: &OsStr,
+        old: Option<ReadFile>,
+        content: &[u8],
+        owner: u32,
+        limit: u64,
+        settle: std::time::Duration,
+    ) -> io::Result<Replaced> {
+        if let Some(old) = old {
+            std::thread::sleep(settle);
+            match old.again(limit) {
+                Ok(after) if after.content != old.content => {
+                    let read = || old.again(limit).map(Some);
+                    let written =
+                        settled(&self.shown(name), Some(after), Some(&old.content), read)?;
+                    return Ok(Replaced::Overtaken(written));
+                }
+                Ok(_) => {}
+                // The new file is in place; only the look for a late writer failed.
+                Err(e) => tracing::warn!(
+                    file = %self.shown(name).display(),
+                    "cannot read the replaced file again to look for a late write: {e}"
+                ),
+            }
+        }
+        let now = self.read_file(name, owner, limit)?;
+        if content_of(&now) == Some(content) {
+            return Ok(Replaced::Done);
+        }
+        let read = || self.read_file(name, owner, limit);
+        settled(&self.shown(name), now, Some(content), read).map(Replaced::Changed)
+    }
+
+    /// Fills the new temporary file `fd` of `name` with `content`, owner and mode set, synced to
+    /// disk; returns it still locked.
+    fn fill(
+        &self,
+        fd: OwnedFd,
+        name: &OsStr,
+        content: &[u8],
+        spec: FileSpec,
+    ) -> io::Result<std::fs::File> {
         let shown = self.shown(name);
         let context = |what: &str| {
             let shown = shown.clone();
@@ -162,8 +317,12 @@ impl Folder {
             .map_err(context("chmod"))?;
         file.write_all(content).map_err(context("write"))?;
         file.sync_all().map_err(context("fsync"))?;
+        Ok(file)
+    }
+
+    fn rename_over(&self, tmp: &OsStr, name: &OsStr) -> io::Result<()> {
         rustix::fs::renameat(&self.fd, tmp, &self.fd, name)
-            .map_err(|e| failed("rename a temporary file over", &shown, e))?;
+            .map_err(|e| failed("rename a temporary file over", &self.shown(name), e))?;
         rustix::fs::fsync(&self.fd).map_err(|e| failed("fsync", &self.path, e))
     }
 
@@ -358,5 +517,251 @@ mod tests {
             assert!(p(n).symlink_metadata().is_ok(), "{n} was kept");
         }
         assert!(p("target").exists());
+    }
+
+    fn read_back(folder: &Folder, name: &str) -> Vec<u8> {
+        folder
+            .read_file(OsStr::new(name), euid(), 1000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|f| f.content)
+            .unwrap_or_default()
+    }
+
+    /// Issue 11: a file that changed since keyfed read it (the AWS CLI rewrote it in place) is
+    /// left as it is, and what it holds now is handed back to merge into.
+    #[test]
+    fn issue11_a_file_changed_since_it_was_read_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let folder = Folder::open(dir.path(), FileSpec::PRIVATE.new_folder(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let name = OsStr::new("credentials");
+        fs::write(dir.path().join("credentials"), "theirs").unwrap_or_else(|e| panic!("{e}"));
+        for expected in [Some(&b"what keyfed read"[..]), None] {
+            let done = folder
+                .replace_if_unchanged(
+                    name,
+                    b"mine",
+                    FileSpec::PRIVATE,
+                    expected,
+                    euid(),
+                    1000,
+                    SETTLE,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            let Replaced::Changed(Some(now)) = done else {
+                panic!("replaced a file that changed");
+            };
+            assert_eq!(now.content, b"theirs");
+            assert_eq!(read_back(&folder, "credentials"), b"theirs");
+        }
+        let done = folder
+            .replace_if_unchanged(
+                name,
+                b"mine",
+                FileSpec::PRIVATE,
+                Some(b"theirs"),
+                euid(),
+                1000,
+                SETTLE,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(done, Replaced::Done));
+        assert_eq!(read_back(&folder, "credentials"), b"mine");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["credentials"], "no temporary file is left behind");
+    }
+
+    /// Issue 11: a writer that opened the file just before keyfed renamed its own over it, and
+    /// wrote after (into the replaced file, which no name reaches any more), is noticed: what it
+    /// wrote is handed back to merge into.
+    #[test]
+    fn issue11_a_write_into_the_replaced_file_is_handed_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("credentials");
+        fs::write(&path, "[a]\n").unwrap_or_else(|e| panic!("{e}"));
+        // Opened before the rename, as `aws configure set` opens the file to append a profile.
+        let mut cli = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let old =
+            std::os::unix::fs::MetadataExt::ino(&cli.metadata().unwrap_or_else(|e| panic!("{e}")));
+        let watched = path.clone();
+        let writer = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while fs::metadata(&watched)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok()
+                == Some(old)
+            {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(30),
+                    "never replaced"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            cli.write_all(b"[cli]\n").unwrap_or_else(|e| panic!("{e}"));
+        });
+        let folder = Folder::open(dir.path(), FileSpec::PRIVATE.new_folder(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Long enough for the writer thread however busy the machine.
+        let settle = std::time::Duration::from_secs(3);
+        let done = folder
+            .replace_if_unchanged(
+                OsStr::new("credentials"),
+                b"[a]\n[mine]\n",
+                FileSpec::PRIVATE,
+                Some(b"[a]\n"),
+                euid(),
+                1000,
+                settle,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .join()
+            .unwrap_or_else(|_| panic!("the writer panicked"));
+        let Replaced::Overtaken(written) = done else {
+            panic!("the write into the replaced file went unnoticed");
+        };
+        assert_eq!(
+            written.map(|f| f.content).as_deref(),
+            Some(&b"[a]\n[cli]\n"[..])
+        );
+        assert_eq!(read_back(&folder, "credentials"), b"[a]\n[mine]\n");
+    }
+
+    /// A folder with `credentials` holding "[a]\n", that file read as the one keyfed merged
+    /// into, and the AWS CLI's handle on it: opened with truncation (`aws configure set`
+    /// opens it so to rewrite it), nothing written yet.
+    fn truncated_by_the_cli() -> (tempfile::TempDir, Folder, ReadFile, fs::File) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        fs::write(dir.path().join("credentials"), "[a]\n").unwrap_or_else(|e| panic!("{e}"));
+        let folder = Folder::open(dir.path(), FileSpec::PRIVATE.new_folder(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let old = folder
+            .read_file(OsStr::new("credentials"), euid(), 1000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("credentials is missing"));
+        let cli =
+            fs::File::create(dir.path().join("credentials")).unwrap_or_else(|e| panic!("{e}"));
+        (dir, folder, old, cli)
+    }
+
+    /// keyfed's merged file renamed over `credentials`.
+    fn rename_mine_over(dir: &Path) {
+        fs::write(dir.join("mine"), "[a]\n[mine]\n").unwrap_or_else(|e| panic!("{e}"));
+        fs::rename(dir.join("mine"), dir.join("credentials")).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Writes `text` into `cli` 300 ms from now: later than [`SETTLE`].
+    fn late_write(mut cli: fs::File, text: &'static str) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            cli.write_all(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+        })
+    }
+
+    /// Issue 11 review: a replaced file the AWS CLI had truncated just before the rename, and
+    /// writes more than [`SETTLE`] after it, is handed back once written, never empty (merging
+    /// into the empty file dropped every line the user had).
+    #[test]
+    fn issue11_a_replaced_file_truncated_and_written_late_is_handed_back_once_written() {
+        let (dir, folder, old, cli) = truncated_by_the_cli();
+        rename_mine_over(dir.path());
+        let writer = late_write(cli, "[a]\n[cli]\n");
+        let name = OsStr::new("credentials");
+        let done = folder
+            .after_rename(name, Some(old), b"[a]\n[mine]\n", euid(), 1000, SETTLE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .join()
+            .unwrap_or_else(|_| panic!("the writer panicked"));
+        let Replaced::Overtaken(written) = done else {
+            panic!("the late write into the replaced file went unnoticed");
+        };
+        assert_eq!(
+            written.map(|f| f.content).as_deref(),
+            Some(&b"[a]\n[cli]\n"[..])
+        );
+        assert_eq!(read_back(&folder, "credentials"), b"[a]\n[mine]\n");
+    }
+
+    /// Issue 11 review: a replaced file that stays truncated is never handed back as what the
+    /// other program wrote; the merge fails naming the file, which keeps every line.
+    #[test]
+    fn issue11_a_replaced_file_that_stays_truncated_fails_the_merge() {
+        let (dir, folder, old, _cli) = truncated_by_the_cli();
+        rename_mine_over(dir.path());
+        let name = OsStr::new("credentials");
+        let Err(e) = folder.after_rename(name, Some(old), b"[a]\n[mine]\n", euid(), 1000, SETTLE)
+        else {
+            panic!("a truncated file was taken for a finished write");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("credentials and left it empty or cut short"),
+            "{e}"
+        );
+        assert_eq!(read_back(&folder, "credentials"), b"[a]\n[mine]\n");
+    }
+
+    /// Issue 11 review: a file found truncated at its name just before the rename is not
+    /// replaced, and handed back only once the other program has written it.
+    #[test]
+    fn issue11_a_file_truncated_before_the_rename_is_handed_back_once_written() {
+        let (_dir, folder, _old, cli) = truncated_by_the_cli();
+        let writer = late_write(cli, "[a]\n[cli]\n");
+        let done = folder
+            .replace_if_unchanged(
+                OsStr::new("credentials"),
+                b"[a]\n[mine]\n",
+                FileSpec::PRIVATE,
+                Some(b"[a]\n"),
+                euid(),
+                1000,
+                SETTLE,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .join()
+            .unwrap_or_else(|_| panic!("the writer panicked"));
+        let Replaced::Changed(now) = done else {
+            panic!("replaced a file that changed");
+        };
+        assert_eq!(
+            now.map(|f| f.content).as_deref(),
+            Some(&b"[a]\n[cli]\n"[..])
+        );
+        assert_eq!(read_back(&folder, "credentials"), b"[a]\n[cli]\n");
+    }
+
+    /// Issue 11 review: the AWS CLI read the file before keyfed's rename and rewrote the new
+    /// file from that stale read (putting keyfed's older credentials back): noticed, and what
+    /// the file holds handed back to merge into again.
+    #[test]
+    fn issue11_a_rewrite_of_the_new_file_from_a_stale_read_is_handed_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        fs::write(dir.path().join("credentials"), "[a]\n").unwrap_or_else(|e| panic!("{e}"));
+        let folder = Folder::open(dir.path(), FileSpec::PRIVATE.new_folder(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let name = OsStr::new("credentials");
+        let old = folder
+            .read_file(name, euid(), 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rename_mine_over(dir.path());
+        fs::write(dir.path().join("credentials"), "[a]\n[cli]\n").unwrap_or_else(|e| panic!("{e}"));
+        let done = folder
+            .after_rename(name, old, b"[a]\n[mine]\n", euid(), 1000, SETTLE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Replaced::Changed(now) = done else {
+            panic!("the stale rewrite went unnoticed");
+        };
+        assert_eq!(
+            now.map(|f| f.content).as_deref(),
+            Some(&b"[a]\n[cli]\n"[..])
+        );
     }
 }

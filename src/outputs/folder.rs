@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
-use std::io::{self, Read as _};
+use std::io::{self, Read as _, Seek as _};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
@@ -220,21 +220,7 @@ impl Folder {
         if st.st_size as u64 > limit {
             return Err(refuse(&shown, format!("is larger than {limit} bytes")));
         }
-        let mut content = Vec::new();
-        std::fs::File::from(fd)
-            .take(limit + 1)
-            .read_to_end(&mut content)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot read {}: {e}", shown.display()))
-            })?;
-        if content.len() as u64 > limit {
-            return Err(refuse(&shown, format!("is larger than {limit} bytes")));
-        }
-        Ok(Some(ReadFile {
-            content,
-            mode: st.st_mode & 0o7777,
-            gid: st.st_gid,
-        }))
+        ReadFile::read(std::fs::File::from(fd), &st, &shown, limit).map(Some)
     }
 
     /// Takes keyfed's exclusive lock on `name` (the file `.NAME.keyfed-lock` beside it),
@@ -317,12 +303,55 @@ impl Folder {
     }
 }
 
-/// A file read by [`Folder::read_file`].
+/// A file read by [`Folder::read_file`], still open.
 pub struct ReadFile {
     pub content: Vec<u8>,
     /// Permission bits.
     pub mode: u32,
     pub gid: u32,
+    /// The file read, even once another has replaced it at its name.
+    file: std::fs::File,
+    shown: PathBuf,
+}
+
+impl ReadFile {
+    fn read(file: std::fs::File, st: &Stat, shown: &Path, limit: u64) -> io::Result<Self> {
+        let mut content = Vec::new();
+        (&file)
+            .take(limit + 1)
+            .read_to_end(&mut content)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot read {}: {e}", shown.display()))
+            })?;
+        if content.len() as u64 > limit {
+            return Err(refuse(shown, format!("is larger than {limit} bytes")));
+        }
+        Ok(Self {
+            content,
+            mode: st.st_mode & 0o7777,
+            gid: st.st_gid,
+            file,
+            shown: shown.to_owned(),
+        })
+    }
+
+    /// The same file read again from its start, as it is now: what another program wrote into
+    /// it since, even after it was replaced at its name (its checks were made when it was
+    /// opened; a replaced file has no link left).
+    pub fn again(&self, limit: u64) -> io::Result<Self> {
+        let named = |what: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot {what} {}: {e}", self.shown.display()),
+            )
+        };
+        let file = self.file.try_clone().map_err(|e| named("reopen", e))?;
+        let st = rustix::fs::fstat(&file).map_err(|e| failed("inspect", &self.shown, e))?;
+        (&file)
+            .seek(io::SeekFrom::Start(0))
+            .map_err(|e| named("read", e))?;
+        Self::read(file, &st, &self.shown, limit)
+    }
 }
 
 /// A regular file with exactly one link, owned by `owner`.

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 pub use atomic::{FileSpec, write_atomic};
 
-use folder::{Folder, LOCK_WAIT, euid};
+use atomic::Replaced;
+use folder::{Folder, LOCK_WAIT, ReadFile, euid};
 use keyfed_core::ExposeSecret as _;
 
 use keyfed_core::exchange::SlotKey;
@@ -117,7 +118,8 @@ impl Output {
             path: self.path.clone(),
             detail,
         };
-        let content = match (&self.kind, credential) {
+        // Wiped once written (issue 11).
+        let content = keyfed_core::secret::Zeroizing::new(match (&self.kind, credential) {
             (
                 OutputKind::Token | OutputKind::GcpSubjectToken | OutputKind::AzureFederatedToken,
                 Credential::Token(t),
@@ -179,13 +181,20 @@ impl Output {
                     other.kind()
                 )));
             }
-        };
+        });
         write_atomic(&self.path, content.as_bytes(), self.spec()).map_err(|e| fail(e.to_string()))
     }
 
     /// Merges one profile into the shared credentials file under an exclusive lock. Without a
     /// configured `mode`, the file keeps its owner's permission bits and loses every access for
     /// group (unless `group` is configured) and others: credentials go in.
+    ///
+    /// The lock keeps other keyfeds out, not the user's own tools: `aws configure set`
+    /// rewrites the file in place without any lock. So the merged file replaces the old one only
+    /// if the old one still holds what was merged into, and a write another program made
+    /// meanwhile is merged into again (issue 11: a profile the AWS CLI added while keyfed
+    /// merged was lost) — but only once that write is finished: a file the program has
+    /// truncated and not yet written is never merged into (it would drop every user line).
     fn merge(&self, profile: &str, keys: &[(&str, String)]) -> std::io::Result<()> {
         let (dir, name) = atomic::split(&self.path)?;
         // Whose file this is: as root with `owner = "alice"`, alice's; else keyfed's own.
@@ -193,36 +202,80 @@ impl Output {
         let folder = Folder::open(dir, self.spec().new_folder(), Some(owner))?;
         // Refuse a link, a hard-linked or a foreign file before creating anything beside it.
         folder.check_file(name, owner)?;
+        // Released when dropped, on every return.
         let _lock = folder.lock(name, owner, LOCK_WAIT)?;
         folder.remove_stale_temps(name, Some(owner));
-        let (existing, spec) = match folder.read_file(name, owner, MAX_MERGED_FILE)? {
-            Some(file) => {
-                let text = String::from_utf8(file.content).map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} is not UTF-8 text", self.path.display()),
-                    )
-                })?;
-                let spec = match self.mode {
-                    Some(_) => FileSpec {
-                        owner: Some(owner),
-                        ..self.spec()
-                    },
-                    None => FileSpec {
-                        mode: kept_mode(file.mode, self.group.is_some()),
-                        owner: Some(owner),
-                        group: self.group.or(Some(file.gid)),
-                    },
-                };
-                (text, spec)
+        let mut base = folder.read_file(name, owner, MAX_MERGED_FILE)?;
+        // What the file must hold for the merge to replace it: what `base` holds, except after
+        // a write landed in a file the merge had just replaced — then what the merge wrote.
+        let mut expected = base.as_ref().map(|f| f.content.clone());
+        for _ in 0..MERGE_ATTEMPTS {
+            let (existing, spec) = match &base {
+                Some(file) => (self.text_of(&file.content)?, self.kept_spec(file, owner)),
+                None => (String::new(), self.spec()),
+            };
+            let merged = aws_ini::merge(&existing, profile, keys);
+            match folder.replace_if_unchanged(
+                name,
+                merged.as_bytes(),
+                spec,
+                expected.as_deref(),
+                owner,
+                MAX_MERGED_FILE,
+                atomic::SETTLE,
+            )? {
+                Replaced::Done => return Ok(()),
+                Replaced::Changed(now) => {
+                    tracing::info!(
+                        file = %self.path.display(),
+                        "another program wrote the file while keyfed merged into it: merging again"
+                    );
+                    expected = now.as_ref().map(|f| f.content.clone());
+                    base = now;
+                }
+                Replaced::Overtaken(written) => {
+                    tracing::info!(
+                        file = %self.path.display(),
+                        "another program wrote the file just as keyfed replaced it: merging again"
+                    );
+                    base = written;
+                    expected = Some(merged.into_bytes());
+                }
             }
-            None => (String::new(), self.spec()),
-        };
-        let merged = aws_ini::merge(&existing, profile, keys);
-        folder.replace(name, merged.as_bytes(), spec)
-        // The lock is released when `_lock` is dropped.
+        }
+        Err(std::io::Error::other(format!(
+            "{} changed each of the {MERGE_ATTEMPTS} times keyfed merged into it: another program keeps writing it",
+            self.path.display()
+        )))
+    }
+
+    fn text_of(&self, content: &[u8]) -> std::io::Result<String> {
+        String::from_utf8(content.to_vec()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not UTF-8 text", self.path.display()),
+            )
+        })
+    }
+
+    /// The mode and owner a merged file gets over the `existing` one (see [`Output::merge`]).
+    fn kept_spec(&self, existing: &ReadFile, owner: u32) -> FileSpec {
+        match self.mode {
+            Some(_) => FileSpec {
+                owner: Some(owner),
+                ..self.spec()
+            },
+            None => FileSpec {
+                mode: kept_mode(existing.mode, self.group.is_some()),
+                owner: Some(owner),
+                group: self.group.or(Some(existing.gid)),
+            },
+        }
     }
 }
+
+/// How many times a merge tries before giving up on a file other programs keep rewriting.
+const MERGE_ATTEMPTS: usize = 5;
 
 /// The largest shared credentials file keyfed merges into; a real one is a few KiB.
 const MAX_MERGED_FILE: u64 = 1 << 20;

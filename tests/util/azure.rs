@@ -29,16 +29,19 @@ impl Fixture {
     pub async fn azure() -> (Self, Arc<EntraEmulator>) {
         let mut fx = Self::new();
         let realm = fx.realm();
-        let sub = realm
-            .clients
-            .iter()
-            .find(|c| c.client_id == CLIENT)
-            .map(|c| c.service_account_id.clone())
-            .unwrap_or_else(|| panic!("no {CLIENT} in the standard realm"));
+        let sub = service_account_of(&realm);
         fx.start(KeycloakEmulator::builder(realm)).await;
-        let issuer = fx.keycloak().issuer_url();
+        let entra = fx.start_entra(&sub).await;
+        (fx, entra)
+    }
+
+    /// An Entra emulator trusting the service account `sub` of the running Keycloak emulator's
+    /// `host-secret` (see [`service_account_of`]) for [`APP`] and [`IDENTITY`]; its tokens
+    /// become known secrets, and its CA is written to `entra-ca.pem`.
+    pub async fn start_entra(&self, sub: &str) -> Arc<EntraEmulator> {
+        let issuer = self.keycloak().issuer_url();
         let ca = TestCa::new().unwrap_or_else(|e| panic!("test CA: {e}"));
-        let credential = FederatedCredential::new(&issuer, &sub);
+        let credential = FederatedCredential::new(&issuer, sub);
         let entra = EntraEmulator::builder()
             .tenant(TENANT)
             .tls(&ca)
@@ -47,13 +50,13 @@ impl Fixture {
             .start()
             .await
             .unwrap_or_else(|e| panic!("entra emulator: {e}"));
-        fx.write(
+        self.write(
             "entra-ca.pem",
             entra.ca_pem().unwrap_or_else(|| panic!("no CA")),
         );
         let entra = Arc::new(entra);
-        fx.known.add_emulator(&entra);
-        (fx, entra)
+        self.known.add_emulator(&entra);
+        entra
     }
 
     /// The Entra emulator's CA certificate, for consumers that must trust it.
@@ -84,4 +87,15 @@ impl Fixture {
             entra.authority_host(),
         )
     }
+}
+
+/// The service account id (`sub`) of `host-secret` in `realm`, which the Entra emulator's
+/// federated credentials trust.
+pub fn service_account_of(realm: &keyfed_keycloak::emulator::Realm) -> String {
+    realm
+        .clients
+        .iter()
+        .find(|c| c.client_id == CLIENT)
+        .map(|c| c.service_account_id.clone())
+        .unwrap_or_else(|| panic!("no {CLIENT} in the standard realm"))
 }

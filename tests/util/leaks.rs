@@ -12,6 +12,14 @@
 //! A process's stdout may carry the one credential its command exists to print (`keyfed token`,
 //! `keyfed credential-process`); that credential is taken out of stdout before the check and
 //! becomes a known secret for every other stream and process.
+//!
+//! Issue 11 widened it: the secrets each configuration in a test's folder names (`config.rs`),
+//! secrets recognised by their shape whoever issued them (`shapes.rs`), and a tally of what the
+//! whole suite scanned for the README's reliability table (`tally.rs`).
+
+mod config;
+mod shapes;
+mod tally;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,6 +46,11 @@ pub enum SecretFile {
     /// A JSON document holding a token in the string `field` (`access_token` of a
     /// `gcp-access-token` output, `accessToken` of an `azure-access-token` one).
     JsonField(&'static str),
+    /// A PEM private key: every line of its key bits.
+    PrivateKey,
+    /// An output file of any kind, its secret parts told by its content: a JWT's signature, an
+    /// AWS profile's or document's keys, a JSON token's token, else the whole (a raw token).
+    Output,
 }
 
 /// What a process's stdout legitimately carries.
@@ -81,6 +94,10 @@ struct Inner {
     fixed: Vec<Secret>,
     emulators: Vec<Arc<dyn IssuesSecrets>>,
     files: Vec<(PathBuf, SecretFile)>,
+    /// Folders whose configuration files are read at each check (see `config.rs`).
+    configs: Vec<PathBuf>,
+    /// Leaks are planted here on purpose: its checks stay out of the suite's tally.
+    planted: bool,
 }
 
 /// Every secret a test run knows; clones share one registry.
@@ -105,25 +122,6 @@ pub fn urlencode(text: &str) -> String {
 fn jwt_signature(jwt: &str) -> Option<&str> {
     let parts: Vec<&str> = jwt.trim().split('.').collect();
     (parts.len() == 3).then(|| parts[2])
-}
-
-/// Whether `text` holds a signed compact JWT: a JSON header and payload (Base64url of `{"`,
-/// so `eyJ`) and a signature, dot-separated. This catches tokens no emulator issued — a real
-/// Keycloak's, client assertions — whose values the run cannot know.
-fn contains_signed_jwt(text: &str) -> bool {
-    let is_b64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    text.match_indices("eyJ").any(|(start, _)| {
-        let mut parts = text[start..].splitn(3, '.');
-        let (Some(header), Some(payload), Some(rest)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return false;
-        };
-        let signature: String = rest.chars().take_while(|c| is_b64url(*c)).collect();
-        header.chars().all(is_b64url)
-            && payload.starts_with("eyJ")
-            && payload.chars().all(is_b64url)
-            && signature.len() >= 16
-    })
 }
 
 /// A line from the middle of a PEM body: real key bits (the first characters of a PEM body are
@@ -213,13 +211,30 @@ impl Known {
         }
     }
 
+    /// Reads the configuration files in `dir` at each check for the secrets they name (see
+    /// `config.rs`).
+    pub fn add_configs(&self, dir: PathBuf) {
+        let mut inner = self.lock();
+        if !inner.configs.contains(&dir) {
+            inner.configs.push(dir);
+        }
+    }
+
+    /// Marks this registry as one whose leaks a test plants on purpose: its checks fail as
+    /// ever, but stay out of the suite's tally (and so cannot withdraw its row).
+    pub fn expect_leaks(&self) {
+        self.lock().planted = true;
+    }
+
     /// Every secret known right now.
     pub fn secrets(&self) -> Vec<Secret> {
         let inner = self.lock();
         let mut all = inner.fixed.clone();
+        let mut seen: std::collections::HashSet<String> =
+            all.iter().map(|s| s.value.clone()).collect();
         let mut push = |what: String, value: &str| {
             let value = value.trim();
-            if value.len() >= MIN_LEN && !all.iter().any(|s| s.value == value) {
+            if value.len() >= MIN_LEN && seen.insert(value.to_owned()) {
                 all.push(Secret {
                     what,
                     value: value.to_owned(),
@@ -231,38 +246,21 @@ impl Known {
                 push(emulator.secret_kind().to_owned(), &secret);
             }
         }
-        for (path, kind) in &inner.files {
+        let mut files = inner.files.clone();
+        for config in inner.configs.iter().flat_map(|d| config::configs_in(d)) {
+            let named = config::named_by(&config);
+            for (what, value) in named.values {
+                push(what, &value);
+            }
+            files.extend(named.files);
+        }
+        for (path, kind) in &files {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
             };
             let what = format!("the secret in {}", path.display());
-            match kind {
-                SecretFile::Whole => push(what, &text),
-                SecretFile::ClientSecret { client_id } => {
-                    push(what.clone(), &text);
-                    push(what.clone(), &urlencode(text.trim()));
-                    push(what, &basic_auth(client_id, text.trim()));
-                }
-                SecretFile::Jwt => {
-                    if let Some(signature) = jwt_signature(&text) {
-                        push(what, signature);
-                    }
-                }
-                SecretFile::AwsIni => {
-                    for value in aws_ini_secrets(&text) {
-                        push(what.clone(), &value);
-                    }
-                }
-                SecretFile::AwsJson => {
-                    for value in aws_json_secrets(&text) {
-                        push(what.clone(), &value);
-                    }
-                }
-                SecretFile::JsonField(field) => {
-                    if let Some(token) = json_field(&text, field) {
-                        push(what, &token);
-                    }
-                }
+            for value in file_secrets(kind, &text) {
+                push(what.clone(), &value);
             }
         }
         all
@@ -270,15 +268,12 @@ impl Known {
 
     /// The names of the known secrets in `text`.
     pub fn found_in(&self, text: &str) -> Vec<String> {
-        self.secrets()
-            .into_iter()
-            .filter(|s| text.contains(&s.value))
-            .map(|s| s.what)
-            .collect()
+        found(&self.secrets(), text)
     }
 
-    /// Fails the test if a known secret is in `stdout` (less what the command serves by design)
-    /// or in `stderr` of `process`; what it served becomes a known secret.
+    /// Fails the test if a known secret, or a secret's shape, is in `stdout` (less what the
+    /// command serves by design) or in `stderr` of `process`; what it served becomes a known
+    /// secret. Every check counts in the suite's tally (see `tally.rs`).
     pub fn check(&self, process: &str, serves: Serves, stdout: &str, stderr: &str) {
         let mut scrubbed = stdout.to_owned();
         let served: Vec<String> = match serves {
@@ -296,11 +291,21 @@ impl Known {
             scrubbed = scrubbed.replace(value.as_str(), "<served>");
             self.add(&format!("a credential served by {process}"), value);
         }
-        for (stream, text) in [("stdout", scrubbed.as_str()), ("stderr", stderr)] {
-            let mut found = self.found_in(text);
-            if contains_signed_jwt(text) {
-                found.push("a signed JWT (from any issuer, the real Keycloak's too)".to_owned());
-            }
+        let secrets = self.secrets();
+        let found: Vec<(&str, Vec<String>)> = [("stdout", scrubbed.as_str()), ("stderr", stderr)]
+            .into_iter()
+            .map(|(stream, text)| {
+                let mut found = found(&secrets, text);
+                found.extend(shapes::found_in(text));
+                (stream, found)
+            })
+            .collect();
+        let count = found.iter().map(|(_, f)| f.len()).sum();
+        if !self.lock().planted {
+            let values: Vec<String> = secrets.into_iter().map(|s| s.value).collect();
+            tally::record(&[stdout, stderr], &values, count);
+        }
+        for (stream, found) in found {
             assert!(
                 found.is_empty(),
                 "secrets leaked into the {stream} of {process}: {found:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
@@ -309,19 +314,66 @@ impl Known {
     }
 }
 
+/// The names of those of `secrets` in `text`.
+fn found(secrets: &[Secret], text: &str) -> Vec<String> {
+    secrets
+        .iter()
+        .filter(|s| text.contains(&s.value))
+        .map(|s| s.what.clone())
+        .collect()
+}
+
+/// The secret parts of a file of `kind` holding `text`.
+fn file_secrets(kind: &SecretFile, text: &str) -> Vec<String> {
+    match kind {
+        SecretFile::Whole => vec![text.to_owned()],
+        SecretFile::ClientSecret { client_id } => {
+            // keyfed drops one trailing newline; the secret is what is left.
+            let secret = text.strip_suffix('\n').unwrap_or(text);
+            let secret = secret.strip_suffix('\r').unwrap_or(secret);
+            vec![
+                text.to_owned(),
+                urlencode(secret),
+                basic_auth(client_id, secret),
+            ]
+        }
+        SecretFile::Jwt => jwt_signature(text)
+            .map(|s| vec![s.to_owned()])
+            .unwrap_or_default(),
+        SecretFile::AwsIni => aws_ini_secrets(text),
+        SecretFile::AwsJson => aws_json_secrets(text),
+        SecretFile::JsonField(field) => json_field(text, field).into_iter().collect(),
+        SecretFile::PrivateKey => config::key_lines(text),
+        SecretFile::Output => {
+            if let Some(signature) = jwt_signature(text) {
+                return vec![signature.to_owned()];
+            }
+            let ini = aws_ini_secrets(text);
+            if !ini.is_empty() {
+                return ini;
+            }
+            if let Ok(doc) = serde_json::from_str::<serde_json::Value>(text.trim()) {
+                let mut values = aws_json_secrets(text);
+                for field in ["access_token", "accessToken", "token", "id_token"] {
+                    values.extend(doc[field].as_str().map(str::to_owned));
+                }
+                return values;
+            }
+            // A raw token is one word; anything else (a user's file of comments before keyfed
+            // wrote its profile) holds nothing secret.
+            let word = text.trim();
+            if word.contains(char::is_whitespace) {
+                Vec::new()
+            } else {
+                vec![word.to_owned()]
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn any_signed_jwt_is_found() {
-        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLW9mLWVub3VnaC1sZW5ndGg";
-        assert!(contains_signed_jwt(&format!("token received: {jwt}\n")));
-        assert!(!contains_signed_jwt(
-            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.<served>"
-        ));
-        assert!(!contains_signed_jwt("header eyJhbGciOiJSUzI1NiJ9 only"));
-    }
 
     /// An emulator of a cloud the leak check has never heard of.
     struct NewCloud(Mutex<Vec<String>>);

@@ -5,19 +5,23 @@
 //! Each outside system has its own file: the Keycloak emulator's standard realm
 //! (`keycloak_emulator.rs`), the real Keycloak server (`keycloak.rs`), STS and AWS targets
 //! (`aws.rs`); long-running keyfed is in `daemon.rs`. Beside them: requests to the local
-//! endpoint (`http.rs`) and programs run as another user (`users.rs`).
+//! endpoint (`http.rs`), programs run as another user (`users.rs`), a daemon serving every face
+//! of the endpoint (`faces.rs`) and the instruments of the endpoint abuse tests (`abuse.rs`).
 
 #![allow(dead_code)]
 
+pub mod abuse;
 pub mod aws;
 pub mod azure;
 pub mod daemon;
+pub mod faces;
 pub mod gcp;
 pub mod http;
 pub mod keycloak;
 pub mod keycloak_emulator;
 pub mod leaks;
 pub mod process;
+pub mod readers;
 pub mod users;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -207,6 +211,8 @@ impl Fixture {
         );
         fx.known
             .add_file(fx.path("container-token"), SecretFile::Whole);
+        // Whatever else the test configures (issue 11): see `leaks/config.rs`.
+        fx.known.add_configs(fx.dir.path().to_path_buf());
         fx
     }
 

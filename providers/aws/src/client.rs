@@ -33,6 +33,8 @@ pub struct StsClient {
     region: String,
     /// The endpoint as error messages name it.
     endpoint: String,
+    /// How long a call may take: also the bound on asking a refusing proxy what it says.
+    timeout: std::time::Duration,
 }
 
 type StsSdkError = SdkError<AssumeRoleWithWebIdentityError, HttpResponse>;
@@ -63,6 +65,8 @@ impl StsClient {
             .region(Region::new(region.to_owned()))
             .use_fips(settings.fips)
             .retry_config(RetryConfig::disabled())
+            // issue 11: the SDK reads a document cut off mid-way as if whole.
+            .interceptor(crate::whole_document::WholeDocument)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(settings.http.connect_timeout)
@@ -97,6 +101,7 @@ impl StsClient {
             sts: aws_sdk_sts::Client::from_conf(config.build()),
             region: region.to_owned(),
             endpoint,
+            timeout: settings.http.timeout,
         })
     }
 
@@ -132,8 +137,23 @@ impl StsClient {
             .set_policy(request.policy.clone())
             .set_policy_arns(policy_arns)
             .send()
-            .await
-            .map_err(|e| self.failure(e, request, duration_secs, web_identity_token))?;
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                let mut error = self.failure(e, request, duration_secs, web_identity_token);
+                // A proxy's refusal reaches here as "tunnel error: unsuccessful": name the
+                // proxy and what it said (issue 11).
+                if let AwsError::Transport { detail, .. } = &mut error
+                    && let Ok(url) = url::Url::parse(&self.endpoint)
+                    && let Some(proxy) =
+                        keyfed_core::proxy::explain(&url, detail, self.timeout).await
+                {
+                    *detail = format!("{detail}: {proxy}");
+                }
+                return Err(error);
+            }
+        };
         self.credentials(output, &request.role_arn)
     }
 
@@ -191,6 +211,9 @@ impl StsClient {
     ) -> AwsError {
         let role_arn = request.role_arn.clone();
         let endpoint = self.endpoint.clone();
+        // STS's words, or an echo of the request in them (a gateway's error page), must not
+        // carry the token into keyfed's (issue 11).
+        let redact = |text: &str| keyfed_core::secret::redact_sent(text, &[token.expose_secret()]);
         let transport = |detail: String, timed_out: bool| AwsError::Transport {
             role_arn: role_arn.clone(),
             endpoint: endpoint.clone(),
@@ -203,7 +226,7 @@ impl StsClient {
                 let err = context.err();
                 match err.code() {
                     Some(code) => {
-                        let message = err.message().unwrap_or_default().to_owned();
+                        let message = redact(err.message().unwrap_or_default());
                         let facts = TokenFacts::read(token);
                         let cx = HintContext {
                             role_arn: &request.role_arn,
@@ -215,7 +238,7 @@ impl StsClient {
                             hint: hint(code, &message, &cx),
                             role_arn,
                             status,
-                            code: code.to_owned(),
+                            code: redact(code),
                             message,
                             request_id: err.request_id().map(str::to_owned),
                         }
@@ -227,31 +250,34 @@ impl StsClient {
                         endpoint,
                         detail: format!(
                             "HTTP {status} with a body that is not an AssumeRoleWithWebIdentityResponse ({})",
-                            error_chain(&error)
+                            redact(&error_chain(&error))
                         ),
                     },
                     None => AwsError::Http {
                         role_arn,
                         endpoint,
                         status,
-                        body: http::trim_body(&String::from_utf8_lossy(
+                        body: http::trim_body(&redact(&String::from_utf8_lossy(
                             context.raw().body().bytes().unwrap_or_default(),
-                        )),
+                        ))),
                     },
                 }
             }
             SdkError::TimeoutError(_) => transport(
-                format!("no answer within the timeout ({})", error_chain(&error)),
+                format!(
+                    "no answer within the timeout ({})",
+                    redact(&error_chain(&error))
+                ),
                 true,
             ),
             SdkError::DispatchFailure(failure) if failure.is_user() => AwsError::InvalidSettings {
                 detail: format!(
                     "cannot send AssumeRoleWithWebIdentity to {endpoint} for role {role_arn}: {}",
-                    error_chain(&error)
+                    redact(&error_chain(&error))
                 ),
             },
             SdkError::DispatchFailure(failure) => {
-                transport(error_chain(&error), failure.is_timeout())
+                transport(redact(&error_chain(&error)), failure.is_timeout())
             }
             SdkError::ResponseError(context) if has_source::<http_client::BodyTooLarge>(&error) => {
                 AwsError::InvalidResponse {
@@ -270,16 +296,16 @@ impl StsClient {
                 detail: format!(
                     "HTTP {}: {}",
                     context.raw().status().as_u16(),
-                    error_chain(&error)
+                    redact(&error_chain(&error))
                 ),
             },
             SdkError::ConstructionFailure(_) => AwsError::InvalidSettings {
                 detail: format!(
                     "cannot build AssumeRoleWithWebIdentity for role {role_arn} at {endpoint}: {}",
-                    error_chain(&error)
+                    redact(&error_chain(&error))
                 ),
             },
-            _ => transport(error_chain(&error), false),
+            _ => transport(redact(&error_chain(&error)), false),
         }
     }
 }

@@ -29,9 +29,13 @@ mod http_client;
 mod provider_name;
 mod session_name;
 mod settings;
+mod whole_document;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
+
+#[cfg(test)]
+mod debug_redaction;
 
 #[cfg(all(test, feature = "emulator"))]
 mod tests;

@@ -196,6 +196,9 @@ impl EntraClient {
         subject_token: &SecretString,
         scope: &str,
     ) -> AzureError {
+        // An echo of the request (a gateway's error page) must not put the subject token, sent
+        // as the client assertion, into keyfed's words (issue 11).
+        let body = &keyfed_core::secret::redact_sent_bytes(body, &[subject_token.expose_secret()]);
         let Ok(e) = serde_json::from_slice::<EntraErrorBody>(body) else {
             return AzureError::Http {
                 url: url.to_owned(),

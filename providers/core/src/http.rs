@@ -69,8 +69,9 @@ pub const LOOPBACK_NO_PROXY: &str = "localhost,127.0.0.0/8,::1";
 /// The proxies the environment asks for, read the way reqwest and the AWS SDK read them
 /// (hyper-util's rules): the upper-case name first, `ALL_PROXY` for a scheme without its own,
 /// nothing at all under CGI (`REQUEST_METHOD` set, where `HTTP_PROXY` may come from a request
-/// header). Each entry is `(variable, proxy URL)`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// header). Each entry is `(variable, proxy URL)`. `Debug` shows the URLs without their
+/// passwords.
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct ProxyEnv {
     pub http: Option<(&'static str, String)>,
     pub https: Option<(&'static str, String)>,
@@ -97,6 +98,39 @@ impl ProxyEnv {
                 .map(|(_, v)| v)
                 .unwrap_or_default(),
         }
+    }
+}
+
+impl std::fmt::Debug for ProxyEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |entry: &Option<(&'static str, String)>| {
+            entry
+                .as_ref()
+                .map(|(variable, url)| (*variable, without_password(url)))
+        };
+        f.debug_struct("ProxyEnv")
+            .field("http", &shown(&self.http))
+            .field("https", &shown(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// A proxy URL with its password (whatever follows the first `:` of what precedes the last
+/// `@`) replaced by `***`; read by hand, not parsed, so a value no parser accepts is hidden too.
+fn without_password(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+        None => format!("{scheme}{userinfo}@{host}"),
     }
 }
 
@@ -270,6 +304,29 @@ mod tests {
         assert_eq!(cgi, ProxyEnv::default());
         let empty = env_of(&[("HTTPS_PROXY", " ")]);
         assert_eq!(empty.https, None);
+    }
+
+    /// issue 11: a proxy URL's password never reaches Debug output.
+    #[test]
+    fn issue_11_proxy_env_debug_hides_passwords() {
+        let env = ProxyEnv {
+            http: Some(("HTTP_PROXY", "http://bob:s3cr3t%21@proxy:3128/".to_owned())),
+            https: Some(("https_proxy", "al:pa/ss@word@[bad".to_owned())),
+            no_proxy: "corp.example".to_owned(),
+        };
+        for shown in [format!("{env:?}"), format!("{env:#?}")] {
+            assert!(
+                !shown.contains("s3cr3t") && !shown.contains("pa/ss"),
+                "{shown}"
+            );
+            assert!(shown.contains("http://bob:***@proxy:3128/"), "{shown}");
+            assert!(
+                shown.contains("al:***@[bad") && shown.contains("corp.example"),
+                "{shown}"
+            );
+        }
+        assert_eq!(without_password("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(without_password("http://tok@proxy:1"), "http://tok@proxy:1");
     }
 
     #[test]
@@ -456,10 +513,21 @@ pub async fn send_and_read(
             }
         },
     };
-    let response = builder
-        .send()
-        .await
-        .map_err(|e| failure(ReadError::Transport(e)))?;
+    let (client, request) = builder.build_split();
+    let request = request.map_err(|e| failure(ReadError::Transport(e)))?;
+    let url = request.url().clone();
+    let response = match client.execute(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            let mut failed = failure(ReadError::Transport(e));
+            // A proxy's refusal reaches here as "tunnel error: unsuccessful": name the proxy
+            // and what it said.
+            if let Some(proxy) = crate::proxy::explain(&url, &failed.detail, timeout).await {
+                failed.detail = format!("{}: {proxy}", failed.detail);
+            }
+            return Err(failed);
+        }
+    };
     let status = response.status().as_u16();
     let body = read_limited(response, limit).await.map_err(failure)?;
     Ok((status, body))

@@ -2,7 +2,8 @@
 //! type, the exchange contract (a subject token in, a credential with an exact expiry out, and
 //! the advice every error carries: back off, fetch a fresh subject token, or stop), the outbound
 //! HTTP client (rustls, system roots plus an optional CA file, proxies from
-//! `HTTPS_PROXY`/`NO_PROXY`, timeouts, the loopback-only rule for plain `http://`), the pieces
+//! `HTTPS_PROXY`/`NO_PROXY`, timeouts, the loopback-only rule for plain `http://`; `proxy`: what
+//! a proxy that refused a tunnel said), the pieces
 //! each provider reads its own configuration table with (`config`: human durations, the shared
 //! HTTP keys, errors naming a key within the table), the unverified claims of a token that
 //! hints quote (`token_facts`), and — behind
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod exchange;
 pub mod http;
+pub mod proxy;
 pub mod secret;
 pub mod token_facts;
 

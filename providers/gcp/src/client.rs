@@ -337,6 +337,10 @@ impl GcpClient {
             .send(call, url, self.http.post(url).form(&form))
             .await?;
         if !(200..300).contains(&status) {
+            // An echo of the request (a gateway's error page) must not put the subject token
+            // into keyfed's words (issue 11).
+            let body =
+                keyfed_core::secret::redact_sent_bytes(&body, &[subject_token.expose_secret()]);
             let cx = self.hint_context(subject_token);
             return Err(match serde_json::from_slice::<OAuthErrorBody>(&body) {
                 Ok(e) => GcpError::StsRefused {
@@ -464,6 +468,11 @@ impl GcpClient {
         if (200..300).contains(&status) {
             return Ok(body);
         }
+        // Nor the federated token sent as Bearer (issue 11).
+        let body = keyfed_core::secret::redact_sent_bytes(
+            &body,
+            &[federated.expose_secret(), subject_token.expose_secret()],
+        );
         let cx = self.hint_context(subject_token);
         Err(match serde_json::from_slice::<GoogleErrorBody>(&body) {
             Ok(GoogleErrorBody { error }) => GcpError::IamRefused {

@@ -28,6 +28,9 @@ mod token;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
+#[cfg(test)]
+mod debug_redaction;
+
 #[cfg(all(test, feature = "emulator"))]
 mod tests;
 

@@ -119,32 +119,12 @@ impl KeycloakClient {
         endpoint: &Url,
     ) -> Result<SecretString, KeycloakError> {
         let s = &self.settings;
-        let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".to_owned())];
-        if let Some(scope) = &request.scope {
-            form.push(("scope", scope.clone()));
-        }
-        if let Some(resource) = &request.resource {
-            form.push(("resource", resource.clone()));
-        }
-        if request.audience_parameter {
-            form.push(("audience", request.audience.clone()));
-        }
         let assertion_audience = match s.assertion_audience {
             AssertionAudience::Issuer => s.url.as_str().trim_end_matches('/'),
             AssertionAudience::TokenEndpoint => endpoint.as_str(),
         };
         let now = self.clock.now();
-        let mut basic = None;
         let assertion = match &s.auth {
-            ClientAuth::SecretBasic(secret) => {
-                basic = Some(basic_authorization(&s.client_id, secret));
-                None
-            }
-            ClientAuth::SecretPost(secret) => {
-                form.push(("client_id", s.client_id.clone()));
-                form.push(("client_secret", secret.expose_secret().to_owned()));
-                None
-            }
             ClientAuth::PrivateKeyJwt(key) => Some(assertion::signed_with_key(
                 key,
                 &s.client_id,
@@ -157,14 +137,39 @@ impl KeycloakClient {
                 assertion_audience,
                 now,
             )),
-        };
-        if let Some(assertion) = assertion {
-            let assertion = assertion.map_err(|detail| KeycloakError::Assertion {
-                issuer: s.name.clone(),
-                detail,
-            })?;
-            form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
-            form.push(("client_assertion", assertion.expose_secret().to_owned()));
+            ClientAuth::SecretBasic(_) | ClientAuth::SecretPost(_) => None,
+        }
+        .transpose()
+        .map_err(|detail| KeycloakError::Assertion {
+            issuer: s.name.clone(),
+            detail,
+        })?;
+        // The form borrows the secret and the assertion rather than copying them: what is left
+        // of them after the request is reqwest's body, which keyfed cannot wipe (issue 11).
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = &request.scope {
+            form.push(("scope", scope));
+        }
+        if let Some(resource) = &request.resource {
+            form.push(("resource", resource));
+        }
+        if request.audience_parameter {
+            form.push(("audience", &request.audience));
+        }
+        let mut basic = None;
+        match &s.auth {
+            ClientAuth::SecretBasic(secret) => {
+                basic = Some(basic_authorization(&s.client_id, secret));
+            }
+            ClientAuth::SecretPost(secret) => {
+                form.push(("client_id", &s.client_id));
+                form.push(("client_secret", secret.expose_secret()));
+            }
+            ClientAuth::PrivateKeyJwt(_) | ClientAuth::SecretJwt(_) => {}
+        }
+        if let Some(assertion) = &assertion {
+            form.push(("client_assertion_type", ASSERTION_TYPE));
+            form.push(("client_assertion", assertion.expose_secret()));
         }
         let mut builder = self.http.post(endpoint.clone()).form(&form);
         if let Some(value) = basic {
@@ -179,7 +184,11 @@ impl KeycloakClient {
                 issuer: s.name.clone(),
                 what: "token response",
                 url: endpoint.to_string(),
-                detail: format!("{e} (body: {})", http::trim_body(&redacted_body(&body))),
+                // An echo of the form is no token response either (issue 11).
+                detail: format!(
+                    "{e} (body: {})",
+                    http::trim_body(&redacted_body(&self.redact_sent(&body)))
+                ),
             })?;
         Ok(SecretString::from(parsed.access_token))
     }
@@ -193,6 +202,9 @@ impl KeycloakClient {
         request: &TokenRequest,
     ) -> KeycloakError {
         let s = &self.settings;
+        // An echo of the request (a gateway's error page) must not put the client's secret
+        // into keyfed's words (issue 11).
+        let body = &self.redact_sent(body);
         match serde_json::from_slice::<OAuthErrorBody>(body) {
             Ok(e) => KeycloakError::OAuth {
                 issuer: s.name.clone(),
@@ -307,7 +319,7 @@ impl KeycloakClient {
                 method: "GET",
                 url: url.to_string(),
                 status,
-                body: http::trim_body(&String::from_utf8_lossy(&body)),
+                body: http::trim_body(&String::from_utf8_lossy(&self.redact_sent(&body))),
             })
         }
     }
@@ -327,6 +339,29 @@ impl KeycloakClient {
                 timed_out: e.timed_out,
                 detail: e.detail,
             })
+    }
+
+    /// `body` without the client's secret in the forms keyfed sends it (raw in a form, inside
+    /// the Basic value) nor anything shaped like a token (see `redact_sent`).
+    fn redact_sent(&self, body: &[u8]) -> Vec<u8> {
+        let s = &self.settings;
+        let secret = match &s.auth {
+            ClientAuth::SecretBasic(secret)
+            | ClientAuth::SecretPost(secret)
+            | ClientAuth::SecretJwt(secret) => Some(secret),
+            ClientAuth::PrivateKeyJwt(_) => None,
+        };
+        let basic = secret.map(|secret| basic_authorization(&s.client_id, secret));
+        let basic = basic
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_start_matches("Basic "));
+        let sent: Vec<&str> = secret
+            .map(|s| s.expose_secret())
+            .into_iter()
+            .chain(basic)
+            .collect();
+        keyfed_core::secret::redact_sent_bytes(body, &sent)
     }
 
     fn invalid(&self, what: &'static str, url: &Url, detail: String) -> KeycloakError {

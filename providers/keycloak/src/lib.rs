@@ -22,6 +22,11 @@ mod validate;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
+#[cfg(all(test, feature = "emulator"))]
+mod debug_redaction;
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use client::KeycloakClient;
 pub use error::{KeycloakError, TokenProblem};
 pub use jwt::{AccessToken, Audience, DecodedJwt};

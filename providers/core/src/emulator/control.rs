@@ -1,4 +1,7 @@
-//! Fault injection and request counting shared between an emulator and the test that drives it.
+//! Fault injection and request counting shared between an emulator and the test that drives it:
+//! faults that strike matching requests ([`Fault`], [`Control::inject`]), and the state of the
+//! emulator's whole listener — down (connections refused, open ones cut) or presenting another
+//! TLS certificate ([`Control::set_down`], [`Control::present_certificate`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,8 +18,17 @@ pub enum Fault {
     Status { status: u16, body: String },
     /// Answer 200 with a truncated JSON document.
     Malformed,
+    /// Answer with the emulator's own answer (status and headers) cut off halfway but framed
+    /// as complete, its Content-Length matching what is sent: a JSON or XML document that ends
+    /// mid-way, whichever the route answers.
+    Garbled,
+    /// Send the emulator's own answer with a Content-Length for all of it, but only its first
+    /// half, then close the connection: a body truncated in transit.
+    Truncated,
     /// Close the connection without answering.
     Drop,
+    /// Reset the connection (TCP RST) without answering.
+    Reset,
     /// Wait until the latch is released, then answer normally: a test makes its callers
     /// arrive while an upstream request is provably under way.
     Hold(Latch),
@@ -104,10 +116,29 @@ struct State {
     hits: HashMap<String, u64>,
 }
 
+/// The state of the emulator's listener as a whole, watched by its accept loop.
+#[derive(Debug)]
+struct Listener {
+    /// While true the port is closed (connections are refused) and open connections are cut.
+    down: watch::Sender<bool>,
+    /// A TLS configuration to present instead of the emulator's own.
+    certificate: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
+}
+
+impl Default for Listener {
+    fn default() -> Self {
+        Self {
+            down: watch::Sender::new(false),
+            certificate: watch::Sender::new(None),
+        }
+    }
+}
+
 /// The handle a test holds to steer an emulator; clones share state.
 #[derive(Debug, Clone, Default)]
 pub struct Control {
     state: Arc<Mutex<State>>,
+    listener: Arc<Listener>,
 }
 
 impl Control {
@@ -169,6 +200,36 @@ impl Control {
 
     pub fn reset_hits(&self) {
         self.lock().hits.clear();
+    }
+
+    /// Takes the emulator down (`true`): its port is closed, so connections are refused, and
+    /// every open connection (a client's kept-alive ones too) is cut; `false` listens again on
+    /// the same address. Requests refused this way are not counted: they never arrive.
+    pub fn set_down(&self, down: bool) {
+        self.listener.down.send_replace(down);
+    }
+
+    /// Presents `certificate` (e.g. one the client does not trust, or one for another name) on
+    /// new TLS connections instead of the emulator's own, until called with `None`; open
+    /// connections are cut, as by a server restarted with a new certificate. Applies only to an
+    /// emulator served over TLS.
+    pub fn present_certificate(&self, certificate: Option<Arc<rustls::ServerConfig>>) {
+        self.listener.certificate.send_replace(certificate);
+    }
+
+    /// The TLS configuration to present on a new connection instead of the emulator's own.
+    pub(crate) fn certificate(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.listener.certificate.borrow().clone()
+    }
+
+    /// Watches [`Control::set_down`].
+    pub(crate) fn down(&self) -> watch::Receiver<bool> {
+        self.listener.down.subscribe()
+    }
+
+    /// Watches [`Control::present_certificate`].
+    pub(crate) fn certificates(&self) -> watch::Receiver<Option<Arc<rustls::ServerConfig>>> {
+        self.listener.certificate.subscribe()
     }
 }
 

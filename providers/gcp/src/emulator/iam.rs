@@ -266,7 +266,12 @@ fn access_token(
         ));
     }
     let token = SecretString::from(random_token("ya29.c.", 180));
-    let expires_at = state.clock.now() + Duration::from_secs(lifetime);
+    let lifetime = state
+        .access_token_cap
+        .map_or(Duration::from_secs(lifetime), |cap| {
+            cap.min(Duration::from_secs(lifetime))
+        });
+    let expires_at = state.clock.now() + lifetime;
     state.remember(
         &token,
         IssuedToken {

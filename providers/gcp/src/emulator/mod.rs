@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use keyfed_core::clock::{Clock, SystemClock};
 use keyfed_core::emulator::{Control, IssuesSecrets, OidcVerifier, RunningServer, TestCa, serve};
@@ -206,6 +206,8 @@ pub(crate) struct State {
     pub clock: Arc<dyn Clock>,
     /// APIs not enabled on the consumer project: every call to them is refused.
     pub disabled_apis: Vec<GoogleApi>,
+    /// The longest a `generateAccessToken` token lives, whatever the request asks.
+    pub access_token_cap: Option<Duration>,
     pub verifier: OidcVerifier,
     pub signer: Signer,
     pub issued: Mutex<VecDeque<Issued>>,
@@ -265,6 +267,7 @@ pub struct Builder {
     trusted_cas: Vec<String>,
     clock: Arc<dyn Clock>,
     disabled_apis: Vec<GoogleApi>,
+    access_token_cap: Option<Duration>,
 }
 
 impl Builder {
@@ -327,6 +330,15 @@ impl Builder {
         self
     }
 
+    /// Issues service-account access tokens living at most `cap`, whatever `lifetime` the
+    /// request asks for (keyfed asks for 10 minutes or more): tests that need credentials to
+    /// expire within seconds. Real Google never shortens a lifetime.
+    #[must_use]
+    pub fn access_token_lifetime_cap(mut self, cap: Duration) -> Self {
+        self.access_token_cap = Some(cap);
+        self
+    }
+
     pub async fn start(self) -> std::io::Result<GcpEmulator> {
         let verifier = OidcVerifier::new(self.trusted_cas.iter().map(String::as_str))?;
         let signer = Signer::generate().map_err(std::io::Error::other)?;
@@ -348,6 +360,7 @@ impl Builder {
             accounts,
             clock: self.clock,
             disabled_apis: self.disabled_apis,
+            access_token_cap: self.access_token_cap,
             verifier,
             signer,
             issued: Mutex::new(VecDeque::new()),
@@ -383,6 +396,7 @@ impl GcpEmulator {
             trusted_cas: Vec::new(),
             clock: Arc::new(SystemClock),
             disabled_apis: Vec::new(),
+            access_token_cap: None,
         }
     }
 

@@ -75,6 +75,7 @@ pub struct Builder {
     bind: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     clock: Arc<dyn Clock>,
+    host: Option<String>,
 }
 
 /// A running emulator; dropping it stops the server.
@@ -104,16 +105,25 @@ impl Builder {
         self
     }
 
+    /// Names itself `host` in its URLs and tokens' `iss` instead of `localhost` (TLS) or its
+    /// address: a name the test maps to the emulator's address, so that clients take it for a
+    /// remote host (issue 11: reached through a proxy). The TLS certificate must cover it.
+    pub fn public_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_owned());
+        self
+    }
+
     pub async fn start(self) -> std::io::Result<KeycloakEmulator> {
         let signer = Signer::generate().map_err(std::io::Error::other)?;
         let control = Control::default();
         // Bind first so the issuer URL (which names the port) is known before serving.
         let listener = tokio::net::TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
-        let base_url = if self.tls.is_some() {
-            format!("https://localhost:{}", addr.port())
-        } else {
-            format!("http://{addr}")
+        let base_url = match (&self.host, self.tls.is_some()) {
+            (Some(host), true) => format!("https://{host}:{}", addr.port()),
+            (Some(host), false) => format!("http://{host}:{}", addr.port()),
+            (None, true) => format!("https://localhost:{}", addr.port()),
+            (None, false) => format!("http://{addr}"),
         };
         let state = Arc::new(State {
             realm: self.realm,
@@ -141,6 +151,7 @@ impl KeycloakEmulator {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
             clock: Arc::new(SystemClock),
+            host: None,
         }
     }
 
