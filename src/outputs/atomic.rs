@@ -527,6 +527,27 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// `folder`'s `credentials` replaced with `content` if it still holds `expected`, as the
+    /// merge does (private mode, keyfed's user, 1000 ms lock wait, `settle` after the rename).
+    fn replace_credentials(
+        folder: &Folder,
+        content: &[u8],
+        expected: Option<&[u8]>,
+        settle: std::time::Duration,
+    ) -> Replaced {
+        folder
+            .replace_if_unchanged(
+                OsStr::new("credentials"),
+                content,
+                FileSpec::PRIVATE,
+                expected,
+                euid(),
+                1000,
+                settle,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Issue 11: a file that changed since keyfed read it (the AWS CLI rewrote it in place) is
     /// left as it is, and what it holds now is handed back to merge into.
     #[test]
@@ -534,37 +555,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let folder = Folder::open(dir.path(), FileSpec::PRIVATE.new_folder(), None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let name = OsStr::new("credentials");
         fs::write(dir.path().join("credentials"), "theirs").unwrap_or_else(|e| panic!("{e}"));
         for expected in [Some(&b"what keyfed read"[..]), None] {
-            let done = folder
-                .replace_if_unchanged(
-                    name,
-                    b"mine",
-                    FileSpec::PRIVATE,
-                    expected,
-                    euid(),
-                    1000,
-                    SETTLE,
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
+            let done = replace_credentials(&folder, b"mine", expected, SETTLE);
             let Replaced::Changed(Some(now)) = done else {
                 panic!("replaced a file that changed");
             };
             assert_eq!(now.content, b"theirs");
             assert_eq!(read_back(&folder, "credentials"), b"theirs");
         }
-        let done = folder
-            .replace_if_unchanged(
-                name,
-                b"mine",
-                FileSpec::PRIVATE,
-                Some(b"theirs"),
-                euid(),
-                1000,
-                SETTLE,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let done = replace_credentials(&folder, b"mine", Some(b"theirs"), SETTLE);
         assert!(matches!(done, Replaced::Done));
         assert_eq!(read_back(&folder, "credentials"), b"mine");
         let names: Vec<_> = fs::read_dir(dir.path())
@@ -608,17 +608,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         // Long enough for the writer thread however busy the machine.
         let settle = std::time::Duration::from_secs(3);
-        let done = folder
-            .replace_if_unchanged(
-                OsStr::new("credentials"),
-                b"[a]\n[mine]\n",
-                FileSpec::PRIVATE,
-                Some(b"[a]\n"),
-                euid(),
-                1000,
-                settle,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let done = replace_credentials(&folder, b"[a]\n[mine]\n", Some(b"[a]\n"), settle);
         writer
             .join()
             .unwrap_or_else(|_| panic!("the writer panicked"));
@@ -714,17 +704,7 @@ mod tests {
     fn issue11_a_file_truncated_before_the_rename_is_handed_back_once_written() {
         let (_dir, folder, _old, cli) = truncated_by_the_cli();
         let writer = late_write(cli, "[a]\n[cli]\n");
-        let done = folder
-            .replace_if_unchanged(
-                OsStr::new("credentials"),
-                b"[a]\n[mine]\n",
-                FileSpec::PRIVATE,
-                Some(b"[a]\n"),
-                euid(),
-                1000,
-                SETTLE,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let done = replace_credentials(&folder, b"[a]\n[mine]\n", Some(b"[a]\n"), SETTLE);
         writer
             .join()
             .unwrap_or_else(|_| panic!("the writer panicked"));
