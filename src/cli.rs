@@ -1,9 +1,10 @@
 //! The command line: subcommands and flags as clap parses them, nothing more. `--config` is
 //! accepted before or after the subcommand.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +56,69 @@ pub enum Command {
         #[arg(long)]
         decode: bool,
     },
+    /// Check a target end to end (configuration, Keycloak, token claims, the cloud's exchange)
+    /// and print the fix for each check that fails
+    Doctor {
+        /// Check only this target [default: every target]
+        target: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the cloud-side setup a target needs (or, with --keycloak, the Keycloak side)
+    Trust {
+        /// The target's name in the configuration
+        target: String,
+        /// How to print it
+        #[arg(long, value_enum, default_value_t = TrustFormat::Shell)]
+        format: TrustFormat,
+        /// Print what Keycloak needs for this host and target instead of the cloud side
+        #[arg(long)]
+        keycloak: bool,
+        /// Where to write the issuer's JWKS when Google cannot fetch it (a GCP target whose
+        /// issuer is not public; shell format) [default: ./<target>-jwks.json]
+        #[arg(long, value_name = "PATH")]
+        jwks_file: Option<PathBuf>,
+    },
+    /// Run a command with a target's fresh credentials in its environment, passing its exit
+    /// status and signals through (AWS and GCP values are not refreshed inside it)
+    ///
+    /// AWS: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+    /// AWS_CREDENTIAL_EXPIRATION. GCP: CLOUDSDK_AUTH_ACCESS_TOKEN, GOOGLE_OAUTH_ACCESS_TOKEN.
+    /// These are fixed for the command's life and stop working when the credential expires
+    /// (for AWS at AWS_CREDENTIAL_EXPIRATION; a Google token lives an hour at most, a federated
+    /// one no longer than the Keycloak token): for long-running programs prefer
+    /// credential_process or the local endpoint, which refresh. Azure: IDENTITY_ENDPOINT,
+    /// IDENTITY_HEADER and AZURE_CLIENT_ID, the daemon's App Service face with a header bound to
+    /// this one target, valid until the command ends (the SDK asks the face, which refreshes);
+    /// needs `keyfed run` with an [endpoint] naming an azure_target. Token targets are refused
+    /// (use `keyfed token`). Without a daemon, AWS and GCP targets are exchanged once, directly.
+    ///
+    /// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to the command.
+    /// keyfed exits with the command's status, or ends by the signal that killed it (128+N
+    /// where that signal is ignored); 127 when the command is not found, 126 when it cannot be
+    /// run.
+    Exec {
+        /// The target's name in the configuration
+        target: String,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Print a target's fresh credentials as environment variables, for `eval "$(keyfed env
+    /// <target>)"` (valid until the credential expires; never refreshed)
+    ///
+    /// The variables `keyfed exec` sets. AWS and GCP values stop working when the credential
+    /// expires (AWS_CREDENTIAL_EXPIRATION for AWS); an Azure IDENTITY_HEADER when the target's
+    /// current token expires (at most 12 hours). Run it again for fresh values, or prefer
+    /// credential_process or the local endpoint, which refresh.
+    Env {
+        /// The target's name in the configuration
+        target: String,
+        /// The syntax to print
+        #[arg(long, value_enum, default_value_t = EnvShell::Sh)]
+        shell: EnvShell,
+    },
     /// Run keyfed against built-in emulators of Keycloak, with a demo configuration
     #[cfg(feature = "demo")]
     Demo {
@@ -65,6 +129,28 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+}
+
+/// How `keyfed trust` prints a setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrustFormat {
+    /// Commands for the cloud's CLI (or `kcadm.sh` with --keycloak), ready to paste
+    Shell,
+    /// The same as JSON documents (a partial realm import with --keycloak)
+    Json,
+    /// Terraform resources of the official providers
+    Terraform,
+}
+
+/// The syntax `keyfed env` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvShell {
+    /// `export NAME='value'` lines (sh, bash, zsh)
+    Sh,
+    /// `set -gx NAME 'value'` lines
+    Fish,
+    /// One JSON object of names to values
+    Json,
 }
 
 pub fn parse() -> Cli {

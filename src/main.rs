@@ -14,6 +14,7 @@ mod exit;
 mod logging;
 mod outputs;
 mod peer_uid;
+mod quote;
 mod served;
 mod sources;
 mod systemd;

@@ -52,7 +52,9 @@ pub async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
         ))
         .into()),
         Ok(Response::Error { message, .. }) => anyhow::bail!("{message}"),
-        Ok(Response::Status { .. }) => anyhow::bail!("the daemon answered something else"),
+        Ok(Response::Status { .. } | Response::IdentityPair { .. }) => {
+            anyhow::bail!("the daemon answered something else")
+        }
         Err(AskError::NoDaemon(at)) => {
             tracing::debug!("no daemon at {at}; exchanging directly");
             direct(path, target).await

@@ -73,6 +73,8 @@ async fn subject_token(path: &Path, target: &str) -> anyhow::Result<(String, u64
         ))
         .into()),
         Response::Error { message, .. } => anyhow::bail!("{message}"),
-        Response::Status { .. } => anyhow::bail!("the daemon answered something else"),
+        Response::Status { .. } | Response::IdentityPair { .. } => {
+            anyhow::bail!("the daemon answered something else")
+        }
     }
 }

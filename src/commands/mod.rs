@@ -1,14 +1,19 @@
 //! One module per subcommand; `run` sets up the runtime and dispatches.
 
 mod check;
+mod child_env;
 mod credential_process;
 #[cfg(feature = "demo")]
 mod demo;
+mod doctor;
+mod env;
+mod exec;
 mod gcp_subject_token;
 mod once;
 mod run;
 mod status;
 mod token;
+mod trust;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +53,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::GcpSubjectToken { target } => {
                 gcp_subject_token::run(&config_path(&cli.config), &target).await
+            }
+            Command::Doctor { target, json } => {
+                doctor::run(&config_path(&cli.config), target.as_deref(), json).await
+            }
+            Command::Trust {
+                target,
+                format,
+                keycloak,
+                jwks_file,
+            } => {
+                let options = trust::Options {
+                    format,
+                    keycloak,
+                    jwks_file,
+                };
+                trust::run(&config_path(&cli.config), &target, options).await
+            }
+            Command::Exec { target, command } => {
+                exec::run(&config_path(&cli.config), &target, command).await
+            }
+            Command::Env { target, shell } => {
+                env::run(&config_path(&cli.config), &target, shell).await
             }
             #[cfg(feature = "demo")]
             Command::Demo { dir, once } => demo::run(&dir, once).await,

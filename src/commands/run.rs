@@ -39,6 +39,9 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     let endpoint = config.endpoint.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let served = Arc::new(Served::build(config, Arc::clone(&clock), None)?);
+    // The identity-header pairs of `keyfed exec`/`env` (issue 12): issued on the control
+    // socket, taken by the App Service face; kept across reloads.
+    let pairs = crate::endpoint::pairs::Pairs::new(endpoint.as_ref(), Arc::clone(&clock));
     let (publish, current) = watch::channel(Arc::clone(&served));
     // Every address first, and nothing written before all of them are ours: a second
     // `keyfed run` must fail without touching the running daemon's token file or socket.
@@ -73,11 +76,12 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
                 limits,
                 current.clone(),
                 Arc::clone(&clock),
+                Arc::clone(&pairs),
             )?)
         }
         _ => None,
     };
-    let control = tokio::spawn(server::serve(listener, current, fd_limit));
+    let control = tokio::spawn(server::serve(listener, current, fd_limit, pairs));
     let mut loops = served.engine.spawn();
     tracing::info!(
         targets = served.engine.targets().count(),

@@ -13,7 +13,9 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
     let (targets, hidden) = match ask(&socket, &Request::Status, Duration::from_secs(10)).await? {
         Response::Status { targets, hidden } => (targets, hidden),
         Response::Error { message, .. } => anyhow::bail!("{message}"),
-        Response::Credential { .. } => anyhow::bail!("the daemon answered something else"),
+        Response::Credential { .. } | Response::IdentityPair { .. } => {
+            anyhow::bail!("the daemon answered something else")
+        }
     };
     if json {
         // An array of the targets this user may see, as before; the count of hidden ones goes

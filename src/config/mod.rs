@@ -42,6 +42,7 @@ pub use endpoint::{EndpointSettings, FaceSpec, HEALTH_PATHS, face, faces, paths_
 pub use error::ConfigError;
 pub use gcp::GcpExchange;
 pub use issuer::{Issuer, SecretSource};
+pub use perm::loosely_readable;
 pub use resolve::Host;
 pub use target::{Access, Exchange, Target};
 

@@ -28,6 +28,15 @@ pub fn mode(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<u32, ConfigError> {
     Ok(mode)
 }
 
+/// The permission bits of a secret or key file when group or others may read it: what
+/// `keyfed check` warns about and `keyfed doctor` fails on. `None` when only its owner may (or
+/// it cannot be inspected).
+pub fn loosely_readable(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 /// A user name or number.
 pub fn user(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<u32, ConfigError> {
     if let Ok(uid) = name.parse::<u32>() {

@@ -8,7 +8,6 @@
 //! [`keyfed_core::config::Context`], which [`Ctx`] implements.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,16 +86,13 @@ impl Ctx<'_> {
     pub fn read_private_file(&mut self, key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
         let content = std::fs::read(path)
             .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o044 != 0 {
-                self.warnings.push(format!(
-                    "{}: {key}: {} has mode {mode:04o} and is readable by group or others; run: chmod 600 {}",
-                    self.file.display(),
-                    path.display(),
-                    path.display()
-                ));
-            }
+        if let Some(mode) = super::perm::loosely_readable(path) {
+            self.warnings.push(format!(
+                "{}: {key}: {} has mode {mode:04o} and is readable by group or others; run: chmod 600 {}",
+                self.file.display(),
+                path.display(),
+                path.display()
+            ));
         }
         Ok(content)
     }

@@ -20,6 +20,18 @@ pub enum AskError {
 
 /// Sends one request and reads the answer, within `timeout`.
 pub async fn ask(path: &Path, request: &Request, timeout: Duration) -> Result<Response, AskError> {
+    ask_and_keep(path, request, timeout)
+        .await
+        .map(|(response, _)| response)
+}
+
+/// [`ask`], and the connection, still open: the daemon keeps what it issued on it (an
+/// identity-header pair held for `keyfed exec`) until it is closed.
+pub async fn ask_and_keep(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Response, UnixStream), AskError> {
     let shown = path.display().to_string();
     let protocol = |detail: String| AskError::Protocol {
         path: shown.clone(),
@@ -49,7 +61,7 @@ pub async fn ask(path: &Path, request: &Request, timeout: Duration) -> Result<Re
         serde_json::from_str::<Response>(&answer).map_err(|e| format!("{e}"))
     };
     match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => Ok((response, stream)),
         Ok(Err(detail)) => Err(protocol(detail)),
         Err(_) => Err(protocol(format!(
             "no answer within {} s",

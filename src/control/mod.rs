@@ -1,7 +1,9 @@
 //! The control socket: a Unix stream socket on which local clients (`keyfed credential-process`,
-//! `keyfed status`) ask the running daemon for a target's credential or every target's state.
-//! One JSON request line in, one JSON response line out. A credential goes only to a peer
-//! (SO_PEERCRED) the target's `allow_users` / `allow_groups` admit.
+//! `keyfed status`, `keyfed exec`, `keyfed env`) ask the running daemon for a target's
+//! credential or every target's state. One JSON request line in, one JSON response line out;
+//! `keyfed exec` then keeps the connection open for as long as the identity-header pair it got
+//! must stay valid. A credential goes only to a peer (SO_PEERCRED) the target's `allow_users` /
+//! `allow_groups` admit.
 //!
 //! Default path: `/run/keyfed/keyfed.sock` for root, else `$XDG_RUNTIME_DIR/keyfed.sock`
 //! (`[control] socket` in the configuration overrides it); mode 0660, group configurable.
@@ -24,6 +26,12 @@ pub enum Request {
     SubjectToken { target: String },
     /// Every target's state (no secrets).
     Status,
+    /// What `keyfed exec` and `keyfed env` put in a command's environment (issue 12): an AWS
+    /// or GCP target's credential (answered as `Credential`), or for an Azure target a fresh
+    /// identity-header pair bound to it (`IdentityPair`), valid while this connection stays
+    /// open with `hold`, else until the target's current token expires. A token target is
+    /// refused.
+    Environment { target: String, hold: bool },
 }
 
 /// One target's state, as `keyfed status` shows it.
@@ -64,6 +72,16 @@ pub enum Response {
         #[serde(default)]
         hidden: usize,
     },
+    /// An identity-header pair for an Azure target (see `Request::Environment`):
+    /// `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`, the target's client ID, and when the pair ends
+    /// (Unix seconds; none while the asking connection holds it).
+    IdentityPair {
+        endpoint: String,
+        header: String,
+        client_id: String,
+        #[serde(default)]
+        expires_at: Option<u64>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -81,6 +99,18 @@ impl std::fmt::Debug for Response {
                 .debug_struct("Credential")
                 .field("kind", kind)
                 .field("document", &keyfed_core::REDACTED)
+                .field("expires_at", expires_at)
+                .finish(),
+            Self::IdentityPair {
+                endpoint,
+                client_id,
+                expires_at,
+                ..
+            } => f
+                .debug_struct("IdentityPair")
+                .field("endpoint", endpoint)
+                .field("header", &keyfed_core::REDACTED)
+                .field("client_id", client_id)
                 .field("expires_at", expires_at)
                 .finish(),
             Self::Status { targets, hidden } => f

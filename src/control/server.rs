@@ -13,7 +13,8 @@ use keyfed_core::clock::{rfc3339, unix_seconds};
 
 use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::caps::{Caps, Limits};
-use crate::config::SocketSpec;
+use crate::config::{Exchange, SocketSpec};
+use crate::endpoint::pairs::{Held, Pairs, Until};
 use crate::engine::{Phase, SlotKey, TargetEngine, Unavailable};
 use crate::served::Served;
 
@@ -153,10 +154,16 @@ const CONTROL_LIMITS: Limits = Limits {
     per_user: 128,
 };
 
-/// Answers requests until the task is dropped; `served` follows configuration reloads.
+/// Answers requests until the task is dropped; `served` follows configuration reloads;
+/// `pairs` issues the identity-header pairs of `keyfed exec` and `keyfed env`.
 /// Connections past the caps (under a soft descriptor limit of `fd_limit`) are closed at once;
 /// accept errors pause the loop instead of spinning it.
-pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>, fd_limit: u64) {
+pub async fn serve(
+    listener: UnixListener,
+    served: watch::Receiver<Arc<Served>>,
+    fd_limit: u64,
+    pairs: Arc<Pairs>,
+) {
     let caps = Caps::new(crate::caps::fit(CONTROL_LIMITS, fd_limit, 2));
     loop {
         let stream = match listener.accept().await {
@@ -173,8 +180,9 @@ pub async fn serve(listener: UnixListener, served: watch::Receiver<Arc<Served>>,
             continue;
         };
         let served = Arc::clone(&served.borrow());
+        let pairs = Arc::clone(&pairs);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, cred, &served).await {
+            if let Err(e) = answer(stream, cred, &served, &pairs).await {
                 tracing::debug!("control socket client: {e}");
             }
             drop(slot);
@@ -186,19 +194,23 @@ async fn answer(
     stream: UnixStream,
     cred: std::io::Result<tokio::net::unix::UCred>,
     served: &Served,
+    pairs: &Arc<Pairs>,
 ) -> std::io::Result<()> {
     let uid = cred?.uid();
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
     let read = tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
-    let response = match read {
-        Err(_) => bad("no request within 5 s"),
+    let (response, held) = match read {
+        Err(_) => (bad("no request within 5 s"), None),
         Ok(Err(e)) => return Err(e),
-        Ok(Ok(_)) if line.len() > MAX_REQUEST => bad("request too long"),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => (bad("request too long"), None),
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Ok(request) => handle(request, served, uid).await,
-            Err(e) => bad(&format!("not a keyfed request: {e}")),
+            Ok(Request::Environment { target, hold }) => {
+                environment(served, pairs, &target, hold, uid).await
+            }
+            Ok(request) => (handle(request, served, uid).await, None),
+            Err(e) => (bad(&format!("not a keyfed request: {e}")), None),
         },
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
@@ -211,7 +223,19 @@ async fn answer(
     };
     tokio::time::timeout(READ_TIMEOUT, sent)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing"))?
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing")
+        })??;
+    if let Some(held) = held {
+        // A held identity-header pair lives until the client closes its end: `keyfed exec`'s
+        // command ended, or keyfed died (the kernel closes the socket however it dies). Anything
+        // the client sends meanwhile is read and ignored (its allowance is the request cap).
+        let mut sink = [0u8; 512];
+        while let Ok(1..) = reader.read(&mut sink).await {}
+        drop(held);
+        tracing::debug!(uid, "identity header ended: its control connection closed");
+    }
+    Ok(())
 }
 
 fn bad(message: &str) -> Response {
@@ -238,30 +262,107 @@ async fn handle(request: Request, served: &Served, uid: u32) -> Response {
         Request::SubjectToken { target } => {
             credential(served, &target, Some(&SlotKey::SubjectToken), uid).await
         }
+        // Answered by `environment`, which may hold the connection.
+        Request::Environment { target, .. } => credential(served, &target, None, uid).await,
     }
+}
+
+/// The target `target` if `uid` may have its credentials, else the refusal (logged).
+fn allowed<'s>(
+    served: &'s Served,
+    target: &str,
+    uid: u32,
+) -> Result<&'s Arc<TargetEngine>, Response> {
+    served.target_for(target, Some(uid)).map_err(|exists| {
+        if exists {
+            crate::access::log_refusal(Some(uid), target, "control socket");
+        }
+        Response::Error {
+            code: if exists {
+                ErrorCode::Forbidden
+            } else {
+                ErrorCode::UnknownTarget
+            },
+            message: if exists {
+                format!("uid {uid} may not have the credentials of target \"{target}\"")
+            } else {
+                format!("no target named \"{target}\"")
+            },
+        }
+    })
+}
+
+/// What `keyfed exec` and `keyfed env` put in a command's environment (issue 12): an AWS or
+/// GCP target's credential; for an Azure target a fresh identity-header pair bound to it and
+/// to `uid` (held by this connection with `hold`, else until the target's current token
+/// expires), once the target holds a usable token; a token target is refused.
+async fn environment(
+    served: &Served,
+    pairs: &Arc<Pairs>,
+    target: &str,
+    hold: bool,
+    uid: u32,
+) -> (Response, Option<Held>) {
+    let t = match allowed(served, target, uid) {
+        Ok(t) => t,
+        Err(refusal) => return (refusal, None),
+    };
+    let azure = match served.exchanges.get(target) {
+        Some(Exchange::Azure(azure)) => azure,
+        Some(Exchange::Token) => {
+            let message = format!(
+                "target \"{target}\" is a token target: keyfed exec and keyfed env give cloud \
+                 credentials; pass its token yourself, e.g. \
+                 curl -H \"Authorization: Bearer $(keyfed token {target})\""
+            );
+            return (error(ErrorCode::BadRequest, message), None);
+        }
+        Some(Exchange::Aws(_) | Exchange::Gcp(_)) | None => {
+            return (credential(served, target, None, uid).await, None);
+        }
+    };
+    let endpoint = match pairs.endpoint() {
+        Ok(endpoint) => endpoint.to_owned(),
+        Err(e) => return (error(ErrorCode::Unavailable, e.to_string()), None),
+    };
+    // The command gets tokens only through the face: make sure there is one to get now.
+    let issued = match t.credential_for(None).await {
+        Ok(issued) => issued,
+        Err(e) => return (error(ErrorCode::Unavailable, e.to_string()), None),
+    };
+    let until = if hold {
+        Until::Held
+    } else {
+        Until::Deadline(issued.credential.expires_at())
+    };
+    match pairs.issue(target, uid, until) {
+        Ok(pair) => {
+            let expires_at = match pair.until {
+                Until::Held => None,
+                Until::Deadline(at) => Some(unix_seconds(at)),
+            };
+            tracing::debug!(target, uid, ?expires_at, "identity header issued");
+            let response = Response::IdentityPair {
+                endpoint,
+                header: keyfed_core::ExposeSecret::expose_secret(&pair.header).to_owned(),
+                client_id: azure.client_id.clone(),
+                expires_at,
+            };
+            (response, pair.held)
+        }
+        Err(e) => (error(ErrorCode::Unavailable, e.to_string()), None),
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> Response {
+    Response::Error { code, message }
 }
 
 /// The credential of `target` (its main one, or the variant `slot`) for `uid`, if allowed.
 async fn credential(served: &Served, target: &str, slot: Option<&SlotKey>, uid: u32) -> Response {
-    let t = match served.target_for(target, Some(uid)) {
+    let t = match allowed(served, target, uid) {
         Ok(t) => t,
-        Err(exists) => {
-            if exists {
-                crate::access::log_refusal(Some(uid), target, "control socket");
-            }
-            return Response::Error {
-                code: if exists {
-                    ErrorCode::Forbidden
-                } else {
-                    ErrorCode::UnknownTarget
-                },
-                message: if exists {
-                    format!("uid {uid} may not have the credentials of target \"{target}\"")
-                } else {
-                    format!("no target named \"{target}\"")
-                },
-            };
-        }
+        Err(refusal) => return refusal,
     };
     // The issuer's token goes only to the consumers a target is configured for (an
     // external_account file): it may carry more audiences than the target's credential.

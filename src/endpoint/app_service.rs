@@ -12,11 +12,16 @@
 //! always present, echoed as asked. All but `resource` is rendered once per credential (format
 //! `app-service`).
 //!
+//! Besides that secret it takes the identity-header pairs `keyfed exec` and `keyfed env` hand to
+//! a command (issue 12, `pairs.rs`): a request carrying one gets only the one target's tokens
+//! the pair is bound to (`azure::bound_token`).
+//!
 //! Like the container face, it resists DNS rebinding by itself: its secret comes from a file a
-//! web page cannot read. A missing or wrong header is 401 (compared in constant time),
-//! `X-Forwarded-For` 403; an `api-version` other than 2019-08-01 is 400 (the 2017 protocol
-//! sends another header and wants another document). Refusals are App Service's JSON,
-//! `{"statusCode","message"}`, which MSAL and `azure_identity` quote in their errors.
+//! web page cannot read (and a pair's header from the control socket). A missing or wrong
+//! header is 401 (compared in constant time), `X-Forwarded-For` 403; an `api-version` other
+//! than 2019-08-01 is 400 (the 2017 protocol sends another header and wants another document).
+//! Refusals are App Service's JSON, `{"statusCode","message"}`, which MSAL and `azure_identity`
+//! quote in their errors.
 
 use std::sync::Arc;
 
@@ -44,7 +49,7 @@ use crate::outputs::{FileSpec, write_atomic};
 /// The face's name, as its `FaceSpec` declares it, and its document's format.
 pub(super) const NAME: &str = "app-service";
 /// The one path with an answer: what `IDENTITY_ENDPOINT` names.
-const TOKEN_PATH: &str = "/msi/token";
+pub(super) const TOKEN_PATH: &str = "/msi/token";
 /// The only protocol version served.
 const API_VERSION: &str = "2019-08-01";
 const SECRET_HEADER: &str = "x-identity-header";
@@ -152,9 +157,13 @@ impl AppService {
             .headers
             .get(SECRET_HEADER)
             .ok_or(Refusal::MissingHeader("X-IDENTITY-HEADER"))?;
-        if !constant_time_eq(given.as_bytes(), secret.expose_secret().as_bytes()) {
-            return Err(Refusal::BadToken);
-        }
+        // The file's secret serves every Azure target; a pair's header only its own.
+        let bound = if constant_time_eq(given.as_bytes(), secret.expose_secret().as_bytes()) {
+            None
+        } else {
+            let target = self.core.pairs().target_of(given.as_bytes());
+            Some(target.ok_or(Refusal::BadToken)?)
+        };
         if request.method != Method::GET || request.uri.path() != TOKEN_PATH {
             return Err(Refusal::NotFound);
         }
@@ -164,7 +173,10 @@ impl AppService {
                 "api-version={API_VERSION} is required (the version IDENTITY_ENDPOINT clients send)"
             )));
         }
-        let token = azure::token(&self.core, NAME, peer, &query).await?;
+        let token = match bound {
+            None => azure::token(&self.core, NAME, peer, &query).await?,
+            Some(target) => azure::bound_token(&self.core, NAME, peer, &query, &target).await?,
+        };
         let head = self
             .core
             .document(token.key(NAME), &token.issued, head)

@@ -11,7 +11,9 @@
 //! client IDs, so only a token Entra issued can say which principal or resource a target is.
 //! Targets are tried the default first, then by name, and only those the caller may use: a
 //! target hidden from the caller answers exactly as an identity no target has (the refusal is
-//! logged), while the default target, asked for without an identity, is refused as such.
+//! logged), while the default target, asked for without an identity, is refused as such. A
+//! request carrying an identity-header pair (issue 12) gets only the pair's target
+//! ([`bound_token`]).
 //!
 //! **Which token.** SDKs send `resource` as Azure AD v1 named it (`https://management.azure.com`,
 //! with or without a trailing slash); keyfed asks for the scope `<resource>/.default`. The
@@ -183,10 +185,72 @@ pub(super) async fn token(
             (target.to_owned(), azure.clone())
         }
     };
+    fetch(core, &served, target, &azure, resource, peer).await
+}
+
+/// The token for a request carrying an identity-header pair bound to `target` (issue 12,
+/// `pairs.rs`): only that target's, whatever the address's default is. An identity parameter
+/// may name it (as an SDK given `AZURE_CLIENT_ID` does), never another target: that is refused
+/// as an identity this header does not serve, so a pair cannot reach past its one target.
+pub(super) async fn bound_token(
+    core: &Core,
+    face: &'static str,
+    peer: Peer,
+    query: &Query,
+    target: &str,
+) -> Result<Token, Refusal> {
+    let served = core.served();
+    core.target_at(face, &peer)?;
+    let resource = query.resource()?;
+    if query.identities > 1 {
+        return Err(Refusal::BadRequest(
+            "give at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)"
+                .to_owned(),
+        ));
+    }
+    let azure = azure_targets(&served)
+        .find(|(name, _)| *name == target)
+        .map(|(_, azure)| azure.clone())
+        .ok_or_else(|| {
+            Refusal::BadRequest(format!(
+                "target \"{target}\", which this IDENTITY_HEADER was issued for, is no longer \
+                 served (the configuration was reloaded): run keyfed exec or keyfed env again"
+            ))
+        })?;
+    if let Some(identity) = &query.identity {
+        let names_it = match identity {
+            Identity::Client(id) => azure.client_id.eq_ignore_ascii_case(id.trim()),
+            Identity::Object(_) | Identity::Resource(_) => {
+                let issued = core.credential(&served, target, peer).await?;
+                token_names(&issued.credential, identity)
+            }
+        };
+        if !names_it {
+            return Err(Refusal::BadRequest(format!(
+                "this IDENTITY_HEADER serves only the managed identity of target \"{target}\" \
+                 (client_id {}), not {}",
+                azure.client_id,
+                identity.describe()
+            )));
+        }
+    }
+    fetch(core, &served, target.to_owned(), &azure, resource, peer).await
+}
+
+/// `target`'s token for `resource`: its main credential when that is the first scope, else
+/// the resource's variant.
+async fn fetch(
+    core: &Core,
+    served: &Served,
+    target: String,
+    azure: &AzureExchange,
+    resource: &str,
+    peer: Peer,
+) -> Result<Token, Refusal> {
     let scope = keyfed_azure::scope_for_resource(resource);
     let slot = (azure.scopes.first() != Some(&scope)).then_some(SlotKey::Resource(scope));
     let issued = core
-        .credential_for(&served, &target, slot.as_ref(), peer)
+        .credential_for(served, &target, slot.as_ref(), peer)
         .await?;
     Ok(Token {
         target,

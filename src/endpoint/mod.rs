@@ -19,6 +19,7 @@ mod gce;
 mod guard;
 mod health;
 mod imds;
+pub mod pairs;
 mod refusal;
 mod server;
 mod timed_io;
@@ -82,6 +83,8 @@ pub struct Core {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     documents: documents::Documents,
     clock: Arc<dyn Clock>,
+    /// The identity-header pairs the App Service face takes besides its file's secret.
+    pairs: Arc<pairs::Pairs>,
 }
 
 impl Core {
@@ -96,6 +99,11 @@ impl Core {
 
     pub fn now(&self) -> SystemTime {
         self.clock.now()
+    }
+
+    /// The live identity-header pairs (issue 12).
+    pub fn pairs(&self) -> &pairs::Pairs {
+        &self.pairs
     }
 
     fn count(&self, label: &'static str, status: StatusCode) {
@@ -381,6 +389,7 @@ async fn guard(State(endpoint): State<Arc<Endpoint>>, request: Request, next: Ne
 
 /// The core and every face `starts` builds (each may write its files: the container face's
 /// token), for the guard's `hosts`.
+#[cfg(test)]
 fn assemble(
     settings: EndpointSettings,
     hosts: guard::Hosts,
@@ -388,12 +397,26 @@ fn assemble(
     clock: Arc<dyn Clock>,
     starts: &[Start],
 ) -> anyhow::Result<Arc<Endpoint>> {
+    let pairs = pairs::Pairs::new(Some(&settings), Arc::clone(&clock));
+    assemble_with(settings, hosts, served, clock, starts, pairs)
+}
+
+/// [`assemble`] with the identity-header pairs the control socket issues.
+fn assemble_with(
+    settings: EndpointSettings,
+    hosts: guard::Hosts,
+    served: watch::Receiver<Arc<Served>>,
+    clock: Arc<dyn Clock>,
+    starts: &[Start],
+    pairs: Arc<pairs::Pairs>,
+) -> anyhow::Result<Arc<Endpoint>> {
     let core = Arc::new(Core {
         served,
         settings,
         requests: Mutex::new(BTreeMap::new()),
         documents: documents::Documents::default(),
         clock,
+        pairs,
     });
     let faces = starts
         .iter()
@@ -403,12 +426,14 @@ fn assemble(
 }
 
 /// Starts every face (writing their files: the container token, the identity header) and serves on `bound` until
-/// the set is dropped; at most `limits` connections are open at once.
+/// the set is dropped; at most `limits` connections are open at once. The App Service face
+/// also takes the identity-header pairs in `pairs` (issued through the control socket).
 pub fn start(
     bound: Bound,
     limits: Limits,
     served: watch::Receiver<Arc<Served>>,
     clock: Arc<dyn Clock>,
+    pairs: Arc<pairs::Pairs>,
 ) -> anyhow::Result<JoinSet<()>> {
     let Bound {
         settings,
@@ -420,7 +445,7 @@ pub fn start(
             .filter_map(|b| b.listener.local_addr().ok()),
         &settings.allowed_hosts,
     );
-    let endpoint = assemble(settings, hosts, served, clock, &FACES)?;
+    let endpoint = assemble_with(settings, hosts, served, clock, &FACES, pairs)?;
     let caps = Caps::new(limits);
     let timeout = endpoint.core.settings.request_timeout;
     let mut tasks = JoinSet::new();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use backoff::Backoff;
 pub use keyfed_core::exchange::SlotKey;
-pub use schedule::refresh_at;
+pub use schedule::{refresh_at, too_short_for_readers};
 pub use slot::Slots;
 pub use source::{Fetch, FetchError, Source, fetch_within};
 pub use target::{EXPIRY_MARGIN, Issued, LATENCY_BUCKETS, Phase, TargetEngine};

@@ -65,6 +65,9 @@ pub enum Serves {
     /// An executable-sourced subject token response (`keyfed gcp-subject-token <target>`):
     /// its `id_token`.
     GcpSubjectToken,
+    /// Exports of a target's credential (`keyfed env <target>`, issue 12): the values of its
+    /// secret variables, in sh, fish or JSON syntax.
+    Env,
 }
 
 impl Serves {
@@ -76,6 +79,7 @@ impl Serves {
         match words.next().map(|(_, a)| *a) {
             Some("credential-process") => Self::AwsJson,
             Some("gcp-subject-token") => Self::GcpSubjectToken,
+            Some("env") => Self::Env,
             Some("token") if !args.contains(&"--decode") => Self::Token,
             _ => Self::Nothing,
         }
@@ -147,6 +151,38 @@ fn aws_json_secrets(text: &str) -> Vec<String> {
     ["SecretAccessKey", "SessionToken", "Token"]
         .iter()
         .filter_map(|k| doc[k].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The variables of `keyfed env` whose values are secret.
+const SECRET_VARIABLES: [&str; 5] = [
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "CLOUDSDK_AUTH_ACCESS_TOKEN",
+    "GOOGLE_OAUTH_ACCESS_TOKEN",
+    "IDENTITY_HEADER",
+];
+
+/// The secret values `keyfed env` printed: a JSON object's, or those of `export NAME=VALUE` and
+/// `set -gx NAME VALUE` lines (keyfed's credentials need no quoting, but a quoted value is
+/// taken without its quotes).
+fn env_secrets(text: &str) -> Vec<String> {
+    if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str(text.trim()) {
+        return SECRET_VARIABLES
+            .iter()
+            .filter_map(|name| doc.get(*name)?.as_str().map(str::to_owned))
+            .collect();
+    }
+    text.lines()
+        .filter_map(|line| {
+            let rest = line
+                .strip_prefix("export ")
+                .and_then(|l| l.split_once('='))
+                .or_else(|| line.strip_prefix("set -gx ")?.split_once(' '))?;
+            SECRET_VARIABLES
+                .contains(&rest.0)
+                .then(|| rest.1.trim_matches('\'').to_owned())
+        })
         .collect()
 }
 
@@ -286,6 +322,7 @@ impl Known {
                 .and_then(|jwt| jwt_signature(&jwt).map(str::to_owned))
                 .into_iter()
                 .collect(),
+            Serves::Env => env_secrets(stdout),
         };
         for value in &served {
             scrubbed = scrubbed.replace(value.as_str(), "<served>");
@@ -421,5 +458,10 @@ mod tests {
         assert_eq!(s(&["credential-process", "aws"]), Serves::AwsJson);
         assert_eq!(s(&["--config", "token", "status"]), Serves::Nothing);
         assert_eq!(s(&["demo", "--dir", "token"]), Serves::Nothing);
+        assert_eq!(
+            s(&["--config", "x", "env", "aws", "--shell", "json"]),
+            Serves::Env
+        );
+        assert_eq!(s(&["exec", "aws", "--", "env"]), Serves::Nothing);
     }
 }

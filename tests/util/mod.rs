@@ -4,9 +4,10 @@
 //! process's stdout and stderr are checked against every secret the run knows (`process.rs`).
 //! Each outside system has its own file: the Keycloak emulator's standard realm
 //! (`keycloak_emulator.rs`), the real Keycloak server (`keycloak.rs`), STS and AWS targets
-//! (`aws.rs`); long-running keyfed is in `daemon.rs`. Beside them: requests to the local
-//! endpoint (`http.rs`), programs run as another user (`users.rs`), a daemon serving every face
-//! of the endpoint (`faces.rs`) and the instruments of the endpoint abuse tests (`abuse.rs`).
+//! (`aws.rs`); long-running keyfed is in `daemon.rs`, `keyfed doctor`'s runs in `doctor.rs`.
+//! Beside them: requests to the local endpoint (`http.rs`), programs run as another user
+//! (`users.rs`), a daemon serving every face of the endpoint (`faces.rs`) and the instruments of
+//! the endpoint abuse tests (`abuse.rs`).
 
 #![allow(dead_code)]
 
@@ -14,6 +15,7 @@ pub mod abuse;
 pub mod aws;
 pub mod azure;
 pub mod daemon;
+pub mod doctor;
 pub mod faces;
 pub mod gcp;
 pub mod http;

@@ -18,6 +18,25 @@ use crate::{AssumeRoleRequest, StsSettings, session_name};
 /// and a target's `audience` when it has an `aws` table and sets none.
 pub const AUDIENCE: &str = "sts.amazonaws.com";
 
+/// What STS and an IAM OIDC identity provider require of a web identity token: an RSA or EC
+/// signature (no `kid` needed while the JWKS holds one key), an issuer URL without a port,
+/// and at most 20,000 characters (`WebIdentityToken`'s limit). STS fetches the issuer's
+/// discovery document and JWKS from the internet.
+pub const SUBJECT_TOKEN: keyfed_core::token_rules::SubjectTokenRules =
+    keyfed_core::token_rules::SubjectTokenRules {
+        cloud: "AWS STS",
+        audience_setting: "the IAM OIDC identity provider's audiences (client ID list)",
+        algorithms: &[
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+        ],
+        kid_required: false,
+        issuer_port_allowed: false,
+        max_subject_bytes: None,
+        max_lifetime: None,
+        max_token_bytes: Some(20_000),
+        uploaded_jwks: None,
+    };
+
 /// How long the credentials live unless `duration` says otherwise.
 const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
 

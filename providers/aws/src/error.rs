@@ -163,8 +163,16 @@ pub(crate) fn hint(code: &str, message: &str, cx: &HintContext<'_>) -> Option<St
     let iss = cx.token.iss.as_deref().unwrap_or("(none)");
     match code {
         "InvalidIdentityToken" if message.contains("Incorrect token audience") => Some(format!(
-            "the IAM OIDC identity provider \"{provider}\" must list the token's aud {} among its audiences (client ID list): IAM → Identity providers → {provider} → Audiences → Add audience; or make Keycloak put one of the listed audiences into the token (the target's audience and scope)",
-            cx.token.aud_text()
+            "the IAM OIDC identity provider \"{provider}\" must list the token's aud {} among its audiences (client ID list): IAM → Identity providers → {provider} → Audiences → Add audience{}; or make Keycloak put one of the listed audiences into the token (the target's audience and scope)",
+            cx.token.aud_text(),
+            // The client ID to add, when the token names one (issue 12).
+            match cx.token.aud.as_slice() {
+                [one] => format!(
+                    " (`aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn arn:aws:iam::{}:oidc-provider/{provider} --client-id {one}`)",
+                    cx.account()
+                ),
+                _ => String::new(),
+            }
         )),
         "InvalidIdentityToken" if message.contains("No OpenIDConnect provider found") => {
             Some(format!(

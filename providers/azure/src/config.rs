@@ -15,6 +15,22 @@ use url::Url;
 /// The audience Entra ID expects of a federated credential's assertion.
 pub const AUDIENCE: &str = "api://AzureADTokenExchange";
 
+/// What Entra ID requires of a federated credential's assertion: RS256 only, and a lifetime
+/// (`exp − iat`) of at most a day (AADSTS70023). Entra fetches the issuer's discovery document
+/// and JWKS from the internet.
+pub const SUBJECT_TOKEN: keyfed_core::token_rules::SubjectTokenRules =
+    keyfed_core::token_rules::SubjectTokenRules {
+        cloud: "Entra ID",
+        audience_setting: "the federated identity credential's audiences (by default api://AzureADTokenExchange)",
+        algorithms: &["RS256"],
+        kid_required: false,
+        issuer_port_allowed: true,
+        max_subject_bytes: None,
+        max_lifetime: Some(Duration::from_secs(24 * 3600)),
+        max_token_bytes: None,
+        uploaded_jwks: None,
+    };
+
 /// Azure's public cloud authority.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 

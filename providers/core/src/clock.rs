@@ -121,6 +121,28 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_owned())
 }
 
+/// The IMF-fixdate form of HTTP's `Date` header (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
+const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+/// `t` as an HTTP `Date` header value (whole seconds, UTC).
+pub fn http_date(t: SystemTime) -> String {
+    let secs = i64::try_from(unix_seconds(t)).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|dt| dt.format(HTTP_DATE).ok())
+        .unwrap_or_else(|| "Fri, 31 Dec 9999 23:59:59 GMT".to_owned())
+}
+
+/// An HTTP `Date` header value read back: the IMF-fixdate form every current server sends;
+/// `None` for anything else (the obsolete RFC 850 and asctime forms included).
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let parsed = time::PrimitiveDateTime::parse(text.trim(), HTTP_DATE).ok()?;
+    let secs = u64::try_from(parsed.assume_utc().unix_timestamp()).ok()?;
+    Some(from_unix_seconds(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +181,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), SystemClock.sleep_until(past))
             .await
             .unwrap_or_else(|_| panic!("slept"));
+    }
+
+    #[test]
+    fn http_dates_round_trip_and_garbage_is_none() {
+        let t = from_unix_seconds(784_111_777);
+        assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
+        for text in [
+            "",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "yesterday",
+        ] {
+            assert_eq!(parse_http_date(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -421,6 +421,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_problems_are_read_from_rustls_words() {
+        let cases = [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                TlsProblem::UnknownCa,
+            ),
+            (
+                "invalid peer certificate: certificate expired: verification time 5 (UNIX), but certificate is not valid after 4 (1 seconds ago)",
+                TlsProblem::Expired,
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"localhost\"; certificate is only valid for elsewhere.example",
+                TlsProblem::WrongName,
+            ),
+            ("invalid peer certificate: Revoked", TlsProblem::Revoked),
+            (
+                "invalid peer certificate: BadSignature",
+                TlsProblem::OtherCa,
+            ),
+            (
+                "received corrupt message of type InvalidContentType",
+                TlsProblem::NotTls,
+            ),
+        ];
+        for (detail, problem) in cases {
+            assert_eq!(TlsProblem::of(detail), Some(problem), "{detail}");
+        }
+        assert_eq!(TlsProblem::of("connection refused"), None);
+        let hint = TransportHint {
+            upstream: "STS",
+            server: "the endpoint's",
+            private_cas: "a private CA",
+        };
+        assert!(hint.hint(cases[0].0, false).contains("set ca_file"));
+        assert!(hint.hint(cases[1].0, false).contains("expired"));
+        assert_eq!(hint.hint("connection refused", false), "");
+    }
+
+    #[test]
     fn missing_ca_file_is_named() {
         let settings = HttpSettings {
             ca_file: Some("/nonexistent/ca.pem".into()),
@@ -475,13 +514,111 @@ impl TransportHint {
                 "\n  hint: the call timed out; check the network path to {} (proxy: HTTPS_PROXY / NO_PROXY) or raise the timeout",
                 self.upstream
             )
-        } else if detail.contains("certificate") {
-            format!(
-                "\n  hint: {} TLS certificate is not trusted; set ca_file to the CA bundle that signs it ({})",
-                self.server, self.private_cas
-            )
+        } else if let Some(problem) = TlsProblem::of(detail) {
+            format!("\n  hint: {}", self.tls_fix(problem))
         } else {
             String::new()
+        }
+    }
+
+    /// What to do about a TLS failure of this upstream.
+    pub fn tls_fix(&self, problem: TlsProblem) -> String {
+        let server = self.server;
+        match problem {
+            TlsProblem::UnknownCa | TlsProblem::OtherCa | TlsProblem::OtherCertificate => format!(
+                "{server} TLS certificate is not trusted; set ca_file to the CA bundle that signs it ({})",
+                self.private_cas
+            ),
+            TlsProblem::Expired => format!(
+                "{server} TLS certificate (or one in its chain) has expired: renew it; if it has not, this host's clock is wrong (timedatectl)"
+            ),
+            TlsProblem::NotYetValid => format!(
+                "{server} TLS certificate is not valid yet: check this host's clock (timedatectl)"
+            ),
+            TlsProblem::WrongName => format!(
+                "{server} TLS certificate does not name the host in the URL: use a URL whose host the certificate names, or reissue the certificate with this host in its subjectAltName"
+            ),
+            TlsProblem::Revoked => {
+                format!("{server} TLS certificate has been revoked: reissue it")
+            }
+            TlsProblem::NotForServers => format!(
+                "{server} TLS certificate is not issued for TLS servers (its extended key usage lacks serverAuth): reissue it for server authentication"
+            ),
+            TlsProblem::NotTls => format!(
+                "{} does not speak TLS on this port: check the URL's scheme (https) and port",
+                self.upstream
+            ),
+        }
+    }
+}
+
+/// What went wrong in a TLS handshake, read from rustls's words in a transport failure's
+/// detail (`invalid peer certificate: UnknownIssuer`, `certificate expired: …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The chain does not lead to a CA this host trusts (or the server sent no intermediates).
+    UnknownCa,
+    /// The certificate names a trusted CA as its issuer, but that CA's key did not sign it: a
+    /// different CA of the same name (one re-created, or a test CA).
+    OtherCa,
+    /// The certificate, or one in its chain, has expired.
+    Expired,
+    /// Not valid yet: usually this host's clock.
+    NotYetValid,
+    /// Issued for other names than the URL's host.
+    WrongName,
+    Revoked,
+    /// A certificate not meant for TLS servers (extended key usage).
+    NotForServers,
+    /// Anything else wrong with the certificate, in rustls's words.
+    OtherCertificate,
+    /// Something other than TLS answered (plain HTTP on the port).
+    NotTls,
+}
+
+impl TlsProblem {
+    /// The problem a transport failure's detail describes, if it is a TLS one.
+    pub fn of(detail: &str) -> Option<Self> {
+        let has = |words: &[&str]| words.iter().any(|w| detail.contains(w));
+        Some(if has(&["UnknownIssuer", "UnknownCA"]) {
+            Self::UnknownCa
+        } else if has(&["not valid for name", "NotValidForName"]) {
+            Self::WrongName
+        } else if has(&["not valid yet", "NotValidYet"]) {
+            Self::NotYetValid
+        } else if has(&["BadSignature"]) {
+            Self::OtherCa
+        } else if has(&["RevocationList", "revocation list"]) {
+            Self::OtherCertificate
+        } else if has(&["certificate expired", "Expired"]) {
+            Self::Expired
+        } else if has(&["Revoked"]) {
+            Self::Revoked
+        } else if has(&["InvalidPurpose", "extended key usage"]) {
+            Self::NotForServers
+        } else if has(&["certificate"]) {
+            Self::OtherCertificate
+        } else if has(&["InvalidContentType", "corrupt message"]) {
+            Self::NotTls
+        } else {
+            return None;
+        })
+    }
+
+    /// The problem in a few words.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Self::UnknownCa => "the certificate chain does not lead to a CA this host trusts",
+            Self::OtherCa => {
+                "the certificate names a CA this host trusts, but another CA of that name signed it"
+            }
+            Self::Expired => "the certificate (or one in its chain) has expired",
+            Self::NotYetValid => "the certificate is not valid yet",
+            Self::WrongName => "the certificate is for other host names",
+            Self::Revoked => "the certificate has been revoked",
+            Self::NotForServers => "the certificate is not for TLS servers",
+            Self::OtherCertificate => "the certificate was refused",
+            Self::NotTls => "the server does not speak TLS on this port",
         }
     }
 }
@@ -501,6 +638,26 @@ pub async fn send_and_read(
     limit: usize,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), SendFailure> {
+    send_and_read_answer(builder, limit, timeout)
+        .await
+        .map(|answer| (answer.status, answer.body))
+}
+
+/// A whole answer as [`send_and_read_answer`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The server's `Date` header as sent (its clock, for `keyfed doctor`'s skew check).
+    pub date: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// [`send_and_read`], keeping the server's `Date` header too.
+pub async fn send_and_read_answer(
+    builder: reqwest::RequestBuilder,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Answer, SendFailure> {
     let failure = |e: ReadError| SendFailure {
         timed_out: e.is_timeout(),
         detail: if e.is_timeout() {
@@ -529,8 +686,13 @@ pub async fn send_and_read(
         }
     };
     let status = response.status().as_u16();
+    let date = response
+        .headers()
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = read_limited(response, limit).await.map_err(failure)?;
-    Ok((status, body))
+    Ok(Answer { status, date, body })
 }
 
 /// Reads a whole response body, refusing to buffer more than `limit` bytes.

@@ -6,7 +6,8 @@
 //! a proxy that refused a tunnel said), the pieces
 //! each provider reads its own configuration table with (`config`: human durations, the shared
 //! HTTP keys, errors naming a key within the table), the unverified claims of a token that
-//! hints quote (`token_facts`), and — behind
+//! hints quote (`token_facts`), what each cloud requires of the token it is given
+//! (`token_rules`), and — behind
 //! the `emulator` feature — the HTTP(S) server plumbing with fault injection that the providers'
 //! emulators are built on.
 //!
@@ -19,6 +20,7 @@ pub mod http;
 pub mod proxy;
 pub mod secret;
 pub mod token_facts;
+pub mod token_rules;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -25,7 +25,7 @@ pub fn claims(jwt: &str) -> Option<serde_json::Map<String, Value>> {
 }
 
 /// A claim's text made safe for one line of a log or error: control characters escaped.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     if text.chars().any(char::is_control) {
         text.escape_default().to_string()
     } else {

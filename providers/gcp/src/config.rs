@@ -21,6 +21,26 @@ pub const DEFAULT_STS_URL: &str = "https://sts.googleapis.com/v1/token";
 /// Google's IAM Credentials API.
 pub const DEFAULT_IAM_URL: &str = "https://iamcredentials.googleapis.com";
 
+/// What Google's STS requires of a subject token: RS256 or ES256 with a `kid`, a `sub` of at
+/// most 127 bytes once mapped (`google.subject=assertion.sub`), and `exp − iat` under 48 hours.
+/// Google fetches the issuer's discovery document and JWKS from the internet, unless the
+/// provider was given the JWKS.
+pub const SUBJECT_TOKEN: keyfed_core::token_rules::SubjectTokenRules =
+    keyfed_core::token_rules::SubjectTokenRules {
+        cloud: "Google STS",
+        audience_setting: "the workload identity pool provider's allowed audiences (by default https://iam.googleapis.com/<provider>; `--allowed-audiences`)",
+        algorithms: &["RS256", "ES256"],
+        kid_required: true,
+        issuer_port_allowed: true,
+        max_subject_bytes: Some(127),
+        // Under 48 hours: a whole second less.
+        max_lifetime: Some(Duration::from_secs(48 * 3600 - 1)),
+        max_token_bytes: None,
+        uploaded_jwks: Some(
+            "a provider not reachable from the internet can be given the JWKS instead: `gcloud iam workload-identity-pools providers update-oidc <provider> --jwk-json-path=<file>` (`keyfed trust <target>` writes that file for an issuer that is not public)",
+        ),
+    };
+
 /// How long an impersonated access token lives unless `lifetime` says otherwise.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 

@@ -320,9 +320,14 @@ pub(crate) fn sts_hint(
     }
     match error {
         "invalid_grant" if description.contains("audience in ID Token") => Some(format!(
-            "the provider's allowed audiences must contain the token's aud {}; by default a provider allows only \"{}\" (and the same without https:), so make Keycloak put that value into aud (an audience mapper on the target's scope) or, for a custom audience, add it with `gcloud iam workload-identity-pools providers update-oidc … --allowed-audiences=<aud>` (which replaces the default)",
+            "the provider's allowed audiences must contain the token's aud {}; by default a provider allows only \"{}\" (and the same without https:), so make Keycloak put that value into aud (an audience mapper on the target's scope) or, for a custom audience, add it with `gcloud iam workload-identity-pools providers update-oidc {provider} --allowed-audiences={}` (which replaces the default)",
             cx.token.aud_text(),
-            cx.default_audience
+            cx.default_audience,
+            // The value to allow, when the token names one (issue 12).
+            match cx.token.aud.as_slice() {
+                [one] => one.as_str(),
+                _ => "<aud>",
+            }
         )),
         "invalid_grant" if description.contains("issuer in ID Token") => Some(format!(
             "the provider {provider}'s issuer URI must be exactly the token's iss \"{iss}\" (scheme, host, port, path, no trailing slash)"

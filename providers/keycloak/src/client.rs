@@ -16,7 +16,7 @@ use url::Url;
 use crate::assertion::{self, ASSERTION_TYPE};
 use crate::discovery::{self, Discovery};
 use crate::error::{KeycloakError, oauth_hint};
-use crate::jwt::{AccessToken, DecodedJwt};
+use crate::jwt::{AccessToken, DecodedJwt, RefusedToken};
 use crate::settings::{AssertionAudience, ClientAuth, IssuerSettings, TokenRequest};
 use crate::validate::{self, KeySet};
 
@@ -25,7 +25,7 @@ use crate::validate::{self, KeySet};
 pub struct KeycloakClient {
     settings: IssuerSettings,
     http: reqwest::Client,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     discovery: OnceCell<Discovery>,
     keys: Mutex<Option<FetchedKeys>>,
 }
@@ -83,19 +83,48 @@ impl KeycloakClient {
 
     /// Gets a new token for `request` and checks it; never returns a token that failed a check.
     pub async fn fetch_token(&self, request: &TokenRequest) -> Result<AccessToken, KeycloakError> {
-        let endpoint = self.token_endpoint().await?;
-        let raw = self.request_token(request, &endpoint).await?;
-        let rejected = |problem| KeycloakError::TokenRejected {
-            issuer: self.settings.name.clone(),
-            audience: request.audience.clone(),
-            problem,
+        self.fetch_token_inspected(request)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`KeycloakClient::fetch_token`], and when the issuer gave a token that failed a check,
+    /// what that token says of itself ([`RefusedToken`]), so that `keyfed doctor` can show which
+    /// claim is wrong. The refused token itself is dropped here.
+    pub async fn fetch_token_inspected(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AccessToken, (KeycloakError, Option<RefusedToken>)> {
+        let endpoint = self.token_endpoint().await.map_err(|e| (e, None))?;
+        let raw = self
+            .request_token(request, &endpoint)
+            .await
+            .map_err(|e| (e, None))?;
+        let rejected = |problem, decoded: &DecodedJwt| {
+            let refused = RefusedToken {
+                decoded: decoded.clone(),
+                length: raw.expose_secret().len(),
+            };
+            let error = KeycloakError::TokenRejected {
+                issuer: self.settings.name.clone(),
+                audience: request.audience.clone(),
+                problem,
+            };
+            (error, Some(refused))
         };
-        let decoded = DecodedJwt::parse(raw.expose_secret())
-            .map_err(|why| rejected(crate::TokenProblem::Malformed(why)))?;
+        let decoded = DecodedJwt::parse(raw.expose_secret()).map_err(|why| {
+            let error = KeycloakError::TokenRejected {
+                issuer: self.settings.name.clone(),
+                audience: request.audience.clone(),
+                problem: crate::TokenProblem::Malformed(why),
+            };
+            (error, None)
+        })?;
         if self.settings.verify_signature {
             self.verify_signature(raw.expose_secret(), &decoded)
-                .await?
-                .map_err(rejected)?;
+                .await
+                .map_err(|e| (e, None))?
+                .map_err(|problem| rejected(problem, &decoded))?;
         }
         let expires_at = validate::check_claims(
             &decoded,
@@ -103,7 +132,7 @@ impl KeycloakClient {
             request,
             self.clock.now(),
         )
-        .map_err(rejected)?;
+        .map_err(|problem| rejected(problem, &decoded))?;
         tracing::debug!(
             issuer = %self.settings.name,
             audience = %decoded.audience(),
@@ -236,7 +265,7 @@ impl KeycloakClient {
         Ok(self.discovery().await?.token_endpoint.clone())
     }
 
-    async fn discovery(&self) -> Result<&Discovery, KeycloakError> {
+    pub(crate) async fn discovery(&self) -> Result<&Discovery, KeycloakError> {
         self.discovery
             .get_or_try_init(|| async {
                 let url = discovery::url_for(&self.settings.url).map_err(|e| {
@@ -272,7 +301,7 @@ impl KeycloakClient {
 
     /// The issuer's signing keys: the cached set unless `refresh` says its `kid`s fell short,
     /// or it is older than [`JWKS_MAX_AGE`] (or the clock went back past its fetch).
-    async fn keys(&self, refresh: bool) -> Result<Arc<KeySet>, KeycloakError> {
+    pub(crate) async fn keys(&self, refresh: bool) -> Result<Arc<KeySet>, KeycloakError> {
         let mut cached = self.keys.lock().await;
         let now = self.clock.now();
         let reason = match cached.as_ref() {
@@ -310,16 +339,23 @@ impl KeycloakClient {
     }
 
     async fn get(&self, url: &Url) -> Result<Vec<u8>, KeycloakError> {
-        let (status, body) = self.send("GET", url, self.http.get(url.clone())).await?;
-        if (200..300).contains(&status) {
-            Ok(body)
+        self.get_answer(url).await.map(|answer| answer.body)
+    }
+
+    /// A GET's whole answer (its `Date` header too), when it is a success.
+    pub(crate) async fn get_answer(&self, url: &Url) -> Result<http::Answer, KeycloakError> {
+        let answer = self
+            .send_answer("GET", url, self.http.get(url.clone()))
+            .await?;
+        if (200..300).contains(&answer.status) {
+            Ok(answer)
         } else {
             Err(KeycloakError::Http {
                 issuer: self.settings.name.clone(),
                 method: "GET",
                 url: url.to_string(),
-                status,
-                body: http::trim_body(&String::from_utf8_lossy(&self.redact_sent(&body))),
+                status: answer.status,
+                body: http::trim_body(&String::from_utf8_lossy(&self.redact_sent(&answer.body))),
             })
         }
     }
@@ -330,7 +366,18 @@ impl KeycloakClient {
         url: &Url,
         builder: reqwest::RequestBuilder,
     ) -> Result<(u16, Vec<u8>), KeycloakError> {
-        http::send_and_read(builder, MAX_RESPONSE_BYTES, self.settings.http.timeout)
+        self.send_answer(method, url, builder)
+            .await
+            .map(|answer| (answer.status, answer.body))
+    }
+
+    async fn send_answer(
+        &self,
+        method: &'static str,
+        url: &Url,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<http::Answer, KeycloakError> {
+        http::send_and_read_answer(builder, MAX_RESPONSE_BYTES, self.settings.http.timeout)
             .await
             .map_err(|e| KeycloakError::Transport {
                 issuer: self.settings.name.clone(),
@@ -364,7 +411,7 @@ impl KeycloakClient {
         keyfed_core::secret::redact_sent_bytes(body, &sent)
     }
 
-    fn invalid(&self, what: &'static str, url: &Url, detail: String) -> KeycloakError {
+    pub(crate) fn invalid(&self, what: &'static str, url: &Url, detail: String) -> KeycloakError {
         KeycloakError::InvalidResponse {
             issuer: self.settings.name.clone(),
             what,

@@ -98,6 +98,16 @@ fn decode_part(part: &str, what: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// A token the issuer gave that failed keyfed's checks: its header and claims, read without
+/// trusting them, and its length — what `keyfed doctor` shows to say which claim is wrong. It
+/// is never used as a token, and holds nothing that makes one usable (no signature).
+#[derive(Debug, Clone)]
+pub struct RefusedToken {
+    pub decoded: DecodedJwt,
+    /// The compact JWT's length in bytes.
+    pub length: usize,
+}
+
 /// An access token that passed every check; the raw JWT stays a secret.
 #[derive(Clone)]
 pub struct AccessToken {

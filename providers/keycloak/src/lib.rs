@@ -16,6 +16,7 @@ mod client;
 mod discovery;
 mod error;
 mod jwt;
+mod probe;
 mod settings;
 mod validate;
 
@@ -29,7 +30,8 @@ mod fuzz_tests;
 
 pub use client::KeycloakClient;
 pub use error::{KeycloakError, TokenProblem};
-pub use jwt::{AccessToken, Audience, DecodedJwt};
+pub use jwt::{AccessToken, Audience, DecodedJwt, RefusedToken};
+pub use probe::{Discovered, PublishedKey, PublishedKeys};
 pub use settings::{
     AssertionAudience, ClientAuth, IssuerSettings, KeyError, SigningAlgorithm, SigningKey,
     TokenRequest,

@@ -150,6 +150,27 @@ impl SigningKey {
     pub fn key_id(&self) -> Option<&str> {
         self.key_id.as_deref()
     }
+
+    /// The public half of the key as the JWK an issuer registers for the client (`keyfed trust
+    /// --keycloak`): `use` = `sig` (Keycloak ignores a key without it), `alg`, and `kid` = the
+    /// configured key id, else the key's RFC 7638 thumbprint.
+    pub fn public_jwk(&self) -> Result<serde_json::Value, KeyError> {
+        use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
+        let failed = |e: jsonwebtoken::errors::Error| KeyError {
+            algorithm: self.algorithm.name(),
+            detail: e.to_string(),
+        };
+        let mut jwk = Jwk::from_encoding_key(&self.key, self.algorithm.jwt()).map_err(failed)?;
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        jwk.common.key_id = Some(match &self.key_id {
+            Some(kid) => kid.clone(),
+            None => jwk.thumbprint(ThumbprintHash::SHA256).map_err(failed)?,
+        });
+        serde_json::to_value(&jwk).map_err(|e| KeyError {
+            algorithm: self.algorithm.name(),
+            detail: e.to_string(),
+        })
+    }
 }
 
 impl fmt::Debug for SigningKey {

@@ -57,6 +57,14 @@ impl KeySet {
         Ok(Self(usable))
     }
 
+    /// Each usable key's `kid` and `alg`, as the JWKS names them.
+    pub(crate) fn listed(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.0
+            .iter()
+            .map(|k| (k.kid.clone(), k.alg.clone()))
+            .collect()
+    }
+
     fn find(&self, kid: Option<&str>) -> Option<&PublicKey> {
         match kid {
             Some(kid) => self.0.iter().find(|k| k.kid.as_deref() == Some(kid)),

@@ -66,6 +66,16 @@ impl State {
     pub fn token_endpoint(&self) -> String {
         format!("{}/protocol/openid-connect/token", self.issuer())
     }
+
+    /// The issuer as tokens and the discovery document name it.
+    pub fn iss(&self) -> String {
+        let issuer = self.issuer();
+        if self.realm.trailing_slash_issuer {
+            format!("{issuer}/")
+        } else {
+            issuer
+        }
+    }
 }
 
 /// Options for starting an emulator.
@@ -211,6 +221,12 @@ impl KeycloakEmulator {
     /// Signs tokens with a key that is not in the JWKS but claims the published `kid`.
     pub fn sign_with_foreign_key(&self, on: bool) -> Result<(), String> {
         self.state.signer.set_foreign(on)
+    }
+
+    /// Signs tokens with HS256 over a secret of the realm's (under the published `kid`), as a
+    /// realm whose access token algorithm was set to HS256 does (issue 12).
+    pub fn sign_with_hs256(&self, on: bool) {
+        self.state.signer.set_hs256(on);
     }
 
     /// Signs `claims` as the realm would; for tests that need a hand-made token.

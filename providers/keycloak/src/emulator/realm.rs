@@ -14,6 +14,9 @@ pub struct Realm {
     pub lifespan: Duration,
     /// Serve under `/auth` like Keycloak before version 17.
     pub legacy_auth_prefix: bool,
+    /// Name the issuer with a trailing slash in tokens' `iss` and the discovery document (as a
+    /// frontend URL ending in `/` makes some servers do; issue 12).
+    pub trailing_slash_issuer: bool,
     pub scopes: Vec<ClientScope>,
     pub clients: Vec<ClientSpec>,
 }
@@ -97,6 +100,7 @@ impl Realm {
             name: name.to_owned(),
             lifespan: Duration::from_secs(300),
             legacy_auth_prefix: false,
+            trailing_slash_issuer: false,
             scopes: vec![ClientScope {
                 name: ROLES_SCOPE.to_owned(),
                 audiences: vec!["account".to_owned()],
@@ -126,6 +130,11 @@ impl Realm {
 
     pub fn legacy_auth_prefix(mut self, on: bool) -> Self {
         self.legacy_auth_prefix = on;
+        self
+    }
+
+    pub fn trailing_slash_issuer(mut self, on: bool) -> Self {
+        self.trailing_slash_issuer = on;
         self
     }
 

@@ -6,10 +6,10 @@ use std::sync::{Arc, PoisonError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State as Extract;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use keyfed_core::clock::unix_seconds;
+use keyfed_core::clock::{http_date, unix_seconds};
 use serde_json::{Value, json};
 
 use super::auth::{Refusal, authenticate};
@@ -32,7 +32,20 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             post(token),
         )
         .fallback(not_found)
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(&state),
+            dated,
+        ))
         .with_state(state)
+}
+
+/// Every answer's `Date` is the realm's "now" (hyper would send the host's), so a clock skewed
+/// on purpose shows to clients as a real server's would.
+async fn dated(Extract(state): Extract<Arc<State>>, mut response: Response) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&http_date(state.clock.now())) {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -81,7 +94,7 @@ async fn discovery(Extract(state): Extract<Arc<State>>) -> Response {
     json_response(
         StatusCode::OK,
         json!({
-            "issuer": issuer,
+            "issuer": state.iss(),
             "token_endpoint": state.token_endpoint(),
             "jwks_uri": format!("{issuer}/protocol/openid-connect/certs"),
             "introspection_endpoint": format!("{}/introspect", state.token_endpoint()),
@@ -174,7 +187,7 @@ fn issue(
         "exp": now + lifespan,
         "iat": now,
         "jti": uuid::Uuid::new_v4().to_string(),
-        "iss": state.issuer(),
+        "iss": state.iss(),
         "sub": client.service_account_id,
         "typ": "Bearer",
         "azp": client.client_id,

@@ -16,6 +16,8 @@ struct Keys {
     current: Key,
     retired: Vec<Key>,
     foreign: Option<Key>,
+    /// Sign with HS256 over this secret instead (issue 12: a realm set to HS256).
+    hs256: Option<EncodingKey>,
 }
 
 /// Signs the realm's tokens.
@@ -48,6 +50,7 @@ impl Signer {
                 current: new_key()?,
                 retired: Vec::new(),
                 foreign: None,
+                hs256: None,
             }),
         })
     }
@@ -70,9 +73,20 @@ impl Signer {
         Ok(())
     }
 
-    /// Signs `claims` with the current key (or the foreign one, under the current `kid`).
+    pub fn set_hs256(&self, on: bool) {
+        self.lock().hs256 = on.then(|| EncodingKey::from_secret(uuid::Uuid::new_v4().as_bytes()));
+    }
+
+    /// Signs `claims` with the current key (or the foreign one, under the current `kid`; or
+    /// HS256 when set so).
     pub fn sign(&self, claims: &serde_json::Value) -> Result<String, String> {
         let keys = self.lock();
+        if let Some(secret) = &keys.hs256 {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(keys.current.kid.clone());
+            header.typ = Some("JWT".to_owned());
+            return jsonwebtoken::encode(&header, claims, secret).map_err(|e| e.to_string());
+        }
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(keys.current.kid.clone());
         header.typ = Some("JWT".to_owned());

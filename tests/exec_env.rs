@@ -1,0 +1,710 @@
+//! issue 12: `keyfed exec <target> -- command…` and `keyfed env <target>` through the real
+//! daemon, against the Keycloak, STS, Google and Entra emulators: each cloud's variables reach
+//! the command (compared with what `keyfed credential-process` and the emulators issued), exit
+//! statuses and signals pass through, the AWS CLI and azure-identity (Python, from
+//! `target/interop-venv`) work with what keyfed gives them, an Azure identity-header pair serves
+//! only its one target and ends with `keyfed exec`, `eval "$(keyfed env …)"` gives the same
+//! values, another user is refused, and without a daemon AWS and GCP are exchanged directly.
+//!
+//! Commands write what they saw to files in the fixture's folder, never to standard output:
+//! keyfed's output is leak-checked, and only `keyfed env` prints credentials by design.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keyfed_azure::emulator::EntraEmulator;
+use keyfed_gcp::emulator::GcpEmulator;
+use keyfed_keycloak::emulator::KeycloakEmulator;
+
+use crate::util::azure::{APP, IDENTITY, service_account_of};
+use crate::util::http::client;
+use crate::util::process::Process;
+use crate::util::{
+    API_AUD, Daemon, Fixture, Run, SecretFile, Serves, free_port, target, wait_ready, wait_until,
+};
+
+const MGMT: &str = "https://management.azure.com";
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/azure_identity.py"
+);
+/// The variables `keyfed exec` sets, per cloud.
+const AWS_VARS: [&str; 4] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CREDENTIAL_EXPIRATION",
+];
+const GCP_VARS: [&str; 2] = ["CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN"];
+const AZURE_VARS: [&str; 3] = ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID"];
+/// A uid nobody has in the user database (the test runs as root).
+const UNLISTED: u32 = 12345;
+const NOGROUP: u32 = 65534;
+
+fn venv_bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/interop-venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/run, which installs the interop venv",
+        path.display()
+    );
+    path
+}
+
+/// Keycloak, STS, Google and Entra emulators, and a configuration with targets `aws`, `gcp`
+/// (impersonating the emulator's service account), `azure` (app [`APP`], the endpoint's
+/// `azure_target`), `mi` (managed identity [`IDENTITY`]) and `api` (a token target), the
+/// control socket `keyfed.sock` and an endpoint on a free port.
+struct Setup {
+    fx: Fixture,
+    gcp: Arc<GcpEmulator>,
+    entra: Arc<EntraEmulator>,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+}
+
+impl Setup {
+    /// `access` is added to targets `aws` and `azure` (their `allow_users` line, or nothing).
+    async fn new(access: &str) -> Self {
+        let mut fx = Fixture::new();
+        let realm = fx.realm();
+        let sub = service_account_of(&realm);
+        fx.start(KeycloakEmulator::builder(realm)).await;
+        let entra = fx.start_entra(&sub).await;
+        fx.start_sts().await;
+        let gcp = fx.start_gcp().await;
+        let port = free_port();
+        let service_account = format!(
+            "service_account = \"{}\"",
+            crate::util::gcp::SERVICE_ACCOUNT
+        );
+        let targets = [
+            fx.aws_target("aws", "") + access,
+            fx.gcp_target(&gcp, "gcp", &service_account, ""),
+            fx.azure_target(&entra, "azure", APP, &[MGMT], "").replacen(
+                "outputs = []\n",
+                &format!("outputs = []\n{access}"),
+                1,
+            ),
+            fx.azure_target(&entra, "mi", IDENTITY, &[MGMT], ""),
+            target("api", "corp", API_AUD, "api-audience"),
+        ];
+        fx.daemon_config(&format!(
+            "{}\n[endpoint]\nlisten = [\"127.0.0.1:{port}\"]\nazure_target = \"azure\"\n\
+             identity_header_file = \"identity-header\"\n",
+            targets.join("\n")
+        ));
+        fx.known
+            .add_file(fx.path("identity-header"), SecretFile::Whole);
+        Self {
+            fx,
+            gcp,
+            entra,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts the daemon and waits until every target has its first credential.
+    async fn daemon(&self) -> Daemon {
+        let daemon = self.fx.daemon().await;
+        wait_ready(&self.base).await;
+        daemon
+    }
+
+    fn config(&self) -> String {
+        self.fx.path("keyfed.toml").display().to_string()
+    }
+
+    /// `keyfed exec TARGET -- sh -c SCRIPT sh ARGS…` with `PATH` set, leak-checked.
+    async fn exec_sh(&self, target: &str, script: &str, args: &[&str]) -> Run {
+        let mut full = vec!["exec", target, "--", "sh", "-c", script, "sh"];
+        full.extend_from_slice(args);
+        self.fx.keyfed_with(&full, &[("PATH", PATH)]).await
+    }
+
+    /// The variables a command under `keyfed exec TARGET` saw (written by `env` to a file).
+    async fn seen_by_exec(&self, target: &str, exit: u8) -> BTreeMap<String, String> {
+        let file = self.fx.path(&format!("{target}.env"));
+        let file = file.to_str().unwrap_or_default();
+        self.exec_sh(target, &format!("env > \"$1\"; exit {exit}"), &[file])
+            .await
+            .fails_with(i32::from(exit));
+        read_env(file)
+    }
+
+    /// The App Service face's answer to `header` asking for `resource` (and `client_id`):
+    /// the status and the body; a token in it becomes a known secret.
+    async fn app_service(&self, header: &str, client_id: Option<&str>) -> (u16, String) {
+        let mut url = format!(
+            "{}/msi/token?api-version=2019-08-01&resource={}",
+            self.base,
+            url::form_urlencoded::byte_serialize(MGMT.as_bytes()).collect::<String>()
+        );
+        if let Some(id) = client_id {
+            url.push_str(&format!("&client_id={id}"));
+        }
+        let response = client()
+            .get(url)
+            .header("X-IDENTITY-HEADER", header)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&body)
+            && let Some(token) = doc["access_token"].as_str()
+        {
+            self.fx
+                .know("an access token from the App Service face", token);
+        }
+        (status, body)
+    }
+
+    /// The client the Entra emulator issued the token in the face's `body` to.
+    fn issued_to(&self, body: &str) -> String {
+        let doc: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        let token = doc["access_token"].as_str().unwrap_or_default();
+        self.entra
+            .token_info(token)
+            .unwrap_or_else(|| panic!("a token the Entra emulator did not issue: {body}"))
+            .client_id
+    }
+}
+
+/// Where the commands under test find `sh`, `env` and `sleep`.
+const PATH: &str = "/usr/bin:/bin";
+
+/// `NAME=VALUE` lines, as `env` writes them (keyfed's values have no newlines).
+fn read_env(file: &str) -> BTreeMap<String, String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The `credential_process` document `keyfed credential-process aws` prints.
+async fn credential_process(fx: &Fixture) -> serde_json::Value {
+    let run = fx.keyfed(&["credential-process", "aws"]).await;
+    run.ok();
+    serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+/// Asserts `vars` hold the AWS credentials of `document` (a `credential_process` document).
+fn assert_aws(vars: &BTreeMap<String, String>, document: &serde_json::Value) {
+    for (name, field) in AWS_VARS.iter().zip([
+        "AccessKeyId",
+        "SecretAccessKey",
+        "SessionToken",
+        "Expiration",
+    ]) {
+        assert_eq!(
+            vars.get(*name).map(String::as_str),
+            document[field].as_str(),
+            "{name}"
+        );
+    }
+}
+
+/// Asserts `vars` hold an access token the GCP emulator issued for its service account.
+fn assert_gcp(setup: &Setup, vars: &BTreeMap<String, String>) -> String {
+    let token = vars
+        .get("CLOUDSDK_AUTH_ACCESS_TOKEN")
+        .unwrap_or_else(|| panic!("no CLOUDSDK_AUTH_ACCESS_TOKEN in {:?}", vars.keys()));
+    assert_eq!(vars.get("GOOGLE_OAUTH_ACCESS_TOKEN"), Some(token));
+    let info = setup
+        .gcp
+        .token_info(token)
+        .unwrap_or_else(|| panic!("a token the GCP emulator did not issue"));
+    assert!(
+        info.scopes.iter().any(|s| s.contains("cloud-platform")),
+        "{info:?}"
+    );
+    token.clone()
+}
+
+/// issue 12: `keyfed exec` gives each cloud's command its variables — AWS's the credentials
+/// `keyfed credential-process` gives, GCP's an access token the emulator issued, Azure's an
+/// identity-header pair of its own for the App Service face — on top of keyfed's own
+/// environment, and passes the command's exit status through (0, 3, 255). A token target is
+/// refused, pointing to `keyfed token`; a command that is not found gives 127, one that is not
+/// executable 126.
+#[tokio::test]
+async fn issue_12_exec_gives_each_cloud_its_variables_and_passes_the_exit_status() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let aws = setup.seen_by_exec("aws", 3).await;
+    assert_aws(&aws, &credential_process(&setup.fx).await);
+    assert_eq!(
+        aws.get("PATH").map(String::as_str),
+        Some(PATH),
+        "keyfed's own"
+    );
+    assert!(
+        AZURE_VARS
+            .iter()
+            .chain(&GCP_VARS)
+            .all(|v| !aws.contains_key(*v)),
+        "only the target's cloud"
+    );
+
+    let gcp = setup.seen_by_exec("gcp", 0).await;
+    assert_gcp(&setup, &gcp);
+    assert!(AWS_VARS.iter().all(|v| !gcp.contains_key(*v)));
+
+    let azure = setup.seen_by_exec("azure", 255).await;
+    assert_eq!(
+        azure.get("IDENTITY_ENDPOINT"),
+        Some(&format!("{}/msi/token", setup.base))
+    );
+    assert_eq!(azure.get("AZURE_CLIENT_ID").map(String::as_str), Some(APP));
+    let header = azure.get("IDENTITY_HEADER").cloned().unwrap_or_default();
+    setup.fx.know("an identity-header pair", &header);
+    assert_eq!(header.len(), 64, "32 random bytes, hex");
+    let file_secret =
+        std::fs::read_to_string(setup.fx.path("identity-header")).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(header, file_secret, "a header of its own");
+    // Its command has ended: the pair went with it; the file's secret works as before.
+    assert_eq!(setup.app_service(&header, None).await.0, 401);
+    let (status, body) = setup.app_service(&file_secret, None).await;
+    assert_eq!((status, setup.issued_to(&body)), (200, APP.to_owned()));
+
+    setup
+        .fx
+        .keyfed(&["exec", "api", "--", "true"])
+        .await
+        .fails_with(2)
+        .says("keyfed token api");
+    setup
+        .fx
+        .keyfed_with(
+            &["exec", "aws", "--", "no-such-command-here"],
+            &[("PATH", PATH)],
+        )
+        .await
+        .fails_with(127)
+        .says("no-such-command-here: command not found");
+    let plain = setup.fx.write("not-executable", "#!/bin/sh\nexit 0\n");
+    let plain = plain.to_str().unwrap_or_default();
+    setup
+        .fx
+        .keyfed(&["exec", "aws", "--", plain])
+        .await
+        .fails_with(126)
+        .says("permission denied");
+    daemon.stop().await.ok();
+}
+
+/// issue 12: the real AWS CLI, run by `keyfed exec aws`, gets the assumed role's identity from
+/// the STS emulator with the variables keyfed set (its own lookup of profiles and IMDS off).
+#[tokio::test]
+async fn issue_12_the_aws_cli_runs_under_keyfed_exec() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let aws = venv_bin("aws");
+    let endpoint = setup.fx.sts().endpoint_url();
+    let run = setup
+        .fx
+        .keyfed_with(
+            &[
+                "exec",
+                "aws",
+                "--",
+                aws.to_str().unwrap_or_default(),
+                "sts",
+                "get-caller-identity",
+                "--endpoint-url",
+                &endpoint,
+                "--output",
+                "json",
+            ],
+            &[
+                ("PATH", PATH),
+                ("AWS_CONFIG_FILE", "/dev/null"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+        )
+        .await;
+    run.ok();
+    let identity: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let arn = identity["Arn"].as_str().unwrap_or_default();
+    let role = format!(
+        "arn:aws:sts::{}:assumed-role/{}/",
+        setup.fx.sts().account(),
+        crate::util::ROLE
+    );
+    assert!(arn.starts_with(&role), "{arn} is not {role}…");
+    daemon.stop().await.ok();
+}
+
+/// `keyfed exec aws -- sh -c SCRIPT` started (not waited for), `PATH` set.
+fn spawn_exec(setup: &Setup, script: &str) -> Process {
+    let config = setup.config();
+    let args = ["--config", &config, "exec", "aws", "--", "sh", "-c", script];
+    setup.fx.spawn_with(&args, &[("PATH", PATH)])
+}
+
+/// issue 12: SIGTERM, SIGHUP and SIGUSR2 sent to `keyfed exec` reach the command (which traps
+/// each and exits with its own status, passed through), and keyfed has waited for it: the
+/// command is gone when keyfed has exited. A command killed by a signal ends keyfed by the same
+/// signal; one killed by SIGPIPE (which keyfed, as every Rust program, ignores) gives 141, as a
+/// shell reports it.
+#[tokio::test]
+async fn issue_12_signals_reach_the_command_and_its_end_is_keyfeds() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    for (signal, name, code) in [
+        (rustix::process::Signal::TERM, "TERM", 42),
+        (rustix::process::Signal::HUP, "HUP", 43),
+        (rustix::process::Signal::USR2, "USR2", 44),
+    ] {
+        let ready = setup.fx.path(&format!("ready-{name}"));
+        let script = format!(
+            "trap 'exit {code}' {name}; echo $$ > {}; while :; do sleep 0.05; done",
+            ready.display()
+        );
+        let exec = spawn_exec(&setup, &script);
+        wait_until("the command to start", async || {
+            std::fs::read_to_string(&ready).is_ok_and(|t| t.ends_with('\n'))
+        })
+        .await;
+        let pid = std::fs::read_to_string(&ready).unwrap_or_default();
+        exec.signal(signal);
+        let run = exec.wait().await;
+        assert_eq!(run.code, Some(code), "SIG{name}:\n{}", run.stderr);
+        assert!(
+            !PathBuf::from(format!("/proc/{}", pid.trim())).exists(),
+            "the command (pid {}) outlived keyfed",
+            pid.trim()
+        );
+    }
+
+    for (script, signal, code) in [
+        ("kill -USR1 $$", Some(libc_signal::USR1), None),
+        ("kill -KILL $$", Some(libc_signal::KILL), None),
+        ("kill -PIPE $$", None, Some(141)),
+    ] {
+        let config = setup.config();
+        let args = ["--config", &config, "exec", "aws", "--", "sh", "-c", script];
+        let output = setup
+            .fx
+            .keyfed_command(&[], &args, &[("PATH", PATH)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        setup.fx.check_output(
+            &format!("keyfed exec {script}"),
+            Serves::Nothing,
+            &stdout,
+            &stderr,
+        );
+        assert_eq!(
+            (output.status.signal(), output.status.code()),
+            (signal, code),
+            "{script}:\n{stderr}"
+        );
+    }
+    daemon.stop().await.ok();
+}
+
+/// Signal numbers on Linux.
+mod libc_signal {
+    pub const KILL: i32 = 9;
+    pub const USR1: i32 = 10;
+}
+
+/// issue 12: azure-identity's `ManagedIdentityCredential`, run by `keyfed exec azure`, gets the
+/// app's token through the identity-header pair; asked for the managed identity of target `mi`
+/// (its client ID) with the same pair, it is refused. The pair is refused once `keyfed exec`
+/// has returned, and once a `keyfed exec` is killed (SIGKILL: its control connection closes
+/// with it). `keyfed env azure` gives a pair that works after keyfed has exited, for `azure`
+/// only.
+#[tokio::test]
+async fn issue_12_an_azure_pair_serves_one_target_while_keyfed_exec_runs() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let python = venv_bin("python");
+    let (header, mine, theirs) = (
+        setup.fx.path("pair"),
+        setup.fx.path("mine.json"),
+        setup.fx.path("theirs.json"),
+    );
+    let scope = format!("{MGMT}/.default");
+    let script = "printf %s \"$IDENTITY_HEADER\" > \"$1\"; \
+                  \"$2\" \"$3\" managed \"$4\" > \"$5\" && \
+                  \"$2\" \"$3\" managed --client-id \"$6\" \"$4\" > \"$7\"";
+    let args: Vec<String> = [
+        header.display().to_string(),
+        python.display().to_string(),
+        SCRIPT.to_owned(),
+        scope.clone(),
+        mine.display().to_string(),
+        IDENTITY.to_owned(),
+        theirs.display().to_string(),
+    ]
+    .into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    setup.exec_sh("azure", script, &args).await.ok();
+    let header = std::fs::read_to_string(&header).unwrap_or_else(|e| panic!("{e}"));
+    setup.fx.know("an identity-header pair", &header);
+    let line = |file: &PathBuf| -> serde_json::Value {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
+        let line: serde_json::Value =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        if let Some(token) = line["token"].as_str() {
+            setup.fx.know("a token azure-identity got", token);
+        }
+        line
+    };
+    let mine = line(&mine);
+    let token = mine["token"].as_str().unwrap_or_else(|| panic!("{mine}"));
+    let info = setup
+        .entra
+        .token_info(token)
+        .unwrap_or_else(|| panic!("a token the Entra emulator did not issue"));
+    assert_eq!(
+        (info.client_id.as_str(), info.scope.as_str()),
+        (APP, scope.as_str())
+    );
+    let theirs = line(&theirs);
+    let error = theirs["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{theirs}"));
+    assert!(
+        error.contains("serves only the managed identity of target \"azure\""),
+        "{error}"
+    );
+    assert_eq!(setup.app_service(&header, None).await.0, 401, "after exec");
+
+    // A killed keyfed leaves no pair behind, though its command still runs (its output away
+    // from keyfed's, whose end the test waits for).
+    let (pair, pid) = (setup.fx.path("pair-killed"), setup.fx.path("pid"));
+    let config = setup.config();
+    let script = format!(
+        "echo $$ > {pid}; printf %s \"$IDENTITY_HEADER\" > {pair}.tmp; mv {pair}.tmp {pair}; \
+         exec sleep 30 >/dev/null 2>&1",
+        pid = pid.display(),
+        pair = pair.display()
+    );
+    let exec = setup.fx.spawn_with(
+        &[
+            "--config", &config, "exec", "azure", "--", "sh", "-c", &script,
+        ],
+        &[("PATH", PATH)],
+    );
+    wait_until("the command to start", async || pair.exists()).await;
+    let header = std::fs::read_to_string(&pair).unwrap_or_else(|e| panic!("{e}"));
+    setup.fx.know("an identity-header pair", &header);
+    let (status, body) = setup.app_service(&header, Some(APP)).await;
+    assert_eq!((status, setup.issued_to(&body)), (200, APP.to_owned()));
+    exec.kill().await;
+    wait_until("the daemon to drop the killed keyfed's pair", async || {
+        setup.app_service(&header, None).await.0 == 401
+    })
+    .await;
+    let orphan = std::fs::read_to_string(&pid).unwrap_or_default();
+    if let Some(orphan) = orphan
+        .trim()
+        .parse()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(orphan, rustix::process::Signal::KILL);
+    }
+
+    // keyfed env's pair outlives keyfed, for its one target.
+    let run = setup.fx.keyfed(&["env", "azure", "--shell", "json"]).await;
+    run.ok();
+    let vars: BTreeMap<String, String> =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert_eq!(
+        vars.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"]
+    );
+    let header = &vars["IDENTITY_HEADER"];
+    let (status, body) = setup.app_service(header, None).await;
+    assert_eq!((status, setup.issued_to(&body)), (200, APP.to_owned()));
+    let (status, body) = setup.app_service(header, Some(IDENTITY)).await;
+    assert_eq!(status, 400, "{body}");
+    daemon.stop().await.ok();
+}
+
+/// issue 12: `eval "$(keyfed env aws)"` in sh gives the variables `keyfed exec` gives (the
+/// credentials `credential-process` gives); `--shell json` is one object of the same values,
+/// for GCP too; and nothing but the exports is on standard output.
+#[tokio::test]
+async fn issue_12_env_prints_what_exec_sets() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let exports = setup.fx.keyfed(&["env", "aws"]).await;
+    exports.ok();
+    assert!(
+        exports.stdout.lines().all(|l| l.starts_with("export ")),
+        "{}",
+        exports.stdout
+    );
+    let file = setup.fx.path("evaluated.env");
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("eval \"$KEYFED_EXPORTS\"; env > \"$1\"")
+        .arg("sh")
+        .arg(&file)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("KEYFED_EXPORTS", &exports.stdout)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(output.status.success(), "{output:?}");
+    let evaluated = read_env(file.to_str().unwrap_or_default());
+    let document = credential_process(&setup.fx).await;
+    assert_aws(&evaluated, &document);
+    assert_aws(&setup.seen_by_exec("aws", 0).await, &document);
+
+    let json = setup.fx.keyfed(&["env", "aws", "--shell", "json"]).await;
+    json.ok();
+    let object: BTreeMap<String, String> =
+        serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    assert_aws(&object, &document);
+    assert_eq!(object.len(), AWS_VARS.len());
+
+    let json = setup.fx.keyfed(&["env", "gcp", "--shell", "json"]).await;
+    json.ok();
+    let object: BTreeMap<String, String> =
+        serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    let token = assert_gcp(&setup, &object);
+    assert_eq!(
+        setup
+            .seen_by_exec("gcp", 0)
+            .await
+            .get("CLOUDSDK_AUTH_ACCESS_TOKEN"),
+        Some(&token),
+        "the daemon's one token"
+    );
+    let fish = setup.fx.keyfed(&["env", "gcp", "--shell", "fish"]).await;
+    fish.ok();
+    assert_eq!(
+        fish.stdout,
+        format!(
+            "set -gx CLOUDSDK_AUTH_ACCESS_TOKEN {token}\nset -gx GOOGLE_OAUTH_ACCESS_TOKEN {token}\n"
+        )
+    );
+    daemon.stop().await.ok();
+}
+
+/// issue 12: a user the target does not admit is refused by the daemon — `keyfed exec` runs
+/// nothing, `keyfed env` prints nothing — for AWS and for an Azure pair; the admitted user gets
+/// them.
+#[tokio::test]
+async fn issue_12_a_user_without_access_is_refused() {
+    if !crate::util::as_root_or_skip("issue_12_a_user_without_access_is_refused") {
+        return;
+    }
+    let setup = Setup::new(&format!("allow_users = [\"{UNLISTED}\"]\n")).await;
+    // Other users may read the configuration (not the secret) and reach the socket by group.
+    let config = std::fs::read_to_string(setup.fx.path("keyfed.toml")).unwrap_or_default();
+    setup.fx.write(
+        "keyfed.toml",
+        &config.replace(
+            "socket = \"keyfed.sock\"",
+            &format!("socket = \"keyfed.sock\"\ngroup = \"{NOGROUP}\""),
+        ),
+    );
+    crate::util::set_mode(setup.fx.dir.path(), 0o755);
+    crate::util::set_mode(&setup.fx.path("keyfed.toml"), 0o644);
+    let daemon = setup.daemon().await;
+    let ran = setup.fx.path("ran");
+    let touch = format!("touch {}", ran.display());
+    for target in ["aws", "azure"] {
+        let run = setup
+            .fx
+            .keyfed_as_user(
+                NOGROUP,
+                NOGROUP,
+                &["exec", target, "--", "sh", "-c", &touch],
+                &[("PATH", PATH)],
+            )
+            .await;
+        run.fails_with(1).says(&format!(
+            "uid {NOGROUP} may not have the credentials of target \"{target}\""
+        ));
+        assert!(!ran.exists(), "{target}: the command ran");
+        let run = setup
+            .fx
+            .keyfed_as_user(NOGROUP, NOGROUP, &["env", target], &[])
+            .await;
+        run.fails_with(1);
+        assert_eq!(run.stdout, "", "{target}");
+    }
+    let run = setup
+        .fx
+        .keyfed_as_user(UNLISTED, NOGROUP, &["env", "azure", "--shell", "json"], &[])
+        .await;
+    run.ok().prints("IDENTITY_HEADER");
+    daemon.stop().await.ok();
+}
+
+/// issue 12: without a daemon, `keyfed exec` and `keyfed env` exchange an AWS or GCP target's
+/// token directly, once; an Azure target is refused, saying that its pair needs the daemon and
+/// how to start one — as it is by a daemon whose endpoint has no App Service face.
+#[tokio::test]
+async fn issue_12_without_a_daemon_aws_and_gcp_are_exchanged_directly() {
+    let setup = Setup::new("").await;
+    let before = setup.fx.sts().assume_role_calls();
+    let aws = setup.seen_by_exec("aws", 0).await;
+    assert_eq!(
+        setup.fx.sts().assume_role_calls(),
+        before + 1,
+        "one exchange"
+    );
+    let issued = setup.fx.sts().issued_credentials();
+    let last = issued.last().unwrap_or_else(|| panic!("nothing issued"));
+    assert_eq!(
+        aws.get("AWS_ACCESS_KEY_ID"),
+        Some(&last.access_key_id),
+        "the credentials STS issued"
+    );
+    let json = setup.fx.keyfed(&["env", "gcp", "--shell", "json"]).await;
+    json.ok();
+    let object: BTreeMap<String, String> =
+        serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    assert_gcp(&setup, &object);
+    let run = setup.fx.keyfed(&["exec", "azure", "--", "true"]).await;
+    run.fails_with(1)
+        .says("no daemon answers")
+        .says("start keyfed run with an [endpoint]");
+    setup.fx.keyfed(&["env", "api"]).await.fails_with(2);
+
+    // A daemon without the App Service face: the pair cannot be had, and keyfed says how.
+    let config = std::fs::read_to_string(setup.fx.path("keyfed.toml")).unwrap_or_default();
+    let without = config.split("[endpoint]").next().unwrap_or_default();
+    setup.fx.write("keyfed.toml", without);
+    let daemon = setup.fx.daemon().await;
+    for args in [
+        ["exec", "azure", "--", "true"],
+        ["env", "azure", "--shell", "sh"],
+    ] {
+        setup
+            .fx
+            .keyfed(&args)
+            .await
+            .fails_with(1)
+            .says("serves no local endpoint: add an [endpoint] section")
+            .says("azure_target");
+    }
+    daemon.stop().await.ok();
+}
