@@ -94,10 +94,11 @@ pub enum Command {
     /// needs `keyfed run` with an [endpoint] naming an azure_target. Token targets are refused
     /// (use `keyfed token`). Without a daemon, AWS and GCP targets are exchanged once, directly.
     ///
-    /// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to the command.
-    /// keyfed exits with the command's status, or ends by the signal that killed it (128+N
-    /// where that signal is ignored); 127 when the command is not found, 126 when it cannot be
-    /// run.
+    /// Signals sent to keyfed (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM,
+    /// real-time signals, …) are forwarded to the command. keyfed exits with the command's
+    /// status, or ends by the signal that killed it (128+N where that signal is ignored); 127
+    /// when the command is not found, 126 when it cannot be run, 125 when keyfed itself fails
+    /// (an unknown target, a refused request, no credential).
     Exec {
         /// The target's name in the configuration
         target: String,
@@ -153,6 +154,27 @@ pub enum EnvShell {
     Json,
 }
 
+/// Parses the command line. A mistake in it exits 2, clap's usage status — or 125 for
+/// `keyfed exec`, whose statuses below 125 are its command's (`exit::ExecFailure`).
 pub fn parse() -> Cli {
-    Cli::parse()
+    Cli::try_parse().unwrap_or_else(|error| {
+        if error.use_stderr() && names_exec(std::env::args_os().skip(1)) {
+            let _ = error.print();
+            std::process::exit(i32::from(crate::exit::EXEC));
+        }
+        error.exit()
+    })
+}
+
+/// Whether `args` name the subcommand `exec`: the first that is neither an option nor the value
+/// of `--config`.
+fn names_exec(mut args: impl Iterator<Item = OsString>) -> bool {
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            args.next();
+        } else if !arg.as_encoded_bytes().starts_with(b"-") {
+            return arg == "exec";
+        }
+    }
+    false
 }

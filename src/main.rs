@@ -14,9 +14,9 @@ mod exit;
 mod logging;
 mod outputs;
 mod peer_uid;
-mod quote;
 mod served;
 mod sources;
+mod stdout;
 mod systemd;
 
 fn main() -> std::process::ExitCode {

@@ -1,7 +1,8 @@
 //! `keyfed doctor` (issue 12): the real binary against the emulators. A healthy configuration
 //! with a target of each kind passes with exit 0 and writes nothing; one configuration with a
 //! target broken on purpose for each check — a wrong audience, an array audience, an HS256
-//! token, a trailing-slash issuer, a skewed Keycloak clock (its `Date` header), a secret file
+//! token, a trailing-slash issuer, a skewed Keycloak clock (by its `Date` header, and by a
+//! token's `iat` from a Keycloak that sends no `Date`, as Keycloak 26 does), a secret file
 //! its group may read, an unreachable Keycloak, a Keycloak whose CA is not trusted, and each
 //! cloud's refusal (AWS: a client ID the IAM OIDC provider lacks, a trust policy that denies;
 //! Google: an audience the provider does not allow, a missing binding; Entra: AADSTS70021 and
@@ -198,19 +199,31 @@ async fn issue_12_a_healthy_configuration_passes_and_writes_nothing() {
     one.ok();
     let one: Value = serde_json::from_str(&one.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(one["targets"].as_array().map(Vec::len), Some(1), "{one:#}");
-    fx.keyfed(&["doctor", "nope"])
-        .await
-        .fails_with(2)
-        .says("no target named \"nope\"");
+    // A target it does not have: one failed check, in the text and the document alike.
+    let (text, json, unknown) = doctor(&fx, &["nope"]).await;
+    text.fails_with(2).says("no target named \"nope\"");
+    json.fails_with(2);
+    assert_eq!(unknown["ok"], false, "{unknown:#}");
+    assert_eq!(unknown["targets"], Value::Array(Vec::new()));
+    let config = unknown["config"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<&Value> = config.iter().filter(|c| c["status"] == "fail").collect();
+    assert_eq!(failed.len(), 1, "{unknown:#}");
+    assert_eq!(failed[0]["id"], "target");
+    let detail = failed[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("no target named \"nope\"") && detail.contains("aws, azure, gcp"),
+        "{detail}"
+    );
     eprintln!("issue 12: healthy doctor runs took {:?}", started.elapsed());
 }
 
 /// A configuration with a target broken on purpose for each check: extra Keycloak realms (one
-/// signing HS256, one naming its issuer with a trailing slash, one whose clock runs behind, one
-/// over TLS from a CA keyfed does not trust), a secret file its group may read, an issuer where
-/// nothing listens, and clouds that refuse (an STS whose OIDC provider lists another client ID,
-/// a role whose trust policy wants another `sub`, a pool provider allowing another audience, a
-/// service account without a binding, Entra apps without a matching federated credential).
+/// signing HS256, one naming its issuer with a trailing slash, two whose clock runs behind — one
+/// saying so in its `Date` header, one sending none — one over TLS from a CA keyfed does not
+/// trust), a secret file its group may read, an issuer where nothing listens, and clouds that
+/// refuse (an STS whose OIDC provider lists another client ID, a role whose trust policy wants
+/// another `sub`, a pool provider allowing another audience, a service account without a
+/// binding, Entra apps without a matching federated credential).
 struct Broken {
     fx: Fixture,
     /// `host-secret`'s service account (`sub`) in the standard realm.
@@ -245,6 +258,13 @@ impl Broken {
         let skewed = keycloak(
             &fx,
             KeycloakEmulator::builder(fx.realm()).clock(Arc::new(ManualClock::new(behind))),
+        )
+        .await;
+        let undated = keycloak(
+            &fx,
+            KeycloakEmulator::builder(fx.realm())
+                .clock(Arc::new(ManualClock::new(behind)))
+                .without_date_header(),
         )
         .await;
         let server_ca = TestCa::new().unwrap_or_else(|e| panic!("{e}"));
@@ -326,6 +346,7 @@ impl Broken {
             issuer_at("hs", &hs256.issuer_url(), "client-secret", ""),
             issuer_at("slash", &slash.issuer_url(), "client-secret", ""),
             issuer_at("skewed", &skewed.issuer_url(), "client-secret", ""),
+            issuer_at("undated", &undated.issuer_url(), "client-secret", ""),
             issuer_at(
                 "tls",
                 &tls.issuer_url(),
@@ -350,6 +371,7 @@ impl Broken {
             azure_target("hs256", "hs", &entra, APP),
             azure_target("entra-700211", "slash", &entra, SLASH_APP),
             token_target("skewed", "skewed"),
+            token_target("skewed-undated", "undated"),
             token_target("loose", "loose"),
             token_target("down", "down"),
             token_target("untrusted-ca", "untrusted"),
@@ -361,7 +383,7 @@ impl Broken {
             fx,
             sub,
             issuer_url,
-            _keycloaks: vec![hs256, slash, skewed, tls],
+            _keycloaks: vec![hs256, slash, skewed, undated, tls],
             _clouds: (sts, other_client, gcp, entra),
         }
     }
@@ -412,13 +434,19 @@ async fn issue_12_each_check_fails_on_purpose_and_says_its_fix() {
         "skip",
         &["no token that keyfed accepts"],
     );
-    // Two audiences: the cloud takes it, but the token is not meant for it alone.
+    // Two audiences: the cloud takes it, but the token is not meant for it alone, and aud
+    // must be a single string.
     says(
         &d,
         "array-aud",
         "claims.aud",
-        "warn",
-        &["array", "strict_audience = true"],
+        "fail",
+        &[
+            "array",
+            "strict_audience = true",
+            "Full scope allowed off",
+            "keyfed trust array-aud --keycloak",
+        ],
     );
     says(&d, "array-aud", "exchange", "ok", &[]);
     // HS256: refused by keyfed; the claim and the Keycloak setting named.
@@ -459,6 +487,15 @@ async fn issue_12_each_check_fails_on_purpose_and_says_its_fix() {
         &["ahead of Keycloak's", "timedatectl"],
     );
     says(&d, "skewed", "token", "ok", &[]);
+    // Without a Date header (Keycloak 26 sends none), by the token's iat.
+    says(
+        &d,
+        "skewed-undated",
+        "keycloak.clock",
+        "warn",
+        &["ahead of Keycloak's", "the token's iat", "timedatectl"],
+    );
+    says(&d, "skewed-undated", "token", "ok", &[]);
     // A secret file the group may read.
     says(
         &d,
@@ -532,6 +569,17 @@ async fn issue_12_each_check_fails_on_purpose_and_says_its_fix() {
             &format!(":sub\" (this token's sub is \"{sub}\")"),
         ],
     );
+    // The target's audience names another provider than its own: allowed only if listed.
+    says(
+        &d,
+        "gcp-aud",
+        "claims.aud",
+        "warn",
+        &[
+            &format!("\"https://iam.googleapis.com/{STRICT_PROVIDER}\""),
+            "the provider's allowed audiences",
+        ],
+    );
     says(
         &d,
         "gcp-aud",
@@ -593,5 +641,45 @@ async fn issue_12_a_configuration_that_does_not_load_is_one_failed_check() {
     assert!(
         detail.contains("keyfed.toml:3:1: issuers.corp.client_idd: unknown field"),
         "{detail}"
+    );
+}
+
+/// Google takes an https issuer only (its provider's issuer URI, even with the keys uploaded):
+/// `keyfed trust` warns of a plain-http one for a GCP target as it does for AWS and Entra ID,
+/// and still prints the setup (issue 12).
+#[tokio::test]
+async fn issue_12_trust_warns_that_google_takes_no_plain_http_issuer() {
+    let mut fx = Fixture::new();
+    fx.start_default().await;
+    fx.write_credentials();
+    fx.config(&format!(
+        "{}\n[targets.gcp]\nissuer = \"corp\"\naudience = \"{GCP_AUD}\"\nscope = \"gcp-audience\"\n\
+         gcp = {{ provider = \"{PROVIDER}\" }}\n",
+        issuer("corp", "host-secret", "client_secret_basic")
+    ));
+    let jwks = fx.path("gcp-jwks.json");
+    let jwks_arg = jwks.display().to_string();
+    let run = fx.keyfed(&["trust", "gcp", "--jwks-file", &jwks_arg]).await;
+    run.ok();
+    let iss = fx.keycloak().issuer_url();
+    assert!(iss.starts_with("http://"), "{iss}");
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    for words in [
+        "Google Cloud takes an https issuer only",
+        &format!("\"{iss}\""),
+        "served over http, not https",
+        "keyfed doctor gcp",
+    ] {
+        assert!(warnings[0].contains(words), "{words}: {}", run.stderr);
+    }
+    assert!(
+        run.stdout.contains(&format!("--issuer-uri={iss}")),
+        "{}",
+        run.stdout
     );
 }

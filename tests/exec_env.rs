@@ -14,6 +14,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustix_libc_wrappers::process::SignalExt as _;
+
 use keyfed_azure::emulator::EntraEmulator;
 use keyfed_gcp::emulator::GcpEmulator;
 use keyfed_keycloak::emulator::KeycloakEmulator;
@@ -22,7 +24,8 @@ use crate::util::azure::{APP, IDENTITY, service_account_of};
 use crate::util::http::client;
 use crate::util::process::Process;
 use crate::util::{
-    API_AUD, Daemon, Fixture, Run, SecretFile, Serves, free_port, target, wait_ready, wait_until,
+    API_AUD, Daemon, Fixture, Run, SecretFile, Serves, free_port, held, target, wait_ready,
+    wait_until,
 };
 
 const MGMT: &str = "https://management.azure.com";
@@ -189,6 +192,16 @@ fn read_env(file: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The variables a `keyfed env --shell json` object sets (its nulls are those it unsets).
+fn json_vars(json: &str) -> BTreeMap<String, String> {
+    let object: BTreeMap<String, Option<String>> =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    object
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
+}
+
 /// The `credential_process` document `keyfed credential-process aws` prints.
 async fn credential_process(fx: &Fixture) -> serde_json::Value {
     let run = fx.keyfed(&["credential-process", "aws"]).await;
@@ -233,8 +246,9 @@ fn assert_gcp(setup: &Setup, vars: &BTreeMap<String, String>) -> String {
 /// `keyfed credential-process` gives, GCP's an access token the emulator issued, Azure's an
 /// identity-header pair of its own for the App Service face — on top of keyfed's own
 /// environment, and passes the command's exit status through (0, 3, 255). A token target is
-/// refused, pointing to `keyfed token`; a command that is not found gives 127, one that is not
-/// executable 126.
+/// refused, pointing to `keyfed token`, and so are an unknown one and a command not given after
+/// `--`, all with keyfed's own status 125; a command that is not found gives 127, one that is
+/// not executable 126.
 #[tokio::test]
 async fn issue_12_exec_gives_each_cloud_its_variables_and_passes_the_exit_status() {
     let setup = Setup::new("").await;
@@ -279,8 +293,20 @@ async fn issue_12_exec_gives_each_cloud_its_variables_and_passes_the_exit_status
         .fx
         .keyfed(&["exec", "api", "--", "true"])
         .await
-        .fails_with(2)
+        .fails_with(125)
         .says("keyfed token api");
+    setup
+        .fx
+        .keyfed(&["exec", "nope", "--", "true"])
+        .await
+        .fails_with(125)
+        .says("nope");
+    setup
+        .fx
+        .keyfed(&["exec", "aws", "true"])
+        .await
+        .fails_with(125)
+        .says("Usage: keyfed exec");
     setup
         .fx
         .keyfed_with(
@@ -353,11 +379,13 @@ fn spawn_exec(setup: &Setup, script: &str) -> Process {
     setup.fx.spawn_with(&args, &[("PATH", PATH)])
 }
 
-/// issue 12: SIGTERM, SIGHUP and SIGUSR2 sent to `keyfed exec` reach the command (which traps
-/// each and exits with its own status, passed through), and keyfed has waited for it: the
-/// command is gone when keyfed has exited. A command killed by a signal ends keyfed by the same
-/// signal; one killed by SIGPIPE (which keyfed, as every Rust program, ignores) gives 141, as a
-/// shell reports it.
+/// issue 12: SIGTERM, SIGHUP, SIGUSR2, SIGINT, SIGQUIT, SIGALRM and a real-time signal
+/// (SIGRTMIN) sent to `keyfed exec` reach the command (which traps each and exits with its own
+/// status, passed through), and keyfed has waited for it: the command is gone when keyfed has
+/// exited (an unforwarded SIGALRM used to end keyfed and leave the command running). A command
+/// killed by a signal ends keyfed by the same signal, a real-time one too (it used to fail with
+/// "cannot wait for the command: EINVAL"); one killed by SIGPIPE (which keyfed, as every Rust
+/// program, ignores) gives 141, as a shell reports it.
 #[tokio::test]
 async fn issue_12_signals_reach_the_command_and_its_end_is_keyfeds() {
     let setup = Setup::new("").await;
@@ -366,6 +394,10 @@ async fn issue_12_signals_reach_the_command_and_its_end_is_keyfeds() {
         (rustix::process::Signal::TERM, "TERM", 42),
         (rustix::process::Signal::HUP, "HUP", 43),
         (rustix::process::Signal::USR2, "USR2", 44),
+        (rustix::process::Signal::INT, "INT", 45),
+        (rustix::process::Signal::QUIT, "QUIT", 46),
+        (rustix::process::Signal::ALARM, "ALRM", 47),
+        (rustix::process::Signal::rt_min(), "34", 48),
     ] {
         let ready = setup.fx.path(&format!("ready-{name}"));
         let script = format!(
@@ -391,6 +423,7 @@ async fn issue_12_signals_reach_the_command_and_its_end_is_keyfeds() {
     for (script, signal, code) in [
         ("kill -USR1 $$", Some(libc_signal::USR1), None),
         ("kill -KILL $$", Some(libc_signal::KILL), None),
+        ("kill -34 $$", Some(libc_signal::RTMIN), None),
         ("kill -PIPE $$", None, Some(141)),
     ] {
         let config = setup.config();
@@ -421,10 +454,221 @@ async fn issue_12_signals_reach_the_command_and_its_end_is_keyfeds() {
     daemon.stop().await.ok();
 }
 
+/// The pid a command wrote to `ready` (`echo $$ > ready`), once it has.
+async fn started(ready: &std::path::Path) -> String {
+    wait_until("the command to start", async || {
+        std::fs::read_to_string(ready).is_ok_and(|t| t.ends_with('\n'))
+    })
+    .await;
+    std::fs::read_to_string(ready)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Runs `keyfed ARGS…` (argv[3…]) on a pseudo-terminal of its own, as its session's foreground
+/// process group; once the command has written `ready` (argv[1]) types Ctrl-C, and again once
+/// the command has counted it in `count` (argv[2]); once it has counted both, sends keyfed
+/// SIGUSR2. Writes what keyfed wrote to the terminal
+/// to standard output and exits with keyfed's status (128 + N for a signal).
+const PTY_DRIVER: &str = r#"
+import os, pty, select, signal, sys, time
+ready, count = sys.argv[1], sys.argv[2]
+pid, master = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[3], sys.argv[3:])
+deadline = time.monotonic() + 20
+output = bytearray()
+status = None
+def pump(done):
+    while not done():
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            sys.stdout.write(output.decode(errors="replace"))
+            sys.exit("timed out")
+        if select.select([master], [], [], 0.02)[0]:
+            try:
+                output.extend(os.read(master, 4096))
+            except OSError:
+                time.sleep(0.02)
+def written(path, at_least=0):
+    try:
+        with open(path) as f:
+            text = f.read()
+        return text.endswith("\n") and int(text) >= at_least
+    except (FileNotFoundError, ValueError):
+        return False
+def ended():
+    global status
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return done != 0
+pump(lambda: written(ready))
+for typed in (1, 2):
+    os.write(master, b"\x03")
+    pump(lambda: written(count, typed))
+os.kill(pid, signal.SIGUSR2)
+pump(ended)
+sys.stdout.write(output.decode(errors="replace"))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"#;
+
+/// A command that counts the SIGINTs it gets in `count` (argv[2]) and exits with 40 + the
+/// count on SIGUSR2, once it has written `ready` (argv[1]). Python's handlers run as soon as the
+/// signal comes (no child to wait for, as a shell waits for `sleep`), so a second SIGINT is
+/// seldom merged into the first.
+const COUNTER: &str = r#"
+import os, signal, sys, time
+ready, count = sys.argv[1], sys.argv[2]
+n = 0
+def counted(*_):
+    global n
+    n += 1
+    with open(count, "w") as f:
+        f.write(f"{n}\n")
+signal.signal(signal.SIGINT, counted)
+signal.signal(signal.SIGUSR2, lambda *_: sys.exit(40 + n))
+with open(ready, "w") as f:
+    f.write(f"{os.getpid()}\n")
+while True:
+    time.sleep(0.05)
+"#;
+
+/// issue 12: `keyfed exec` passes a signal on once. One the command sends keyfed itself
+/// (`kill -USR1 $PPID`) is not sent back to it (it used to be). Ctrl-C typed at a terminal (a
+/// pty driven by python3), which the kernel sends to the whole foreground process group,
+/// reaches the command once, not again through keyfed (typed twice: each is a chance to see a
+/// second delivery that the command's handler did not merge into the first). Each command
+/// counts the signal and ends on SIGUSR2 from outside with 40 + the count: keyfed reads the
+/// lower-numbered signal first, so a second delivery would come before the SIGUSR2. And under
+/// a parent that ignores SIGCHLD (bash's `trap '' CHLD`) keyfed still passes the command's
+/// status on (it used to exit 1, "cannot wait for the command: ECHILD"), and the command starts
+/// with SIGCHLD at its default.
+#[tokio::test]
+async fn issue_12_exec_passes_each_signal_on_once() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+
+    let ready = setup.fx.path("ready-bounce");
+    let script = format!(
+        "n=0; trap 'n=$((n+1))' USR1; trap 'exit $((40+n))' USR2; kill -USR1 $PPID; \
+         echo $$ > {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let exec = spawn_exec(&setup, &script);
+    started(&ready).await;
+    exec.signal(rustix::process::Signal::USR2);
+    let run = exec.wait().await;
+    assert_eq!(run.code, Some(40), "USR1 came back:\n{}", run.stderr);
+
+    let (ready, count) = (setup.fx.path("ready-pty"), setup.fx.path("count-pty"));
+    let config = setup.config();
+    let (ready, count) = (ready.display().to_string(), count.display().to_string());
+    let run = setup
+        .fx
+        .keyfed_as(
+            &["/usr/bin/python3", "-c", PTY_DRIVER, &ready, &count],
+            &[
+                "--config",
+                &config,
+                "exec",
+                "aws",
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                COUNTER,
+                &ready,
+                &count,
+            ],
+            &[("PATH", PATH)],
+        )
+        .await;
+    assert_eq!(
+        run.code,
+        Some(42),
+        "Ctrl-C, typed twice, reached the command {} time(s):\n{}\n{}",
+        std::fs::read_to_string(&count).unwrap_or_default().trim(),
+        run.stdout,
+        run.stderr
+    );
+
+    let seen = setup.fx.path("sigign");
+    let script = format!("grep SigIgn /proc/self/status > {}; exit 7", seen.display());
+    setup
+        .fx
+        .keyfed_behind(
+            &["/bin/bash", "-c", "trap '' CHLD; exec \"$0\" \"$@\""],
+            &["exec", "aws", "--", "sh", "-c", &script],
+            &[("PATH", PATH)],
+        )
+        .await
+        .fails_with(7);
+    let seen = std::fs::read_to_string(&seen).unwrap_or_else(|e| panic!("{e}"));
+    let ignored = seen
+        .trim()
+        .strip_prefix("SigIgn:")
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert_eq!(ignored & (1 << (17 - 1)), 0, "SIGCHLD ignored: {seen}");
+    daemon.stop().await.ok();
+}
+
+/// issue 12: before the command starts — keyfed still fetching the credentials, without a
+/// daemon, from a Keycloak that holds its answer — a SIGTERM keyfed's parent set to be ignored
+/// (`trap '' TERM`) is ignored, and the command runs once the credentials come; a SIGINT ends
+/// keyfed by SIGINT, and no command runs.
+#[tokio::test]
+async fn issue_12_exec_before_the_command_starts() {
+    let setup = Setup::new("").await;
+    let keycloak = setup.fx.keycloak().control().clone();
+    let ran = setup.fx.path("ran");
+    let touch = format!("touch {}", ran.display());
+    let config = setup.config();
+    let args = ["--config", &config, "exec", "aws", "--", "sh", "-c", &touch];
+
+    let latch = keycloak.hold("/protocol/openid-connect/token");
+    let mut exec = setup.fx.spawn_as(
+        &["/bin/sh", "-c", "trap '' TERM; exec \"$0\" \"$@\""],
+        &args,
+        &[("PATH", PATH)],
+    );
+    held(&latch, 1, "keyfed's token request").await;
+    exec.signal(rustix::process::Signal::TERM);
+    exec.wait_for_log("SIGTERM is ignored").await;
+    latch.release();
+    let run = exec.wait().await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(ran.exists(), "the command ran");
+    std::fs::remove_file(&ran).unwrap_or_else(|e| panic!("{e}"));
+
+    keycloak.clear_faults();
+    let latch = keycloak.hold("/protocol/openid-connect/token");
+    let mut exec = setup.fx.spawn_with(&args, &[("PATH", PATH)]);
+    held(&latch, 1, "keyfed's token request").await;
+    exec.signal(rustix::process::Signal::INT);
+    let mut status = None;
+    wait_until("keyfed to end", async || {
+        status = exec.exited();
+        status.is_some()
+    })
+    .await;
+    latch.release();
+    let run = exec.wait().await;
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(2),
+        "ended by SIGINT:\n{}",
+        run.stderr
+    );
+    assert!(!ran.exists(), "no command ran");
+}
+
 /// Signal numbers on Linux.
 mod libc_signal {
     pub const KILL: i32 = 9;
     pub const USR1: i32 = 10;
+    /// glibc's SIGRTMIN (it keeps 32 and 33 for itself).
+    pub const RTMIN: i32 = 34;
 }
 
 /// issue 12: azure-identity's `ManagedIdentityCredential`, run by `keyfed exec azure`, gets the
@@ -529,8 +773,7 @@ async fn issue_12_an_azure_pair_serves_one_target_while_keyfed_exec_runs() {
     // keyfed env's pair outlives keyfed, for its one target.
     let run = setup.fx.keyfed(&["env", "azure", "--shell", "json"]).await;
     run.ok();
-    let vars: BTreeMap<String, String> =
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let vars = json_vars(&run.stdout);
     assert_eq!(
         vars.keys().map(String::as_str).collect::<Vec<_>>(),
         ["AZURE_CLIENT_ID", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"]
@@ -553,7 +796,10 @@ async fn issue_12_env_prints_what_exec_sets() {
     let exports = setup.fx.keyfed(&["env", "aws"]).await;
     exports.ok();
     assert!(
-        exports.stdout.lines().all(|l| l.starts_with("export ")),
+        exports
+            .stdout
+            .lines()
+            .all(|l| l.starts_with("export ") || l.starts_with("unset ")),
         "{}",
         exports.stdout
     );
@@ -577,8 +823,7 @@ async fn issue_12_env_prints_what_exec_sets() {
 
     let json = setup.fx.keyfed(&["env", "aws", "--shell", "json"]).await;
     json.ok();
-    let object: BTreeMap<String, String> =
-        serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    let object = json_vars(&json.stdout);
     assert_aws(&object, &document);
     assert_eq!(object.len(), AWS_VARS.len());
 
@@ -607,8 +852,8 @@ async fn issue_12_env_prints_what_exec_sets() {
 }
 
 /// issue 12: a user the target does not admit is refused by the daemon — `keyfed exec` runs
-/// nothing, `keyfed env` prints nothing — for AWS and for an Azure pair; the admitted user gets
-/// them.
+/// nothing and exits 125 (keyfed's own failure), `keyfed env` prints nothing and exits 1 — for
+/// AWS and for an Azure pair; the admitted user gets them.
 #[tokio::test]
 async fn issue_12_a_user_without_access_is_refused() {
     if !crate::util::as_root_or_skip("issue_12_a_user_without_access_is_refused") {
@@ -639,7 +884,7 @@ async fn issue_12_a_user_without_access_is_refused() {
                 &[("PATH", PATH)],
             )
             .await;
-        run.fails_with(1).says(&format!(
+        run.fails_with(125).says(&format!(
             "uid {NOGROUP} may not have the credentials of target \"{target}\""
         ));
         assert!(!ran.exists(), "{target}: the command ran");
@@ -660,7 +905,8 @@ async fn issue_12_a_user_without_access_is_refused() {
 
 /// issue 12: without a daemon, `keyfed exec` and `keyfed env` exchange an AWS or GCP target's
 /// token directly, once; an Azure target is refused, saying that its pair needs the daemon and
-/// how to start one — as it is by a daemon whose endpoint has no App Service face.
+/// how to start one — as it is by a daemon whose endpoint has no App Service face (`exec` with
+/// keyfed's own status 125, `env` with 1).
 #[tokio::test]
 async fn issue_12_without_a_daemon_aws_and_gcp_are_exchanged_directly() {
     let setup = Setup::new("").await;
@@ -684,7 +930,7 @@ async fn issue_12_without_a_daemon_aws_and_gcp_are_exchanged_directly() {
         serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
     assert_gcp(&setup, &object);
     let run = setup.fx.keyfed(&["exec", "azure", "--", "true"]).await;
-    run.fails_with(1)
+    run.fails_with(125)
         .says("no daemon answers")
         .says("start keyfed run with an [endpoint]");
     setup.fx.keyfed(&["env", "api"]).await.fails_with(2);
@@ -694,17 +940,232 @@ async fn issue_12_without_a_daemon_aws_and_gcp_are_exchanged_directly() {
     let without = config.split("[endpoint]").next().unwrap_or_default();
     setup.fx.write("keyfed.toml", without);
     let daemon = setup.fx.daemon().await;
-    for args in [
-        ["exec", "azure", "--", "true"],
-        ["env", "azure", "--shell", "sh"],
+    for (args, code) in [
+        (["exec", "azure", "--", "true"], 125),
+        (["env", "azure", "--shell", "sh"], 1),
     ] {
         setup
             .fx
             .keyfed(&args)
             .await
-            .fails_with(1)
+            .fails_with(code)
             .says("serves no local endpoint: add an [endpoint] section")
             .says("azure_target");
     }
+    daemon.stop().await.ok();
+}
+
+/// `keyfed env TARGET --shell json` as root: the variables it sets.
+async fn env_json(setup: &Setup, target: &str) -> BTreeMap<String, String> {
+    let run = setup.fx.keyfed(&["env", target, "--shell", "json"]).await;
+    run.ok();
+    json_vars(&run.stdout)
+}
+
+/// issue 12 (review): an identity header `keyfed env` printed for root is refused (401) to
+/// another local user who got hold of it, and works for root; `keyfed env` asked again (a
+/// prompt hook) hands out the same live header rather than one more each time, and the
+/// metrics count it.
+#[tokio::test]
+async fn issue_12_an_identity_header_serves_only_the_uid_it_was_issued_to() {
+    if !crate::util::as_root_or_skip(
+        "issue_12_an_identity_header_serves_only_the_uid_it_was_issued_to",
+    ) {
+        return;
+    }
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let header = env_json(&setup, "azure").await["IDENTITY_HEADER"].clone();
+    setup.fx.know("an identity-header pair", &header);
+    let url = format!(
+        "{}/msi/token?api-version=2019-08-01&resource={}",
+        setup.base,
+        url::form_urlencoded::byte_serialize(MGMT.as_bytes()).collect::<String>()
+    );
+    let sent = format!("X-IDENTITY-HEADER: {header}");
+    let (status, body) = crate::util::curl_as(NOGROUP, NOGROUP, &["-H", &sent, &url]).await;
+    assert_eq!(status, "401", "another uid: {body}");
+    let (status, body) = setup.app_service(&header, None).await;
+    assert_eq!((status, setup.issued_to(&body)), (200, APP.to_owned()));
+    for _ in 0..3 {
+        let again = env_json(&setup, "azure").await;
+        assert_eq!(again["IDENTITY_HEADER"], header, "the live one again");
+    }
+    let metrics = client()
+        .get(format!("{}/metrics", setup.base))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("keyfed_identity_headers{kind=\"deadline\"} 1\n")
+            && metrics.contains("keyfed_identity_headers{kind=\"held\"} 0\n"),
+        "{metrics}"
+    );
+    daemon.stop().await.ok();
+}
+
+/// Variables in keyfed's environment that would make an SDK take another identity than the
+/// target's (each cloud's), and one that stays.
+const OVERRIDING: [(&str, &str); 10] = [
+    ("AWS_PROFILE", "personal"),
+    ("AWS_DEFAULT_PROFILE", "personal"),
+    ("AZURE_CLIENT_SECRET", "not-the-target-s"),
+    ("AZURE_CLIENT_CERTIFICATE_PATH", "/dev/null"),
+    ("AZURE_FEDERATED_TOKEN_FILE", "/dev/null"),
+    ("AZURE_TOKEN_CREDENTIALS", "dev"),
+    ("IDENTITY_SERVER_THUMBPRINT", "0123456789abcdef"),
+    ("MSI_ENDPOINT", "http://127.0.0.1:9/msi"),
+    ("MSI_SECRET", "not-the-target-s"),
+    ("AZURE_TENANT_ID", "0d0d0d0d-0000-4000-8000-000000000000"),
+];
+
+/// The variables a command under `keyfed exec TARGET` saw, keyfed run with `env`.
+async fn seen_with(setup: &Setup, target: &str, env: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let file = setup.fx.path(&format!("{target}-overridden.env"));
+    let file = file.display().to_string();
+    let script = "env > \"$1\"";
+    setup
+        .fx
+        .keyfed_with(
+            &["exec", target, "--", "sh", "-c", script, "sh", &file],
+            env,
+        )
+        .await
+        .ok();
+    read_env(&file)
+}
+
+/// issue 12 (review): variables of keyfed's environment that would override what `keyfed exec`
+/// hands out — an AWS profile (preferred by the JavaScript SDK v3), an Azure client secret or
+/// token file (which azure-identity's `DefaultAzureCredential` tries before the managed
+/// identity, mixing identities), the Service Fabric or 2017 App Service protocols — are left
+/// out of the command's environment for the target's cloud (`AZURE_TENANT_ID` stays: alone it
+/// picks nothing), and `DefaultAzureCredential` gets the target's token.
+#[tokio::test]
+async fn issue_12_variables_that_override_the_credentials_are_left_out() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let mut env = vec![("PATH", PATH)];
+    env.extend(OVERRIDING);
+    let aws = seen_with(&setup, "aws", &env).await;
+    assert!(!aws.contains_key("AWS_PROFILE") && !aws.contains_key("AWS_DEFAULT_PROFILE"));
+    assert_eq!(
+        aws.get("AZURE_CLIENT_SECRET").map(String::as_str),
+        Some("not-the-target-s"),
+        "another cloud's are left alone"
+    );
+    let azure = seen_with(&setup, "azure", &env).await;
+    let left: Vec<&str> = OVERRIDING
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| {
+            name.starts_with("AZURE_") || name.contains("IDENTITY") || name.starts_with("MSI_")
+        })
+        .filter(|name| azure.contains_key(*name))
+        .collect();
+    assert_eq!(left, ["AZURE_TENANT_ID"], "{:?}", azure.keys());
+
+    let python = venv_bin("python");
+    let out = setup.fx.path("default.json");
+    let scope = format!("{MGMT}/.default");
+    let run = setup
+        .fx
+        .keyfed_with(
+            &[
+                "exec",
+                "azure",
+                "--",
+                "sh",
+                "-c",
+                "\"$1\" \"$2\" default \"$3\" > \"$4\"",
+                "sh",
+                python.to_str().unwrap_or_default(),
+                SCRIPT,
+                &scope,
+                out.to_str().unwrap_or_default(),
+            ],
+            &env,
+        )
+        .await;
+    run.ok();
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}"));
+    let line: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let token = line["token"].as_str().unwrap_or_else(|| panic!("{line}"));
+    setup.fx.know("a token DefaultAzureCredential got", token);
+    let info = setup
+        .entra
+        .token_info(token)
+        .unwrap_or_else(|| panic!("a token the Entra emulator did not issue"));
+    assert_eq!(info.client_id, APP);
+    daemon.stop().await.ok();
+}
+
+/// issue 12 (review): a command whose standard output's reader has gone (`keyfed env aws |
+/// true`, `keyfed status | head -1`) ends quietly with status 141, as a program killed by
+/// SIGPIPE — no panic, no error line.
+#[tokio::test]
+async fn issue_12_a_closed_standard_output_ends_keyfed_quietly_with_141() {
+    let setup = Setup::new("").await;
+    let daemon = setup.daemon().await;
+    let config = setup.config();
+    for args in [
+        &["env", "aws"][..],
+        &["env", "azure", "--shell", "json"],
+        &["check"],
+        &["status"],
+        &["credential-process", "aws"],
+        &["token", "api", "--decode"],
+    ] {
+        let (read, write) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+        drop(read);
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        // Spawned, not `output()`: tokio's `output()` would replace the closed pipe with its own.
+        let output = setup
+            .fx
+            .keyfed_command(&[], &full, &[("PATH", PATH)])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .wait_with_output()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let what = format!("keyfed {}", args.join(" "));
+        setup.fx.check_output(&what, Serves::Nothing, "", &stderr);
+        assert_eq!(output.status.code(), Some(141), "{what}:\n{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error:"),
+            "{what}:\n{stderr}"
+        );
+    }
+    daemon.stop().await.ok();
+}
+
+/// issue 12 (review): values that expire within 15 minutes (here an AWS role session of 15
+/// minutes, which the schedule refreshes after 10) come with a note on standard error saying
+/// when; an hour's token comes without one.
+#[tokio::test]
+async fn issue_12_values_expiring_within_15_minutes_get_a_note() {
+    let setup = Setup::new("").await;
+    let config = std::fs::read_to_string(setup.fx.path("keyfed.toml")).unwrap_or_default();
+    assert_eq!(config.matches("session_name = ").count(), 1);
+    setup.fx.write(
+        "keyfed.toml",
+        &config.replace("session_name = ", "duration = \"15m\", session_name = "),
+    );
+    let daemon = setup.daemon().await;
+    let run = setup.fx.keyfed(&["env", "aws"]).await;
+    run.ok()
+        .says("note: the values for target \"aws\" expire in 14m");
+    let run = setup.fx.keyfed(&["env", "gcp"]).await;
+    run.ok();
+    assert!(!run.stderr.contains("note:"), "{}", run.stderr);
     daemon.stop().await.ok();
 }

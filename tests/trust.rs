@@ -4,8 +4,9 @@
 //! format: the shell output is run by bash with stub `aws`, `gcloud` and `az` programs first on
 //! PATH that record their argv, which must be exactly what the cloud needs; the JSON parses and
 //! says the same; the Terraform is read by a real HCL2 parser (python-hcl2 in the interop venv,
-//! `tests/interop/hcl2json.py`) and its resources' attributes checked. Every value is compared
-//! with the claims of the token keyfed fetched (the emulator's last issued token).
+//! `tests/interop/hcl2json.py`), its resources' attributes checked and its `required_providers`
+//! too. Every value is compared with the claims of the token keyfed fetched (the emulator's last
+//! issued token).
 
 use std::path::PathBuf;
 
@@ -17,10 +18,12 @@ use crate::util::azure::{APP, TENANT};
 use crate::util::gcp::{PROJECT_ID, PROVIDER, SERVICE_ACCOUNT, pool};
 use crate::util::{Fixture, Run, claims};
 
-/// The service account's `sub`: everything a shell or Terraform could take for syntax.
-const ODD_SUB: &str = "svc 'quoted' \"double\" $HOME ${PATH} `id` %{if} back\\slash";
-/// An audience as awkward (no comma: gcloud's --allowed-audiences is a comma-separated list).
-const ODD_AUD: &str = "aud 'it''s' $x ${y} \"q\"";
+/// The service account's `sub`: everything a shell or Terraform could take for syntax, and the
+/// control characters JSON writes `\b` and `\f`, which HCL has no escape for.
+const ODD_SUB: &str =
+    "svc 'quoted' \"double\" $HOME ${PATH} `id` %{if} back\\slash \u{8}bell\u{c}feed";
+/// An audience as awkward, with a comma (gcloud's --allowed-audiences is a comma-separated list).
+const ODD_AUD: &str = "aud 'it''s' $x ${y} \"q\", too";
 const ODD_SCOPE: &str = "odd-audience";
 const ROLE_ARN: &str = "arn:aws-cn:iam::123456789012:role/team/onprem-web";
 
@@ -198,6 +201,24 @@ fn block<'a>(tf: &'a Value, kind: &str, type_: &str, label: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {type_} {label:?} in {tf:#}"))
 }
 
+/// The providers a parsed Terraform file requires: local name → `{"source", "version"}`.
+fn required_providers(tf: &Value) -> &Value {
+    &tf["terraform"][0]["required_providers"][0]
+}
+
+/// What gcloud makes of a list flag's value (`gcloud topic escaping`): the items between
+/// commas, or between the delimiter a leading `^DELIM^` names.
+fn gcloud_list(value: &str) -> Vec<String> {
+    let alternate = value
+        .strip_prefix('^')
+        .and_then(|rest| rest.split_once('^'))
+        .filter(|(delimiter, _)| !delimiter.is_empty());
+    match alternate {
+        Some((delimiter, items)) => items.split(delimiter).map(str::to_owned).collect(),
+        None => value.split(',').map(str::to_owned).collect(),
+    }
+}
+
 fn without_scheme(issuer: &str) -> &str {
     issuer
         .strip_prefix("https://")
@@ -282,6 +303,11 @@ async fn issue_12_aws_trusts_exactly_the_tokens_issuer_audience_and_subject() {
         "aws",
         &trust(&fx, "aws", "terraform", &[]).await.stdout,
     );
+    // Issue 12: `terraform init` finds the providers, in versions that take what is printed.
+    assert_eq!(
+        required_providers(&tf),
+        &json!({"aws": {"source": "hashicorp/aws", "version": ">= 5.81.0"}})
+    );
     assert_eq!(
         block(&tf, "resource", "aws_iam_openid_connect_provider", "aws"),
         &json!({"url": iss, "client_id_list": [aud]})
@@ -296,6 +322,27 @@ async fn issue_12_aws_trusts_exactly_the_tokens_issuer_audience_and_subject() {
     policy["Statement"][0]["Principal"]["Federated"] =
         "${aws_iam_openid_connect_provider.aws.arn}".into();
     assert_eq!(role["assume_role_policy"], json!({"jsonencode": policy}));
+
+    // The Keycloak side's Terraform parses too, and names keycloak/keycloak, which
+    // `terraform init` would otherwise look for as hashicorp/keycloak.
+    let keycloak = terraform(
+        &fx,
+        "keycloak",
+        &trust(&fx, "aws", "terraform", &["--keycloak"]).await.stdout,
+    );
+    assert_eq!(
+        required_providers(&keycloak),
+        &json!({"keycloak": {"source": "keycloak/keycloak", "version": ">= 5.0.0"}})
+    );
+    assert_eq!(
+        block(
+            &keycloak,
+            "resource",
+            "keycloak_openid_client",
+            "host-secret"
+        )["client_id"],
+        "host-secret"
+    );
 }
 
 #[tokio::test]
@@ -365,7 +412,8 @@ async fn issue_12_gcp_trusts_the_tokens_claims_with_the_issuers_keys_uploaded() 
                 "--location=global",
                 "--workload-identity-pool=onprem",
                 &format!("--issuer-uri={iss}"),
-                &format!("--allowed-audiences={aud}"),
+                // Issue 12: the audience holds a comma, so it takes gcloud's other delimiter.
+                &format!("--allowed-audiences=^:^{aud}"),
                 "--attribute-mapping=google.subject=assertion.sub",
                 "--jwk-json-path=./gcp-jwks.json"
             ]),
@@ -380,6 +428,11 @@ async fn issue_12_gcp_trusts_the_tokens_claims_with_the_issuers_keys_uploaded() 
             ]),
         ]
     );
+
+    let allowed = ran.calls[2][10]
+        .strip_prefix("--allowed-audiences=")
+        .unwrap_or_else(|| panic!("{:?}", ran.calls[2]));
+    assert_eq!(gcloud_list(allowed), [aud.as_str()]);
 
     let doc = json_of(&trust(&fx, "gcp", "json", &[]).await.stdout);
     let services = &ran.calls[0][3..7];
@@ -413,6 +466,10 @@ async fn issue_12_gcp_trusts_the_tokens_claims_with_the_issuers_keys_uploaded() 
         &fx,
         "gcp",
         &trust(&fx, "gcp", "terraform", &[]).await.stdout,
+    );
+    assert_eq!(
+        required_providers(&tf),
+        &json!({"google": {"source": "hashicorp/google", "version": ">= 4.71.0"}})
     );
     let enabled = block(&tf, "resource", "google_project_service", "gcp");
     let quoted: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
@@ -610,6 +667,13 @@ async fn issue_12_azure_federated_credentials_carry_the_tokens_claims() {
         &fx,
         "azure",
         &trust(&fx, "azure", "terraform", &[]).await.stdout,
+    );
+    assert_eq!(
+        required_providers(&tf),
+        &json!({
+            "azuread": {"source": "hashicorp/azuread", "version": ">= 2.46.0"},
+            "azurerm": {"source": "hashicorp/azurerm", "version": ">= 3.31.0"},
+        })
     );
     let app_data = block(&tf, "data", "azuread_application", "azure");
     assert_eq!(app_data["client_id"], APP);

@@ -7,16 +7,31 @@
 //! - GCP: `CLOUDSDK_AUTH_ACCESS_TOKEN` (gcloud) and `GOOGLE_OAUTH_ACCESS_TOKEN` (Terraform's
 //!   google provider) — the target's access token (its main credential is always one; ID tokens
 //!   come from the GCE metadata face).
-//! - Azure: `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` — the daemon's App Service face and a fresh
-//!   header bound to this one target (see `crate::endpoint::pairs`) — and `AZURE_CLIENT_ID`.
-//!   The SDK asks the face, which keeps the token fresh, for as long as the pair lives.
+//! - Azure: `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` — the daemon's App Service face and a header
+//!   bound to this one target and to the calling user (see `crate::endpoint::pairs`): a fresh
+//!   one for `keyfed exec`, the user's live one for the target (if any) for `keyfed env` — and
+//!   `AZURE_CLIENT_ID`. The SDK asks the face, which keeps the token fresh, for as long as the
+//!   pair lives; a process of another user (`sudo -u`) is refused.
 //! - A `token` target is refused: its consumers take a bearer token, `keyfed token <target>`.
+//!
+//! Variables of the caller's environment that would make an SDK take another identity than the
+//! one keyfed hands out are left out of the command's (`keyfed env` unsets them): for AWS
+//! `AWS_PROFILE` and `AWS_DEFAULT_PROFILE` (the JavaScript SDK v3 prefers a named profile to
+//! the keys in the environment); for Azure those that pick another of azure-identity's
+//! credentials before the managed identity, or another managed-identity protocol — see
+//! [`AZURE_REMOVES`]. `AZURE_TENANT_ID` stays: on its own it picks nothing (every credential
+//! that reads it needs one of the removed variables too), and other tools may want it.
+//!
+//! Values are fixed once handed out: the daemon refreshes first what would last under 15
+//! minutes where it can, and a note on standard error says when what is handed out expires
+//! within 15 minutes.
 //!
 //! The credential comes from the running daemon over the control socket (access-checked by
 //! the caller's uid, as for `keyfed credential-process`). Without a daemon, AWS and GCP targets
 //! are exchanged once, directly, through the same sources the daemon uses; an Azure target
 //! needs the daemon's endpoint, and the error says how to start one.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,6 +49,34 @@ use crate::sources;
 
 /// How long to wait for the daemon (it may be mid-refresh), as `credential-process` does.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Values expiring sooner than this get a note on standard error.
+const NOTE_UNDER: Duration = Duration::from_secs(15 * 60);
+
+/// AWS variables that override the keys keyfed sets: a named profile, which the JavaScript SDK
+/// v3 (and any SDK given a profile explicitly) prefers to keys in the environment.
+const AWS_REMOVES: &[&str] = &["AWS_PROFILE", "AWS_DEFAULT_PROFILE"];
+
+/// Azure variables that make azure-identity (and the other Azure SDKs, which follow it) take
+/// another identity than the pair's, or speak another protocol to `IDENTITY_ENDPOINT`:
+/// `EnvironmentCredential`'s secret, certificate and user (it runs first, and keyfed sets
+/// `AZURE_CLIENT_ID`, which it pairs them with), `WorkloadIdentityCredential`'s token file,
+/// `AZURE_TOKEN_CREDENTIALS` (which can leave the managed identity out of
+/// `DefaultAzureCredential`), and the variables of the Service Fabric, Azure Arc, App Service
+/// 2017 and Cloud Shell managed-identity protocols.
+pub const AZURE_REMOVES: &[&str] = &[
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_TOKEN_CREDENTIALS",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+];
 
 /// What the variables are for: a command `keyfed exec` runs (an Azure pair lives while keyfed
 /// holds its control connection) or exports `keyfed env` prints (an Azure pair lives until the
@@ -60,6 +103,8 @@ impl std::fmt::Debug for Var {
 #[derive(Debug)]
 pub struct ChildEnv {
     pub vars: Vec<Var>,
+    /// Variables to leave out of the command's environment (see the module's documentation).
+    pub removes: &'static [&'static str],
     /// When they stop working; `None` while `hold` stays open.
     pub expires: Option<SystemTime>,
     /// The control connection an Azure pair of `keyfed exec` lives on: close it (drop) only once
@@ -69,6 +114,29 @@ pub struct ChildEnv {
 
 /// The variables for `target` under the configuration at `path`.
 pub async fn fetch(path: &Path, target: &str, usage: Use) -> anyhow::Result<ChildEnv> {
+    let env = ask(path, target, usage).await?;
+    if let Some(at) = env.expires {
+        let left = at.duration_since(SystemClock.now()).unwrap_or_default();
+        if left < NOTE_UNDER {
+            // A closed standard error is no reason to fail (`eprintln!` would panic).
+            let _ = writeln!(std::io::stderr(), "note: {}", expiring(target, left, at));
+        }
+    }
+    Ok(env)
+}
+
+/// What the note on standard error says of values that expire `left` from now, at `at`.
+fn expiring(target: &str, left: Duration, at: SystemTime) -> String {
+    format!(
+        "the values for target \"{target}\" expire in {} (at {}), and nothing renews them \
+         once handed out",
+        humantime::format_duration(Duration::from_secs(left.as_secs())),
+        keyfed_core::clock::rfc3339(at)
+    )
+}
+
+/// The variables, from the daemon or, without one, from a direct exchange.
+async fn ask(path: &Path, target: &str, usage: Use) -> anyhow::Result<ChildEnv> {
     let socket = config::control_socket(path, &super::env_var, &super::host())?;
     let request = Request::Environment {
         target: target.to_owned(),
@@ -99,6 +167,7 @@ pub async fn fetch(path: &Path, target: &str, usage: Use) -> anyhow::Result<Chil
                 var("IDENTITY_HEADER", header),
                 var("AZURE_CLIENT_ID", client_id),
             ],
+            removes: AZURE_REMOVES,
             expires: expires_at.map(from_unix_seconds),
             hold: expires_at.is_none().then_some(stream),
         }),
@@ -152,6 +221,7 @@ fn from_document(
                     var("AWS_SESSION_TOKEN", doc.session_token),
                     var("AWS_CREDENTIAL_EXPIRATION", doc.expiration),
                 ],
+                removes: AWS_REMOVES,
                 expires: Some(expires),
                 hold: None,
             })
@@ -163,6 +233,7 @@ fn from_document(
                     var("CLOUDSDK_AUTH_ACCESS_TOKEN", doc.access_token.clone()),
                     var("GOOGLE_OAUTH_ACCESS_TOKEN", doc.access_token),
                 ],
+                removes: &[],
                 expires: Some(expires),
                 hold: None,
             })
@@ -174,11 +245,7 @@ fn from_document(
 /// Why a target of `kind` has no variables.
 fn refused(target: &str, kind: &str) -> UsageError {
     UsageError(match kind {
-        "token" => format!(
-            "target \"{target}\" is a token target: keyfed exec and keyfed env give cloud \
-             credentials; pass its token yourself, e.g. \
-             curl -H \"Authorization: Bearer $(keyfed token {target})\""
-        ),
+        "token" => crate::control::no_environment_for_token_target(target),
         other => format!("target \"{target}\" is of kind {other}, which has no variables here"),
     })
 }
@@ -286,6 +353,7 @@ mod tests {
     fn debug_hides_every_value_issue_12() {
         let env = ChildEnv {
             vars: vec![var("AWS_SECRET_ACCESS_KEY", "s3cret-value".to_owned())],
+            removes: AWS_REMOVES,
             expires: None,
             hold: None,
         };

@@ -44,7 +44,7 @@ pub async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
     };
     match ask(&socket, &request, DAEMON_TIMEOUT).await {
         Ok(Response::Credential { kind, document, .. }) if kind == "aws" => {
-            println!("{document}");
+            crate::stdout::write(format!("{document}\n"))?;
             Ok(())
         }
         Ok(Response::Credential { kind, .. }) => Err(UsageError(format!(
@@ -105,7 +105,7 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
     let attempt_timeout = config.engine.attempt_timeout;
     let _lock = lock_cache(&cache.with_extension("lock"), attempt_timeout + LOCK_SLACK).await?;
     if let Some(document) = fresh_cached(&cache, clock.now()) {
-        println!("{document}");
+        crate::stdout::write(format!("{document}\n"))?;
         return Ok(());
     }
     let clients = sources::keycloak_clients(&mut config, &clock)?;
@@ -131,7 +131,7 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
     ) {
         tracing::warn!("cannot cache the credentials in {}: {e}", cache.display());
     }
-    println!("{document}");
+    crate::stdout::write(format!("{document}\n"))?;
     Ok(())
 }
 

@@ -158,7 +158,7 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
         }
         let config = config_file.display();
         let aws_config = dir.join("aws/config");
-        println!(
+        let mut text = format!(
             "keyfed demo — the real daemon against built-in emulators\n\
              Keycloak emulator: {issuer} (client \"{CLIENT_ID}\", secret in {dir}/client-secret)\n\
              AWS STS emulator:  {sts_url} (role {role_arn})\n\
@@ -195,8 +195,11 @@ pub async fn run(dir: &Path, once: bool) -> anyhow::Result<()> {
             aws_config = aws_config.display(),
         );
         if !once {
-            println!("\nServing until Ctrl-C.");
+            text.push_str("\n\nServing until Ctrl-C.");
         }
+        text.push('\n');
+        // A reader that went away does not stop the demo's daemon: it serves on unseen.
+        let _ = crate::stdout::write(text);
     };
     super::run::daemon(&config_file, once, summary).await?;
     // Keep the emulators alive until the daemon has stopped.

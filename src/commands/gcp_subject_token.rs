@@ -29,29 +29,26 @@ pub async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
     let outcome = subject_token(path, target).await;
     match outcome {
         Ok((token, expires_at)) => {
-            println!(
-                "{}",
-                json!({
-                    "version": 1,
-                    "success": true,
-                    "token_type": JWT_TOKEN_TYPE,
-                    "id_token": token,
-                    "expiration_time": expires_at,
-                })
-            );
+            let document = json!({
+                "version": 1,
+                "success": true,
+                "token_type": JWT_TOKEN_TYPE,
+                "id_token": token,
+                "expiration_time": expires_at,
+            });
+            crate::stdout::write(format!("{document}\n"))?;
             Ok(())
         }
         Err(e) => {
-            // Google's libraries show `message`; the exit status and stderr say it too.
-            println!(
-                "{}",
-                json!({
-                    "version": 1,
-                    "success": false,
-                    "code": "KEYFED_ERROR",
-                    "message": format!("{e:#}"),
-                })
-            );
+            // Google's libraries show `message`; the exit status and stderr say it too (and
+            // say it alone when the reader has gone).
+            let document = json!({
+                "version": 1,
+                "success": false,
+                "code": "KEYFED_ERROR",
+                "message": format!("{e:#}"),
+            });
+            let _ = crate::stdout::write(format!("{document}\n"));
             Err(e)
         }
     }

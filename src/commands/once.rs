@@ -1,6 +1,7 @@
 //! `keyfed once`: refresh every target once, write its outputs, and exit non-zero naming each
 //! target that failed.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,8 +16,8 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     for (name, outcome) in engine.refresh_all().await {
         match outcome {
             Ok(issued) => {
-                println!(
-                    "ok      {name}: {}, expires {}",
+                let mut text = format!(
+                    "ok      {name}: {}, expires {}\n",
                     issued.credential.describe(),
                     rfc3339(issued.credential.expires_at())
                 );
@@ -25,11 +26,17 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
                     .map(|t| t.outputs())
                     .unwrap_or_default();
                 for output in written {
-                    println!("        {:<24} {}", output.name, output.path.display());
+                    let _ = writeln!(
+                        text,
+                        "        {:<24} {}",
+                        output.name,
+                        output.path.display()
+                    );
                 }
+                crate::stdout::write(text)?;
             }
             Err(e) => {
-                println!("FAILED  {name}: {e}");
+                crate::stdout::write(format!("FAILED  {name}: {e}\n"))?;
                 failed.push(name);
             }
         }

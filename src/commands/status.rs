@@ -1,6 +1,7 @@
 //! `keyfed status [--json]`: every target's state as the running daemon sees it — state,
 //! expiry, next refresh, last error in the upstream's words, and the outputs and faces it feeds.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,11 +24,13 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
         if hidden > 0 {
             eprintln!("{hidden} more target(s) restricted to other users");
         }
-        println!("{}", serde_json::to_string_pretty(&targets)?);
+        crate::stdout::write(format!("{}\n", serde_json::to_string_pretty(&targets)?))?;
         return Ok(());
     }
+    let mut text = String::new();
     for t in &targets {
-        println!(
+        let _ = writeln!(
+            text,
             "{:<20} {:<6} {:<12} expires {:<20} next refresh {}",
             t.name,
             t.kind,
@@ -36,18 +39,19 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<()> {
             t.next_refresh.as_deref().unwrap_or("-"),
         );
         if let Some(e) = &t.last_error {
-            println!("    last error: {e}");
+            let _ = writeln!(text, "    last error: {e}");
         }
         for e in &t.output_errors {
-            println!("    output error: {e}");
+            let _ = writeln!(text, "    output error: {e}");
         }
         for o in &t.outputs {
-            println!("    output: {o}");
+            let _ = writeln!(text, "    output: {o}");
         }
-        println!("    served by: {}", t.faces.join(", "));
+        let _ = writeln!(text, "    served by: {}", t.faces.join(", "));
     }
     if hidden > 0 {
-        println!("({hidden} more target(s) restricted to other users)");
+        let _ = writeln!(text, "({hidden} more target(s) restricted to other users)");
     }
+    crate::stdout::write(text)?;
     Ok(())
 }

@@ -11,9 +11,9 @@ pub async fn run(config: Config, target: &str, decode: bool) -> anyhow::Result<(
     if decode {
         let decoded = token.decoded();
         let shown = json!({"header": decoded.header, "claims": decoded.claims});
-        println!("{}", serde_json::to_string_pretty(&shown)?);
+        crate::stdout::write(format!("{}\n", serde_json::to_string_pretty(&shown)?))?;
     } else {
-        println!("{}", token.expose());
+        crate::stdout::write(format!("{}\n", token.expose()))?;
     }
     Ok(())
 }

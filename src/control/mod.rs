@@ -27,11 +27,23 @@ pub enum Request {
     /// Every target's state (no secrets).
     Status,
     /// What `keyfed exec` and `keyfed env` put in a command's environment (issue 12): an AWS
-    /// or GCP target's credential (answered as `Credential`), or for an Azure target a fresh
-    /// identity-header pair bound to it (`IdentityPair`), valid while this connection stays
-    /// open with `hold`, else until the target's current token expires. A token target is
-    /// refused.
+    /// or GCP target's credential (answered as `Credential`), or for an Azure target an
+    /// identity-header pair bound to it and the asking uid (`IdentityPair`): a fresh one valid
+    /// while this connection stays open with `hold`, else one valid until the target's current
+    /// token expires (the same uid's live one for the target, if any). What is handed out
+    /// without `hold` is refreshed first when it would last under 15 minutes. A token target
+    /// is refused.
     Environment { target: String, hold: bool },
+}
+
+/// Why a token target has no variables for `keyfed exec` and `keyfed env`: what the daemon
+/// answers to [`Request::Environment`] and what those commands say without a daemon.
+pub fn no_environment_for_token_target(target: &str) -> String {
+    format!(
+        "target \"{target}\" is a token target: keyfed exec and keyfed env give cloud \
+         credentials; pass its token yourself, e.g. \
+         curl -H \"Authorization: Bearer $(keyfed token {target})\""
+    )
 }
 
 /// One target's state, as `keyfed status` shows it.

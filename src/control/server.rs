@@ -14,8 +14,8 @@ use keyfed_core::clock::{rfc3339, unix_seconds};
 use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::caps::{Caps, Limits};
 use crate::config::{Exchange, SocketSpec};
-use crate::endpoint::pairs::{Held, Pairs, Until};
-use crate::engine::{Phase, SlotKey, TargetEngine, Unavailable};
+use crate::endpoint::pairs::{Binding, Held, Pairs, Until};
+use crate::engine::{Issued, Phase, SlotKey, TargetEngine, Unavailable};
 use crate::served::Served;
 
 /// How long a client may take to send its request.
@@ -206,10 +206,7 @@ async fn answer(
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) if line.len() > MAX_REQUEST => (bad("request too long"), None),
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Ok(Request::Environment { target, hold }) => {
-                environment(served, pairs, &target, hold, uid).await
-            }
-            Ok(request) => (handle(request, served, uid).await, None),
+            Ok(request) => handle(request, served, pairs, uid).await,
             Err(e) => (bad(&format!("not a keyfed request: {e}")), None),
         },
     };
@@ -245,7 +242,14 @@ fn bad(message: &str) -> Response {
     }
 }
 
-async fn handle(request: Request, served: &Served, uid: u32) -> Response {
+/// The answer to `request` from `uid`, and the identity-header pair the connection holds
+/// (only [`Request::Environment`] with `hold` has one).
+async fn handle(
+    request: Request,
+    served: &Served,
+    pairs: &Arc<Pairs>,
+    uid: u32,
+) -> (Response, Option<Held>) {
     match request {
         // Only the targets this uid may have: a status names paths and upstream errors.
         Request::Status => {
@@ -253,17 +257,20 @@ async fn handle(request: Request, served: &Served, uid: u32) -> Response {
                 .engine
                 .targets()
                 .partition(|t| served.target_for(t.name(), Some(uid)).is_ok());
-            Response::Status {
+            let response = Response::Status {
                 targets: mine.into_iter().map(|t| status(served, t)).collect(),
                 hidden: others.len(),
-            }
+            };
+            (response, None)
         }
-        Request::Credential { target } => credential(served, &target, None, uid).await,
+        Request::Credential { target } => (credential(served, &target, None, uid).await, None),
         Request::SubjectToken { target } => {
-            credential(served, &target, Some(&SlotKey::SubjectToken), uid).await
+            let slot = Some(&SlotKey::SubjectToken);
+            (credential(served, &target, slot, uid).await, None)
         }
-        // Answered by `environment`, which may hold the connection.
-        Request::Environment { target, .. } => credential(served, &target, None, uid).await,
+        Request::Environment { target, hold } => {
+            environment(served, pairs, &target, hold, uid).await
+        }
     }
 }
 
@@ -292,10 +299,17 @@ fn allowed<'s>(
     })
 }
 
+/// What the variables `keyfed exec` and `keyfed env` hand out (review of issue 12) should last
+/// at the least — botocore's own refresh window: a command gets fixed values, which nothing
+/// refreshes inside it.
+const LASTING: Duration = Duration::from_secs(15 * 60);
+
 /// What `keyfed exec` and `keyfed env` put in a command's environment (issue 12): an AWS or
-/// GCP target's credential; for an Azure target a fresh identity-header pair bound to it and
-/// to `uid` (held by this connection with `hold`, else until the target's current token
-/// expires), once the target holds a usable token; a token target is refused.
+/// GCP target's credential; for an Azure target an identity-header pair bound to it and to
+/// `uid` (held by this connection with `hold`, else until the target's current token expires),
+/// once the target holds a usable token; a token target is refused. Values that stay fixed in
+/// the command (all but a held pair's, whose face keeps the token fresh) are refreshed first
+/// when they would last under [`LASTING`] (`TargetEngine::credential_lasting`).
 async fn environment(
     served: &Served,
     pairs: &Arc<Pairs>,
@@ -308,40 +322,48 @@ async fn environment(
         Err(refusal) => return (refusal, None),
     };
     let azure = match served.exchanges.get(target) {
-        Some(Exchange::Azure(azure)) => azure,
+        Some(Exchange::Azure(azure)) => Some(azure),
         Some(Exchange::Token) => {
-            let message = format!(
-                "target \"{target}\" is a token target: keyfed exec and keyfed env give cloud \
-                 credentials; pass its token yourself, e.g. \
-                 curl -H \"Authorization: Bearer $(keyfed token {target})\""
-            );
+            let message = super::no_environment_for_token_target(target);
             return (error(ErrorCode::BadRequest, message), None);
         }
-        Some(Exchange::Aws(_) | Exchange::Gcp(_)) | None => {
-            return (credential(served, target, None, uid).await, None);
-        }
+        Some(Exchange::Aws(_) | Exchange::Gcp(_)) | None => None,
     };
-    let endpoint = match pairs.endpoint() {
-        Ok(endpoint) => endpoint.to_owned(),
+    let endpoint = match azure.map(|_| pairs.endpoint()).transpose() {
+        Ok(endpoint) => endpoint.map(str::to_owned),
         Err(e) => return (error(ErrorCode::Unavailable, e.to_string()), None),
     };
-    // The command gets tokens only through the face: make sure there is one to get now.
-    let issued = match t.credential_for(None).await {
+    let issued = if azure.is_some() && hold {
+        // The command gets tokens only through the face: make sure there is one to get now.
+        t.credential_for(None).await
+    } else {
+        t.credential_lasting(LASTING).await
+    };
+    let issued = match issued {
         Ok(issued) => issued,
-        Err(e) => return (error(ErrorCode::Unavailable, e.to_string()), None),
+        Err(e) => return (unavailable(e), None),
+    };
+    let (Some(azure), Some(endpoint)) = (azure, endpoint) else {
+        return (credential_response(&issued), None);
     };
     let until = if hold {
         Until::Held
     } else {
         Until::Deadline(issued.credential.expires_at())
     };
-    match pairs.issue(target, uid, until) {
+    let binding = Binding {
+        target: target.to_owned(),
+        tenant_id: azure.tenant_id.clone(),
+        client_id: azure.client_id.clone(),
+        uid,
+    };
+    match pairs.issue(binding, until) {
         Ok(pair) => {
             let expires_at = match pair.until {
                 Until::Held => None,
                 Until::Deadline(at) => Some(unix_seconds(at)),
             };
-            tracing::debug!(target, uid, ?expires_at, "identity header issued");
+            tracing::debug!(target, uid, ?expires_at, "identity header handed out");
             let response = Response::IdentityPair {
                 endpoint,
                 header: keyfed_core::ExposeSecret::expose_secret(&pair.header).to_owned(),
@@ -377,19 +399,24 @@ async fn credential(served: &Served, target: &str, slot: Option<&SlotKey>, uid: 
         };
     }
     match t.credential_for(slot).await {
-        Ok(issued) => Response::Credential {
-            kind: issued.credential.kind().to_owned(),
-            document: issued.credential.process_document(),
-            expires_at: unix_seconds(issued.credential.expires_at()),
-        },
-        Err(Unavailable::UnknownSlot(e)) => Response::Error {
-            code: ErrorCode::BadRequest,
-            message: e.to_string(),
-        },
-        Err(e) => Response::Error {
-            code: ErrorCode::Unavailable,
-            message: e.to_string(),
-        },
+        Ok(issued) => credential_response(&issued),
+        Err(e) => unavailable(e),
+    }
+}
+
+fn credential_response(issued: &Issued) -> Response {
+    Response::Credential {
+        kind: issued.credential.kind().to_owned(),
+        document: issued.credential.process_document(),
+        expires_at: unix_seconds(issued.credential.expires_at()),
+    }
+}
+
+/// Why no credential: a variant the target's cloud does not issue is the caller's mistake.
+fn unavailable(e: Unavailable) -> Response {
+    match e {
+        Unavailable::UnknownSlot(e) => error(ErrorCode::BadRequest, e.to_string()),
+        other => error(ErrorCode::Unavailable, other.to_string()),
     }
 }
 
@@ -429,9 +456,16 @@ pub fn remove(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
     use std::os::unix::fs::MetadataExt as _;
 
+    use keyfed_core::clock::{Clock, SystemClock};
+
     use super::*;
+    use crate::config::{AzureExchange, EndpointSettings, Listen};
+    use crate::control::client::ask_and_keep;
+    use crate::credential::Credential;
+    use crate::engine::{Backoff, Engine, Fetch, Source};
 
     fn refusal(dir: &Path) -> String {
         match socket_folder(dir, None) {
@@ -491,5 +525,161 @@ mod tests {
             .unwrap_or_else(|e| panic!("chown needs root (tests run as root): {e}"));
         let text = refusal(&theirs);
         assert!(text.contains("owned by uid 12345"), "{text}");
+    }
+
+    /// An Entra ID that issues an hour's token at once.
+    #[derive(Debug)]
+    struct Entra;
+
+    impl Source for Entra {
+        fn fetch<'a>(&'a self, _slot: Option<&'a SlotKey>) -> Fetch<'a> {
+            Box::pin(async {
+                Ok(Credential::Azure(keyfed_azure::AzureToken {
+                    token: "eyJ0eXAiOiJKV1QifQ.e30.sig".into(),
+                    scope: "https://management.azure.com/.default".to_owned(),
+                    tenant_id: "tenant".to_owned(),
+                    client_id: "app".to_owned(),
+                    expires_at: SystemClock.now() + Duration::from_secs(3600),
+                }))
+            })
+        }
+
+        fn consumer_window(&self) -> Duration {
+            Duration::from_secs(300)
+        }
+    }
+
+    /// A daemon's control socket in `dir` serving Azure target `azure` (the App Service face's)
+    /// and token target `api`; its pairs.
+    fn daemon(dir: &Path) -> (std::path::PathBuf, Arc<Pairs>) {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let targets = ["azure", "api"]
+            .map(|name| {
+                TargetEngine::new(
+                    name.to_owned(),
+                    Box::new(Entra),
+                    Vec::new(),
+                    Arc::clone(&clock),
+                    Backoff::DEFAULT,
+                    Duration::from_secs(10),
+                )
+            })
+            .into();
+        let mut served = Served::for_tests(Engine::new(targets), BTreeMap::new(), BTreeSet::new());
+        let azure = AzureExchange {
+            tenant_id: "tenant".to_owned(),
+            client_id: "app".to_owned(),
+            scopes: vec!["https://management.azure.com/.default".to_owned()],
+            authority_host: url::Url::parse("https://login.microsoftonline.com")
+                .unwrap_or_else(|e| panic!("{e}")),
+            http: keyfed_core::http::HttpSettings::default(),
+        };
+        served
+            .exchanges
+            .insert("azure".to_owned(), Exchange::Azure(Box::new(azure)));
+        served.exchanges.insert("api".to_owned(), Exchange::Token);
+        let settings = EndpointSettings {
+            listen: vec![Listen {
+                address: "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}")),
+                targets: BTreeMap::from([("app-service", "azure".to_owned())]),
+            }],
+            imds_v1: false,
+            health_listen: None,
+            container_token_file: dir.join("container-token"),
+            container_token_group: None,
+            identity_header_file: dir.join("identity-header"),
+            identity_header_group: None,
+            max_connections: 16,
+            max_connections_per_user: 4,
+            allowed_hosts: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+        };
+        let pairs = Pairs::new(Some(&settings), clock);
+        let path = dir.join("keyfed.sock");
+        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (_publish, current) = watch::channel(Arc::new(served));
+        tokio::spawn(serve(listener, current, 1 << 16, Arc::clone(&pairs)));
+        (path, pairs)
+    }
+
+    async fn environment(socket: &Path, target: &str, hold: bool) -> (Response, UnixStream) {
+        let request = Request::Environment {
+            target: target.to_owned(),
+            hold,
+        };
+        ask_and_keep(socket, &request, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The header of an `IdentityPair` answer, and whether it has a deadline.
+    fn header(response: &Response) -> (String, bool) {
+        match response {
+            Response::IdentityPair {
+                header, expires_at, ..
+            } => (header.clone(), expires_at.is_some()),
+            other => panic!("not a pair: {other:?}"),
+        }
+    }
+
+    /// issue 12 (review): through the control socket, `keyfed env` asked 40 times (a prompt
+    /// hook) holds one deadline pair; `keyfed exec` connections hold the rest of the uid's
+    /// places, past which a held pair is refused saying why, while the deadline pair is still
+    /// handed out; a closed connection frees its place. A token target is refused with the one
+    /// message `keyfed exec` and `keyfed env` also give without a daemon.
+    #[tokio::test]
+    async fn issue_12_environment_through_the_control_socket() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (socket, pairs) = daemon(dir.path());
+        let (first, _) = environment(&socket, "azure", false).await;
+        let (env_header, deadline) = header(&first);
+        assert!(deadline);
+        for _ in 0..39 {
+            let (again, _) = environment(&socket, "azure", false).await;
+            assert_eq!(header(&again), (env_header.clone(), true));
+        }
+        let mut held = Vec::new();
+        for _ in 1..crate::endpoint::pairs::PER_USER {
+            let (response, stream) = environment(&socket, "azure", true).await;
+            let (pair, deadline) = header(&response);
+            assert!(!deadline && pair != env_header);
+            held.push(stream);
+        }
+        assert_eq!(pairs.counts().held + pairs.counts().deadline, 32);
+        let me = rustix::process::geteuid().as_raw();
+        match environment(&socket, "azure", true).await.0 {
+            Response::Error { code, message } => {
+                assert_eq!(code, ErrorCode::Unavailable);
+                assert!(
+                    message.contains(&format!("uid {me} holds 32 identity headers already")),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let (again, _) = environment(&socket, "azure", false).await;
+        assert_eq!(header(&again), (env_header, true), "at the cap too");
+        held.pop();
+        let mut freed = false;
+        for _ in 0..1000 {
+            if pairs.counts().held < 31 {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(freed, "the closed connection's pair was not dropped");
+        let (response, _stream) = environment(&socket, "azure", true).await;
+        assert!(!header(&response).1);
+        match environment(&socket, "api", false).await.0 {
+            Response::Error { code, message } => {
+                assert_eq!(code, ErrorCode::BadRequest);
+                assert_eq!(
+                    message,
+                    crate::control::no_environment_for_token_target("api")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -13,8 +13,9 @@
 //! `app-service`).
 //!
 //! Besides that secret it takes the identity-header pairs `keyfed exec` and `keyfed env` hand to
-//! a command (issue 12, `pairs.rs`): a request carrying one gets only the one target's tokens
-//! the pair is bound to (`azure::bound_token`).
+//! a command (issue 12, `pairs.rs`): a request carrying one is answered only when it comes from
+//! the uid the pair was issued to (else 401, as a wrong header), and gets only the one target's
+//! tokens the pair is bound to (`azure::bound_token`).
 //!
 //! Like the container face, it resists DNS rebinding by itself: its secret comes from a file a
 //! web page cannot read (and a pair's header from the control socket). A missing or wrong
@@ -157,12 +158,23 @@ impl AppService {
             .headers
             .get(SECRET_HEADER)
             .ok_or(Refusal::MissingHeader("X-IDENTITY-HEADER"))?;
-        // The file's secret serves every Azure target; a pair's header only its own.
+        // The file's secret serves every Azure target; a pair's header only its own, and only
+        // to the uid it was issued to: another user who reads it (from the environment of a
+        // command, a terminal, a file) gets nothing with it. A caller whose uid is unknown is
+        // refused too.
         let bound = if constant_time_eq(given.as_bytes(), secret.expose_secret().as_bytes()) {
             None
         } else {
-            let target = self.core.pairs().target_of(given.as_bytes());
-            Some(target.ok_or(Refusal::BadToken)?)
+            let binding = self
+                .core
+                .pairs()
+                .bound(given.as_bytes())
+                .ok_or(Refusal::BadToken)?;
+            if peer.uid != Some(binding.uid) {
+                crate::access::log_refusal(peer.uid, &binding.target, NAME);
+                return Err(Refusal::BadToken);
+            }
+            Some(binding)
         };
         if request.method != Method::GET || request.uri.path() != TOKEN_PATH {
             return Err(Refusal::NotFound);
@@ -175,7 +187,7 @@ impl AppService {
         }
         let token = match bound {
             None => azure::token(&self.core, NAME, peer, &query).await?,
-            Some(target) => azure::bound_token(&self.core, NAME, peer, &query, &target).await?,
+            Some(binding) => azure::bound_token(&self.core, NAME, peer, &query, &binding).await?,
         };
         let head = self
             .core

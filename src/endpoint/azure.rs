@@ -12,8 +12,8 @@
 //! Targets are tried the default first, then by name, and only those the caller may use: a
 //! target hidden from the caller answers exactly as an identity no target has (the refusal is
 //! logged), while the default target, asked for without an identity, is refused as such. A
-//! request carrying an identity-header pair (issue 12) gets only the pair's target
-//! ([`bound_token`]).
+//! request carrying an identity-header pair (issue 12) gets only the pair's target, as
+//! configured when the pair was issued ([`bound_token`]).
 //!
 //! **Which token.** SDKs send `resource` as Azure AD v1 named it (`https://management.azure.com`,
 //! with or without a trailing slash); keyfed asks for the scope `<resource>/.default`. The
@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use super::Core;
 use super::documents::Key;
+use super::pairs::Binding;
 use super::refusal::Refusal;
 use super::server::Peer;
 use crate::config::{AzureExchange, Exchange};
@@ -188,16 +189,19 @@ pub(super) async fn token(
     fetch(core, &served, target, &azure, resource, peer).await
 }
 
-/// The token for a request carrying an identity-header pair bound to `target` (issue 12,
-/// `pairs.rs`): only that target's, whatever the address's default is. An identity parameter
-/// may name it (as an SDK given `AZURE_CLIENT_ID` does), never another target: that is refused
-/// as an identity this header does not serve, so a pair cannot reach past its one target.
+/// The token for a request carrying an identity-header pair bound to `binding` (issue 12,
+/// `pairs.rs`; the caller's uid already compared with the pair's): only that target's, whatever
+/// the address's default is, and only while the target is the app it was when the pair was
+/// issued (a reload may remove it or point it at another tenant or client ID). An identity
+/// parameter may name it (as an SDK given `AZURE_CLIENT_ID` does), never another target: that
+/// is refused as an identity this header does not serve, so a pair cannot reach past its one
+/// target.
 pub(super) async fn bound_token(
     core: &Core,
     face: &'static str,
     peer: Peer,
     query: &Query,
-    target: &str,
+    binding: &Binding,
 ) -> Result<Token, Refusal> {
     let served = core.served();
     core.target_at(face, &peer)?;
@@ -208,15 +212,22 @@ pub(super) async fn bound_token(
                 .to_owned(),
         ));
     }
+    let target = binding.target.as_str();
+    let reloaded = |now: &str| {
+        Refusal::BadRequest(format!(
+            "target \"{target}\", which this IDENTITY_HEADER was issued for, {now} since the \
+             configuration was reloaded: run keyfed exec or keyfed env again"
+        ))
+    };
     let azure = azure_targets(&served)
         .find(|(name, _)| *name == target)
         .map(|(_, azure)| azure.clone())
-        .ok_or_else(|| {
-            Refusal::BadRequest(format!(
-                "target \"{target}\", which this IDENTITY_HEADER was issued for, is no longer \
-                 served (the configuration was reloaded): run keyfed exec or keyfed env again"
-            ))
-        })?;
+        .ok_or_else(|| reloaded("is no longer served"))?;
+    let same_app = azure.tenant_id.eq_ignore_ascii_case(&binding.tenant_id)
+        && azure.client_id.eq_ignore_ascii_case(&binding.client_id);
+    if !same_app {
+        return Err(reloaded("names another app (tenant or client ID)"));
+    }
     if let Some(identity) = &query.identity {
         let names_it = match identity {
             Identity::Client(id) => azure.client_id.eq_ignore_ascii_case(id.trim()),

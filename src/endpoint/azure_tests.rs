@@ -18,7 +18,7 @@ use keyfed_core::http::HttpSettings;
 use tower::ServiceExt as _;
 
 use super::super::face::Start;
-use super::super::{Endpoint, FACES, app_service, assemble, azure_imds, guard, router};
+use super::super::{Endpoint, FACES, app_service, assemble, azure_imds, guard, pairs, router};
 use super::*;
 use crate::config::{Access, EndpointSettings, Listen};
 use crate::engine::{Backoff, Engine, Fetch, FetchError, Source, TargetEngine};
@@ -130,9 +130,11 @@ fn azure(client_id: &str, resources: &[&str]) -> AzureExchange {
     }
 }
 
-/// The test's endpoint: its clock, Entra's calls, and the folder of the identity header file.
+/// The test's endpoint: its clock, Entra's calls, the folder of the identity header file, and
+/// where a reload is published.
 struct Setup {
     endpoint: Arc<Endpoint>,
+    publish: tokio::sync::watch::Sender<Arc<Served>>,
     clock: ManualClock,
     calls: Calls,
     dir: tempfile::TempDir,
@@ -206,7 +208,7 @@ fn setup_with(starts: &[Start], on: bool) -> Setup {
             groups: Vec::new(),
         },
     );
-    let (_publish, current) = tokio::sync::watch::channel(Arc::new(served));
+    let (publish, current) = tokio::sync::watch::channel(Arc::new(served));
     let listen = |address, target: Option<&str>| Listen {
         address,
         targets: target
@@ -242,6 +244,7 @@ fn setup_with(starts: &[Start], on: bool) -> Setup {
         .unwrap_or_else(|e| panic!("the endpoint does not start: {e:#}"));
     Setup {
         endpoint,
+        publish,
         clock,
         calls,
         dir,
@@ -885,4 +888,138 @@ fn issue_10_a_malformed_resource_is_refused_before_any_upstream_call() {
         ..super::Query::default()
     };
     assert_eq!(ok.resource().ok(), Some("https://management.azure.com"));
+}
+
+/// An identity-header pair for `target` (as `setup_with` configures it) issued to `uid`.
+fn pair(setup: &Setup, target: &str, client_id: &str, uid: u32) -> String {
+    let binding = pairs::Binding {
+        target: target.to_owned(),
+        tenant_id: "72F988BF-86F1-41AF-91AB-2D7CD011DB47".to_owned(),
+        client_id: client_id.to_owned(),
+        uid,
+    };
+    let issued = setup
+        .endpoint
+        .core
+        .pairs
+        .issue(
+            binding,
+            pairs::Until::Deadline(setup.clock.now() + Duration::from_secs(600)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    issued.header.expose_secret().to_owned()
+}
+
+/// The App Service face's answer to `header` from `uid` on [`MAIN`].
+async fn msi_with(setup: &Setup, uid: u32, header: &str, query: &str) -> Answer {
+    request_as(
+        setup,
+        MAIN,
+        uid,
+        "GET",
+        &msi_path(query),
+        &[("x-identity-header", header)],
+    )
+    .await
+}
+
+/// issue 12 (review): a pair's header is answered only for the uid it was issued to (another
+/// user who reads it gets 401, as with a wrong header), with its own target's tokens whatever
+/// the address's default.
+#[tokio::test]
+async fn issue_12_a_pair_serves_only_its_uid() {
+    let setup = setup();
+    let header = pair(&setup, "other", OTHER_ID, 1000);
+    let query = format!("resource={MGMT}");
+    let mine = msi_with(&setup, 1000, &header, &query).await.ok();
+    assert_eq!(mine["client_id"], OTHER_ID, "its target, not the default");
+    let wrong = msi_with(&setup, 1000, &"0".repeat(64), &query)
+        .await
+        .refused(401);
+    for uid in [0, 1001] {
+        let why = msi_with(&setup, uid, &header, &query).await.refused(401);
+        assert_eq!(why, wrong, "as a wrong header");
+    }
+    assert_eq!(setup.calls(), [("other".to_owned(), None)]);
+}
+
+/// issue 12 (review): an identity parameter may name the pair's own target — by client ID,
+/// or by the `oid` or `xms_mirid` of its token — and nothing else: another target named by
+/// any of them is 400, as are two identity parameters.
+#[tokio::test]
+async fn issue_12_a_pair_names_no_other_target() {
+    let setup = setup();
+    let header = pair(&setup, "app", APP_ID, 1000);
+    for own in [
+        format!("client_id={}", APP_ID.to_uppercase()),
+        format!("object_id={}", oid("app")),
+        format!("principal_id={}", oid("app")),
+        format!("msi_res_id={}", mirid("app")),
+        format!("mi_res_id={}", mirid("app")),
+    ] {
+        let answer = msi_with(&setup, 1000, &header, &format!("resource={MGMT}&{own}")).await;
+        assert_eq!(answer.ok()["client_id"], APP_ID, "{own}");
+    }
+    for other in [
+        format!("client_id={OTHER_ID}"),
+        format!("object_id={}", oid("other")),
+        format!("msi_res_id={}", mirid("other")),
+    ] {
+        let answer = msi_with(&setup, 1000, &header, &format!("resource={MGMT}&{other}")).await;
+        let why = answer.refused(400);
+        assert!(
+            why.contains("serves only the managed identity of target \"app\""),
+            "{other}: {why}"
+        );
+    }
+    let two = format!(
+        "resource={MGMT}&client_id={APP_ID}&object_id={}",
+        oid("app")
+    );
+    let why = msi_with(&setup, 1000, &header, &two).await.refused(400);
+    assert!(why.contains("at most one"), "{why}");
+    assert!(
+        setup.calls().iter().all(|(target, _)| target == "app"),
+        "{:?}",
+        setup.calls()
+    );
+}
+
+/// issue 12 (review): a pair is bound to its target as configured when it was issued: after a
+/// reload that points the target at another app (client or tenant ID) or removes it, its
+/// header is 400 saying so, not a way to the new app's tokens.
+#[tokio::test]
+async fn issue_12_a_pair_ends_with_its_target_s_app() {
+    let setup = setup();
+    let header = pair(&setup, "app", APP_ID, 1000);
+    let query = format!("resource={MGMT}");
+    msi_with(&setup, 1000, &header, &query).await.ok();
+    let faces = BTreeSet::from([(app_service::NAME, "app".to_owned())]);
+    let reload = |exchanges: Vec<(&str, AzureExchange)>| {
+        let mut served = Served::for_tests(Engine::new(Vec::new()), BTreeMap::new(), faces.clone());
+        for (name, azure) in exchanges {
+            served
+                .exchanges
+                .insert(name.to_owned(), Exchange::Azure(Box::new(azure)));
+        }
+        setup.publish.send_replace(Arc::new(served));
+    };
+    let mut other_tenant = azure(APP_ID, &[MGMT]);
+    other_tenant.tenant_id = "0d0d0d0d-0000-4000-8000-000000000000".to_owned();
+    for (what, changed) in [
+        ("client", azure(OTHER_ID, &[MGMT])),
+        ("tenant", other_tenant),
+    ] {
+        reload(vec![("app", changed)]);
+        let why = msi_with(&setup, 1000, &header, &query).await.refused(400);
+        assert!(
+            why.contains("names another app")
+                && why.contains("run keyfed exec or keyfed env again"),
+            "{what}: {why}"
+        );
+    }
+    reload(vec![("other", azure(APP_ID, &[MGMT]))]);
+    let why = msi_with(&setup, 1000, &header, &query).await.refused(400);
+    assert!(why.contains("is no longer served"), "{why}");
+    assert_eq!(setup.calls(), [("app".to_owned(), None)]);
 }

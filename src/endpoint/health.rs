@@ -207,5 +207,16 @@ fn render(core: &Core, uid: Option<u32>) -> String {
     for ((face, status), count) in core.request_counts() {
         let _ = writeln!(out, "{name}{{face=\"{face}\",status=\"{status}\"}} {count}");
     }
+    let name = "keyfed_identity_headers";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Identity-header pairs of keyfed exec and keyfed env live now: held by a running keyfed \
+         exec, or valid until a deadline.",
+    );
+    let counts = core.pairs().counts();
+    let _ = writeln!(out, "{name}{{kind=\"held\"}} {}", counts.held);
+    let _ = writeln!(out, "{name}{{kind=\"deadline\"}} {}", counts.deadline);
     out
 }

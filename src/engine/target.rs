@@ -444,6 +444,39 @@ impl TargetEngine {
         self.serve(&slot, true).await
     }
 
+    /// The main credential for a consumer that keeps what it gets without asking again
+    /// (`keyfed exec` and `keyfed env` put it in an environment): [`TargetEngine::credential_for`],
+    /// refreshed first when it has less than `wanted` left AND is past its refresh time — the
+    /// background loop is late (backing off after failures, or the host was asleep). The
+    /// second condition caps `wanted` by the credential's own lifetime: one the schedule will
+    /// refresh soon enough (`schedule::refresh_at`) is never refreshed early here, however
+    /// short-lived. The refresh is shared with any under way and makes no upstream call during
+    /// backoff; when it fails, the credential held is still handed out while usable (the
+    /// caller says how long it has left).
+    pub async fn credential_lasting(
+        self: &Arc<Self>,
+        wanted: Duration,
+    ) -> Result<Arc<Issued>, Unavailable> {
+        let issued = self.credential_for(None).await?;
+        let now = self.clock.now();
+        let left = issued
+            .credential
+            .expires_at()
+            .duration_since(now)
+            .unwrap_or_default();
+        if left >= wanted || now < issued.refresh_at {
+            return Ok(issued);
+        }
+        tracing::debug!(target = %self.name, left_s = left.as_secs(), "refreshing for a consumer that keeps the credential");
+        match self.refresh().await {
+            Ok(fresh) => Ok(fresh),
+            Err(e) => {
+                tracing::debug!(target = %self.name, "refresh for a consumer that keeps the credential failed: {e}");
+                self.usable_or(&self.main, e.to_string())
+            }
+        }
+    }
+
     /// The main credential's error while it is stopped on a side every variant shares — the
     /// Keycloak side or keyfed's configuration — so a new variant would be refused the same.
     fn stop_holding_variants_back(&self) -> Option<FetchError> {

@@ -317,6 +317,86 @@ async fn refreshes_on_schedule_for_a_simulated_day() {
     task.abort();
 }
 
+/// issue 12 (review): what `keyfed exec` and `keyfed env` hand out stays fixed in a command,
+/// so a credential the background loop has not refreshed in time (its refresh time passed, a
+/// minute left) is refreshed before it is handed out, with one upstream call for a burst of
+/// such consumers; one the schedule will refresh in time is handed out as it is, however short
+/// its lifetime. When the refresh fails, the credential held is still handed out, and during
+/// the backoff that follows no upstream call is made.
+#[tokio::test]
+async fn a_credential_kept_by_its_consumer_is_refreshed_first_when_late_issue_12() {
+    const WANTED: Duration = Duration::from_secs(15 * 60);
+    let (clock, fake, t) = hour_target();
+    let first = t
+        .credential_lasting(WANTED)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fake.calls(), 1);
+    // Within its schedule: as it is.
+    clock.advance(Duration::from_secs(30 * 60));
+    let again = t
+        .credential_lasting(WANTED)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&first, &again));
+    // The loop is late: a minute left.
+    clock.advance(Duration::from_secs(29 * 60));
+    let plain = t.credential().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&first, &plain), "other consumers ask again");
+    fake.close();
+    let burst: Vec<_> = (0..5)
+        .map(|_| {
+            let t = Arc::clone(&t);
+            tokio::spawn(async move { t.credential_lasting(WANTED).await })
+        })
+        .collect();
+    fake.until_held(1).await;
+    fake.open();
+    for caller in burst {
+        let fresh = caller
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            fresh.credential.expires_at(),
+            clock.now() + Duration::from_secs(3600)
+        );
+    }
+    assert_eq!(fake.calls(), 2, "one upstream call for the burst");
+
+    // Late again, and the upstream down: the credential held, with a minute left.
+    clock.advance(Duration::from_secs(59 * 60));
+    fake.fail_with(Advice::Backoff);
+    let held = t
+        .credential_lasting(WANTED)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        held.credential.expires_at(),
+        clock.now() + Duration::from_secs(60)
+    );
+    assert_eq!(fake.calls(), 3);
+    let during_backoff = t.credential_lasting(WANTED).await;
+    assert!(during_backoff.is_ok());
+    assert_eq!(fake.calls(), 3, "no upstream call during the backoff");
+
+    // A 10-minute credential within its schedule is not refreshed for having under 15 left.
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(600));
+    let t = target(&clock, &fake);
+    let first = t
+        .credential_lasting(WANTED)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(Duration::from_secs(60));
+    let again = t
+        .credential_lasting(WANTED)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(fake.calls(), 1);
+}
+
 #[tokio::test]
 async fn an_outage_keeps_the_old_credential_until_expiry_and_recovery_is_quick() {
     let (clock, fake, t) = hour_target();

@@ -1,4 +1,5 @@
-"""azure-identity (Python) as a consumer of keyfed, for tests/azure_faces.rs (issue 10).
+"""azure-identity (Python) as a consumer of keyfed, for tests/azure_faces.rs (issue 10) and
+tests/exec_env.rs (issue 12).
 
 Usage:
   azure_identity.py managed [--client-id ID] SCOPE...   ManagedIdentityCredential.get_token,
@@ -8,6 +9,9 @@ Usage:
                                                         AZURE_POD_IDENTITY_AUTHORITY_HOST: IMDS)
   azure_identity.py workload SCOPE                      WorkloadIdentityCredential.get_token on
                                                         AZURE_FEDERATED_TOKEN_FILE
+  azure_identity.py default SCOPE                       DefaultAzureCredential.get_token: the first
+                                                        credential of its chain the environment
+                                                        configures (issue 12: keyfed exec)
 
 Prints one JSON object per line: {"scope", "token", "expires_on"} or, where the library raised,
 {"scope", "error"} with the exception's text. A token printed here is one the test's own Entra
@@ -18,7 +22,11 @@ import json
 import sys
 
 try:
-    from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
+    from azure.identity import (
+        DefaultAzureCredential,
+        ManagedIdentityCredential,
+        WorkloadIdentityCredential,
+    )
 except ImportError as e:  # pragma: no cover - the test names the remedy
     print(f"azure-identity is missing from this venv ({e}): run tests/run", file=sys.stderr)
     sys.exit(3)
@@ -48,6 +56,8 @@ def main(argv):
         # The authority is the test's Entra emulator, which MSAL would otherwise confirm with
         # login.microsoftonline.com's instance discovery.
         get(WorkloadIdentityCredential(disable_instance_discovery=True), argv[1:])
+    elif len(argv) == 2 and argv[0] == "default":
+        get(DefaultAzureCredential(), argv[1:])
     else:
         print(__doc__, file=sys.stderr)
         return 2

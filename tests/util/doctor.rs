@@ -25,12 +25,15 @@ pub async fn doctor(fx: &Fixture, args: &[&str]) -> (Run, Run, Value) {
 }
 
 /// Numbers and hex identifiers masked: two runs a second apart differ in lifetimes, expiry
-/// times and the request and trace IDs the clouds give.
+/// times and the request and trace IDs the clouds give. A run of hex digits is masked when it
+/// holds a decimal digit or is 4 or more long, whatever it holds: a UUID's group may be all
+/// letters (`ffbe`) in one run and not in the next. Words such as "added" are masked too, on
+/// both sides of a comparison alike.
 fn masked(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        if run.chars().any(|c| c.is_ascii_digit()) {
+        if run.len() >= 4 || run.chars().any(|c| c.is_ascii_digit()) {
             out.push('#');
         } else {
             out.push_str(run);
@@ -47,6 +50,17 @@ fn masked(text: &str) -> String {
     }
     flush(&mut run, &mut out);
     out
+}
+
+#[test]
+fn issue_12_masking_hides_every_identifier_whatever_its_letters() {
+    // Request and trace IDs of two runs: groups of letters only, of digits only, and mixed.
+    let first = masked("request ID 5d0cffbe-abdc-4f7e-9f59-3f4f2b9c3a10, trace ID dead, 42 s");
+    let second = masked("request ID 1234ab12-ffbe-0000-abcd-eeeeeeeeeeee, trace ID b00c, 7 s");
+    assert_eq!(first, second);
+    assert_eq!(first, "request ID #-#-#-#-#, trace ID #, # s");
+    // Short runs of letters are words, kept.
+    assert_eq!(masked("a bad fix: add a"), "a bad fix: add a");
 }
 
 /// Each check of the document is a line of the text, in its section, with its fix.

@@ -172,7 +172,8 @@ pub const SCOPES: [(&str, Option<&str>); 6] = [
     ("unlinked", Some(API_AUD)),
 ];
 
-/// The default client scopes Keycloak gives a new client, less `roles` (README step 4).
+/// The default client scopes Keycloak gives a new client, less `roles`: these clients keep full
+/// scope on, so `roles` would add `"account"` to their tokens (`host-roles` keeps it on purpose).
 pub const DEFAULT_SCOPES: [&str; 5] = ["web-origins", "acr", "profile", "basic", "email"];
 
 /// The scopes linked to every test client as Optional client scopes.

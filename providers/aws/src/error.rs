@@ -6,6 +6,7 @@
 
 use keyfed_core::exchange::{Advice, Advise, Side};
 use keyfed_core::http::HttpSetupError;
+use keyfed_core::quote::sh;
 
 use keyfed_core::token_facts::TokenFacts;
 
@@ -143,9 +144,29 @@ impl HintContext<'_> {
             .map_or_else(|| "<issuer host and path>".to_owned(), provider_name)
     }
 
-    /// `arn:aws:iam::<account>:role/<name>` → the account, when the ARN has that shape.
+    /// `arn:<partition>:iam::<account>:role/<name>` → the account, when the ARN has that shape.
     fn account(&self) -> &str {
         self.role_arn.split(':').nth(4).unwrap_or("<account>")
+    }
+
+    /// The role's partition (`aws`, `aws-cn`, `aws-us-gov`, …): the IAM OIDC provider's ARN is
+    /// in the same one.
+    fn partition(&self) -> &str {
+        self.role_arn
+            .split(':')
+            .nth(1)
+            .filter(|p| !p.is_empty())
+            .unwrap_or("aws")
+    }
+
+    /// The IAM OIDC identity provider's ARN, in the role's partition and account.
+    fn provider_arn(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:oidc-provider/{}",
+            self.partition(),
+            self.account(),
+            self.provider()
+        )
     }
 
     fn role_name(&self) -> &str {
@@ -165,11 +186,12 @@ pub(crate) fn hint(code: &str, message: &str, cx: &HintContext<'_>) -> Option<St
         "InvalidIdentityToken" if message.contains("Incorrect token audience") => Some(format!(
             "the IAM OIDC identity provider \"{provider}\" must list the token's aud {} among its audiences (client ID list): IAM → Identity providers → {provider} → Audiences → Add audience{}; or make Keycloak put one of the listed audiences into the token (the target's audience and scope)",
             cx.token.aud_text(),
-            // The client ID to add, when the token names one (issue 12).
+            // The client ID to add, when the token names one (issue 12), as a pasteable command.
             match cx.token.aud.as_slice() {
                 [one] => format!(
-                    " (`aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn arn:aws:iam::{}:oidc-provider/{provider} --client-id {one}`)",
-                    cx.account()
+                    " (`aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn {} --client-id {}`)",
+                    sh(&cx.provider_arn()),
+                    sh(one)
                 ),
                 _ => String::new(),
             }
@@ -194,10 +216,10 @@ pub(crate) fn hint(code: &str, message: &str, cx: &HintContext<'_>) -> Option<St
             "the identity provider \"{provider}\" rejected a claim of the token; check the token's claims against the provider settings in IAM"
         )),
         "AccessDenied" => Some(format!(
-            "check that role {} exists and its trust policy (IAM → Roles → {} → Trust relationships) has Principal {{\"Federated\": \"arn:aws:iam::{}:oidc-provider/{provider}\"}}, Action \"sts:AssumeRoleWithWebIdentity\", and its conditions on \"{provider}:sub\" (this token's sub is {}) and \"{provider}:aud\" (this token's aud is {})",
+            "check that role {} exists and its trust policy (IAM → Roles → {} → Trust relationships) has Principal {{\"Federated\": \"{}\"}}, Action \"sts:AssumeRoleWithWebIdentity\", and its conditions on \"{provider}:sub\" (this token's sub is {}) and \"{provider}:aud\" (this token's aud is {})",
             cx.role_arn,
             cx.role_name(),
-            cx.account(),
+            cx.provider_arn(),
             cx.token
                 .sub
                 .as_deref()
@@ -383,5 +405,36 @@ mod tests {
         );
         assert!(h("RegionDisabledException", "").contains("eu-west-1"));
         assert_eq!(hint("Throttling", "Rate exceeded", &cx), None);
+    }
+
+    /// Issue 12: the provider's ARN in a hint is in the role's partition, and the command to
+    /// paste quotes the token's aud for sh.
+    #[test]
+    fn issue_12_hints_name_the_roles_partition_and_quote_the_audience() {
+        let token = TokenFacts {
+            iss: Some("https://sso.example.com/realms/infra".to_owned()),
+            aud: vec!["it's a,b $x".to_owned()],
+            sub: Some("6f1c".to_owned()),
+        };
+        let cx = HintContext {
+            role_arn: "arn:aws-cn:iam::123456789012:role/team/onprem-web",
+            region: "cn-north-1",
+            duration_secs: 3600,
+            token: &token,
+        };
+        let arn = "arn:aws-cn:iam::123456789012:oidc-provider/sso.example.com/realms/infra";
+        let aud = hint("InvalidIdentityToken", "Incorrect token audience", &cx).unwrap_or_default();
+        assert!(
+            aud.contains(&format!(
+                "`aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn {arn} --client-id 'it'\\''s a,b $x'`"
+            )),
+            "{aud}"
+        );
+        let denied = hint("AccessDenied", "Not authorized", &cx).unwrap_or_default();
+        assert!(
+            denied.contains(&format!("{{\"Federated\": \"{arn}\"}}"))
+                && !denied.contains("arn:aws:"),
+            "{denied}"
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! each provider reads its own configuration table with (`config`: human durations, the shared
 //! HTTP keys, errors naming a key within the table), the unverified claims of a token that
 //! hints quote (`token_facts`), what each cloud requires of the token it is given
-//! (`token_rules`), and — behind
+//! (`token_rules`), the quoting of values in printed commands and Terraform (`quote`), and —
+//! behind
 //! the `emulator` feature — the HTTP(S) server plumbing with fault injection that the providers'
 //! emulators are built on.
 //!
@@ -18,6 +19,7 @@ pub mod config;
 pub mod exchange;
 pub mod http;
 pub mod proxy;
+pub mod quote;
 pub mod secret;
 pub mod token_facts;
 pub mod token_rules;

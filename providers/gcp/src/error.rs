@@ -7,6 +7,7 @@
 
 use keyfed_core::exchange::{Advice, Advise, Side, SlotKey};
 use keyfed_core::http::HttpSetupError;
+use keyfed_core::quote::{gcloud_list, sh};
 
 /// Which of Google's calls failed, as error messages name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,13 +321,15 @@ pub(crate) fn sts_hint(
     }
     match error {
         "invalid_grant" if description.contains("audience in ID Token") => Some(format!(
-            "the provider's allowed audiences must contain the token's aud {}; by default a provider allows only \"{}\" (and the same without https:), so make Keycloak put that value into aud (an audience mapper on the target's scope) or, for a custom audience, add it with `gcloud iam workload-identity-pools providers update-oidc {provider} --allowed-audiences={}` (which replaces the default)",
+            "the provider's allowed audiences must contain the token's aud {}; by default a provider allows only \"{}\" (and the same without https:), so make Keycloak put that value into aud (an audience mapper on the target's scope) or, for a custom audience, add it with `gcloud iam workload-identity-pools providers update-oidc {} --allowed-audiences={}` (which replaces the default)",
             cx.token.aud_text(),
             cx.default_audience,
-            // The value to allow, when the token names one (issue 12).
+            sh(provider),
+            // The value to allow, when the token names one (issue 12), as gcloud reads a list
+            // flag and quoted for sh.
             match cx.token.aud.as_slice() {
-                [one] => one.as_str(),
-                _ => "<aud>",
+                [one] => sh(&gcloud_list(&[one])),
+                _ => "AUDIENCE".to_owned(),
             }
         )),
         "invalid_grant" if description.contains("issuer in ID Token") => Some(format!(
@@ -413,9 +416,12 @@ fn binding_hint(call: Call, sa: &str, cx: &HintContext) -> String {
         Call::GenerateAccessToken | Call::Sts => "access tokens",
     };
     let principal = cx.principal();
+    // Quoted for sh: the member holds the token's sub.
     let grant = |account: &str, role: &str, member: &str| {
         format!(
-            "gcloud iam service-accounts add-iam-policy-binding {account} --role=roles/iam.{role} --member={member}"
+            "gcloud iam service-accounts add-iam-policy-binding {} --role=roles/iam.{role} --member={}",
+            sh(account),
+            sh(member)
         )
     };
     let delegates: Vec<&str> = cx
@@ -636,6 +642,43 @@ mod tests {
             lifetime.contains("7200 s")
                 && lifetime.contains("allowServiceAccountCredentialLifetimeExtension"),
             "{lifetime}"
+        );
+    }
+
+    /// Issue 12: the audience to allow comes out as one value of gcloud's list flag (a comma
+    /// in it taking gcloud's alternate delimiter) and quoted for sh, as does the member, which
+    /// holds the token's sub.
+    #[test]
+    fn issue_12_the_hints_commands_quote_the_tokens_values() {
+        let mut cx = context();
+        cx.token.aud = vec!["api a,b".to_owned()];
+        cx.token.sub = Some("it's".to_owned());
+        let aud = sts_hint(
+            "invalid_grant",
+            "The audience in ID Token [api a,b] does not match the expected audience.",
+            None,
+            &cx,
+        )
+        .unwrap_or_default();
+        assert!(
+            aud.contains(
+                "`gcloud iam workload-identity-pools providers update-oidc projects/123/locations/global/workloadIdentityPools/onprem/providers/kc --allowed-audiences='^:^api a,b'`"
+            ),
+            "{aud}"
+        );
+        let denied = iam_hint(
+            Call::GenerateAccessToken,
+            "PERMISSION_DENIED",
+            "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).",
+            None,
+            &cx,
+        )
+        .unwrap_or_default();
+        assert!(
+            denied.contains(
+                "--member='principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/onprem/subject/it'\\''s'"
+            ),
+            "{denied}"
         );
     }
 

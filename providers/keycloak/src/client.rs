@@ -36,11 +36,20 @@ pub struct KeycloakClient {
 /// again once it is this old.
 pub(crate) const JWKS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
-/// The issuer's signing keys and when they were fetched (by the client's clock).
+/// The issuer's JWKS and when it was fetched (by the client's clock).
 #[derive(Debug)]
 struct FetchedKeys {
-    keys: Arc<KeySet>,
+    jwks: Arc<Jwks>,
     at: SystemTime,
+}
+
+/// A fetched JWKS: where it came from, the document as the issuer published it (every key, all
+/// its fields), and the keys in it keyfed verifies tokens with.
+#[derive(Debug)]
+pub(crate) struct Jwks {
+    pub url: Url,
+    pub document: serde_json::Value,
+    pub keys: KeySet,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +291,12 @@ impl KeycloakClient {
             .await
     }
 
+    /// Keeps `document`, fetched and checked by [`KeycloakClient::discover`], for the requests
+    /// that follow, unless a document is kept already (the first one stays).
+    pub(crate) fn remember_discovery(&self, document: Discovery) {
+        let _ = self.discovery.set(document);
+    }
+
     /// Checks the token's signature, refetching the JWKS once when its `kid` is unknown
     /// (the issuer may have rotated keys since the last fetch).
     async fn verify_signature(
@@ -289,26 +304,26 @@ impl KeycloakClient {
         raw: &str,
         decoded: &DecodedJwt,
     ) -> Result<Result<(), crate::TokenProblem>, KeycloakError> {
-        let keys = self.keys(false).await?;
-        match validate::verify_signature(raw, decoded, &keys) {
+        let jwks = self.keys(false).await?;
+        match validate::verify_signature(raw, decoded, &jwks.keys) {
             Err(crate::TokenProblem::UnknownKey { .. }) => {
-                let keys = self.keys(true).await?;
-                Ok(validate::verify_signature(raw, decoded, &keys))
+                let jwks = self.keys(true).await?;
+                Ok(validate::verify_signature(raw, decoded, &jwks.keys))
             }
             other => Ok(other),
         }
     }
 
-    /// The issuer's signing keys: the cached set unless `refresh` says its `kid`s fell short,
-    /// or it is older than [`JWKS_MAX_AGE`] (or the clock went back past its fetch).
-    pub(crate) async fn keys(&self, refresh: bool) -> Result<Arc<KeySet>, KeycloakError> {
+    /// The issuer's JWKS: the cached one unless `refresh` says its `kid`s fell short, or it is
+    /// older than [`JWKS_MAX_AGE`] (or the clock went back past its fetch).
+    pub(crate) async fn keys(&self, refresh: bool) -> Result<Arc<Jwks>, KeycloakError> {
         let mut cached = self.keys.lock().await;
         let now = self.clock.now();
         let reason = match cached.as_ref() {
             _ if refresh => "unknown kid",
             None => "first use",
             Some(fetched) => match now.duration_since(fetched.at) {
-                Ok(age) if age < JWKS_MAX_AGE => return Ok(Arc::clone(&fetched.keys)),
+                Ok(age) if age < JWKS_MAX_AGE => return Ok(Arc::clone(&fetched.jwks)),
                 _ => "max age reached",
             },
         };
@@ -323,7 +338,7 @@ impl KeycloakClient {
         let body = self.get(&url).await?;
         let document: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| self.invalid("JWKS", &url, e.to_string()))?;
-        let keys = Arc::new(KeySet::parse(&document).map_err(|d| self.invalid("JWKS", &url, d))?);
+        let keys = KeySet::parse(&document).map_err(|d| self.invalid("JWKS", &url, d))?;
         tracing::debug!(
             issuer = %self.settings.name,
             url = %url,
@@ -331,11 +346,16 @@ impl KeycloakClient {
             reason,
             "JWKS fetched"
         );
+        let jwks = Arc::new(Jwks {
+            url,
+            document,
+            keys,
+        });
         *cached = Some(FetchedKeys {
-            keys: Arc::clone(&keys),
+            jwks: Arc::clone(&jwks),
             at: now,
         });
-        Ok(keys)
+        Ok(jwks)
     }
 
     async fn get(&self, url: &Url) -> Result<Vec<u8>, KeycloakError> {

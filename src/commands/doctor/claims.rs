@@ -1,13 +1,14 @@
 //! The token's header and claims against what the target's cloud requires of a subject token
 //! (its [`SubjectTokenRules`]): `aud` one string, the target's audience; `alg` and `kid`; `iss`
-//! over https, without a trailing slash, without a port where the cloud forbids one, and public
-//! (as `keyfed trust` judges it); `sub` present and short enough; the lifetime within the cloud's
-//! limit (and long enough for an Azure federated token file's readers); the token's size. Each
-//! failure says what to change, on the Keycloak side or the cloud's.
+//! over https (every cloud), without a trailing slash, without a port where the cloud forbids
+//! one, and reachable from the internet (as `keyfed trust` judges it; Google can be given the
+//! keys instead); `sub` present and short enough; the lifetime within the cloud's limit (and
+//! long enough for an Azure federated token file's readers); the token's size. Each failure
+//! says what to change, on the Keycloak side or the cloud's.
 //!
 //! A cloud endpoint on this host (an emulator, moto, LocalStack) is a stand-in for the cloud:
-//! it needs no public issuer, so the rules about reaching the issuer from the internet are
-//! shown as passed with a note instead of failing.
+//! it needs no public https issuer, so the rules about the issuer's URL (https, reachable, no
+//! port) are shown as passed with a note instead of failing.
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use keyfed_keycloak::{Audience, DecodedJwt, TokenProblem};
 use serde_json::Value;
 use url::Url;
 
-use crate::config::Target;
+use crate::config::{Exchange, Target};
 use crate::outputs::OutputKind;
 use crate::sources::AZURE_FEDERATED_TOKEN_WINDOW;
 
@@ -61,7 +62,8 @@ fn quoted(value: Option<&str>) -> String {
     value.map_or("(none)".to_owned(), |v| format!("\"{v}\""))
 }
 
-/// `aud`: exactly the target's audience, one string.
+/// `aud`: exactly the target's audience, one string; and, for Entra ID and Google, the audience
+/// their setup expects unless told otherwise.
 fn audience(c: &Claimed<'_>) -> Check {
     let expected = &c.target.request.audience;
     let found = Audience(
@@ -75,28 +77,41 @@ fn audience(c: &Claimed<'_>) -> Check {
     let single = matches!(c.decoded.claims.get("aud"), Some(Value::String(_)));
     let cloud = c.rules.cloud;
     if single && found.contains(expected) {
-        return Check::ok(
-            "claims.aud",
-            format!(
-                "\"{expected}\", the target's audience; it must be one of {}",
-                c.rules.audience_setting
+        return match unusual_audience(c) {
+            Some((usual, setting)) => Check::warn(
+                "claims.aud",
+                format!("\"{expected}\", the target's audience, is not {cloud}'s usual {usual}"),
+                format!(
+                    "{cloud} takes it only if it is among {setting}: add it there, or set the target's audience to {usual} (and the audience mapper's Included Custom Audience with it)"
+                ),
             ),
-        );
+            None => Check::ok(
+                "claims.aud",
+                format!(
+                    "\"{expected}\", the target's audience; it must be one of {}",
+                    c.rules.audience_setting
+                ),
+            ),
+        };
     }
     if found.contains(expected) {
-        return Check::warn(
+        // The rule for every cloud: aud a single string. A cloud that takes any of
+        // the values still trusts a token meant for others too.
+        return Check::fail(
             "claims.aud",
             format!(
-                "aud is the array {found}: {cloud} takes a token whose aud holds one of its audiences, but the token is meant for \"{expected}\" alone"
+                "aud is the array {found}, not the single string \"{expected}\" {cloud} is to get"
             ),
             format!(
-                "give the token the single audience \"{expected}\": request only the client scope whose audience mapper adds it{}, remove the other audience mappers and the \"roles\" scope (its audience resolver adds \"account\") from the client's default client scopes, then set strict_audience = true on target {} so keyfed refuses any other token",
+                "give the token the single audience \"{expected}\": a client with Full scope allowed off and only the client scope whose audience mapper adds it{} (`keyfed trust {} --keycloak` prints that setup), then set strict_audience = true on target {} so keyfed refuses any other token",
                 c.target
                     .request
                     .scope
                     .as_deref()
                     .map(|s| format!(" (scope = \"{s}\")"))
                     .unwrap_or_default(),
+                // Target names are letters, digits, '-', '_' and '.': safe in a command.
+                c.target.name,
                 c.target.name
             ),
         );
@@ -113,6 +128,30 @@ fn audience(c: &Claimed<'_>) -> Check {
         format!("aud is {found}, not \"{expected}\", the audience {cloud} is to get"),
         fix.unwrap_or_default(),
     )
+}
+
+/// The audience the target's cloud expects by default and where else it may be allowed, when
+/// the target's audience is another: Entra ID's `api://AzureADTokenExchange` (else the federated
+/// credential's audiences), Google's own name of the provider (else its allowed audiences).
+fn unusual_audience(c: &Claimed<'_>) -> Option<(String, &'static str)> {
+    let audience = c.target.request.audience.as_str();
+    match &c.target.exchange {
+        Exchange::Azure(_) if audience != keyfed_azure::config::AUDIENCE => Some((
+            format!("\"{}\"", keyfed_azure::config::AUDIENCE),
+            "the federated identity credential's audiences (az ... federated-credential create --audiences)",
+        )),
+        Exchange::Gcp(gcp) => {
+            let own = format!("//iam.googleapis.com/{}", gcp.provider);
+            let https = format!("https:{own}");
+            (audience != own && audience != https).then(|| {
+                (
+                    format!("\"{https}\" (or \"{own}\")"),
+                    "the provider's allowed audiences (--allowed-audiences)",
+                )
+            })
+        }
+        _ => None,
+    }
 }
 
 /// `alg`: one the cloud takes.
@@ -196,14 +235,22 @@ fn issuer(c: &Claimed<'_>) -> Check {
     };
     // What is wrong with it, the fix, and whether the cloud refuses it outright.
     let mut problems: Vec<(String, &str, bool)> = Vec::new();
-    // The judgement `keyfed trust` makes of the same URL. A cloud that can be given the
-    // issuer's keys (Google) still works with an issuer it cannot reach.
-    if let Some(why) = crate::commands::trust::public::not_public(&iss) {
+    // The judgements `keyfed trust` makes of the same URL. Every cloud takes an https issuer
+    // only (Google too: its provider's issuer URI must be https, even with uploaded keys); a
+    // cloud that can be given the issuer's keys (Google) still works with one it cannot reach.
+    if let Some(why) = crate::commands::trust::public::not_https(&iss) {
+        problems.push((
+            format!("is not https: {why}"),
+            "serve Keycloak over https with a publicly trusted certificate, and set its hostname (e.g. --hostname=https://sso.example.com) so the realm's issuer is an https:// URL",
+            true,
+        ));
+    }
+    if let Some(why) = crate::commands::trust::public::not_reachable(&iss) {
         let fix = c.rules.uploaded_jwks.unwrap_or(
-            "serve Keycloak over https, with a publicly trusted certificate, under a name the internet resolves (its hostname setting)",
+            "serve Keycloak under a name the internet resolves and can reach (its hostname setting), behind a reverse proxy if need be",
         );
         problems.push((
-            format!("is not public: {why}"),
+            format!("is not reachable from the internet: {why}"),
             fix,
             c.rules.uploaded_jwks.is_none(),
         ));
@@ -315,13 +362,20 @@ fn lifetime(c: &Claimed<'_>) -> Check {
             AZURE_FEDERATED_TOKEN_WINDOW,
         )
     {
-        return Check::fail(
+        // A warning (DESIGN §7): keyfed still writes the file, rewriting it as late as the
+        // token allows, and readers may be handed a token that expires before their re-read.
+        // The least lifespan that leaves the engine its minute after the readers' window:
+        let least = AZURE_FEDERATED_TOKEN_WINDOW.as_secs() + 60;
+        return Check::warn(
             "claims.lifetime",
             format!(
                 "the token lives {shown} ({measured}): too short for the azure-federated-token output, whose readers (Azure SDKs) re-read the file only every 600 s, so keyfed must rewrite it while the token in it has more than {} left",
                 humantime::format_duration(AZURE_FEDERATED_TOKEN_WINDOW)
             ),
-            format!("lengthen it to 20 minutes or more: {lifespan_fix}"),
+            format!(
+                "lengthen it to {least} s or more (`keyfed trust {} --keycloak` sets 1200 s): {lifespan_fix}",
+                c.target.name
+            ),
         );
     }
     Check::ok("claims.lifetime", format!("{shown} ({measured})"))

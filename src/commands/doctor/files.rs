@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigError, SecretSource, loosely_readable};
-use crate::quote;
+use keyfed_core::quote;
 
 use super::report::Check;
 

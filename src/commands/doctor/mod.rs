@@ -17,7 +17,8 @@
 //! `report` says how the result is printed (text, or one JSON document with `--json`).
 //!
 //! Exit status: 0 when no check failed (warnings do not fail), 1 when one did, 3 when the
-//! configuration does not load, 2 for a target the configuration does not have.
+//! configuration does not load, 2 for a target the configuration does not have (reported as
+//! one failed check, `target`, after the configuration's).
 
 mod claims;
 mod exchange;
@@ -65,7 +66,17 @@ pub async fn run(path: &Path, target: Option<&str>, json: bool) -> anyhow::Resul
     };
     let names: Vec<String> = match target {
         Some(name) if !config.targets.contains_key(name) => {
-            return Err(super::unknown_target(&config, name).into());
+            // Said in the report too, so that `--json` always prints a document.
+            let error = super::unknown_target(&config, name);
+            let mut checks = files::config_ok(&config, &[]);
+            checks.truncate(1);
+            checks.push(Check::fail(
+                "target",
+                error.0.clone(),
+                "name a target the configuration has, or none to check them all",
+            ));
+            print(&Report::new(config.file.clone(), checks, Vec::new()), json)?;
+            return Err(error.into());
         }
         Some(name) => vec![name.to_owned()],
         None => config.targets.keys().cloned().collect(),
@@ -116,9 +127,12 @@ pub async fn run(path: &Path, target: Option<&str>, json: bool) -> anyhow::Resul
 
 fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        crate::stdout::write(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report.json())?
+        ))?;
     } else {
-        print!("{}", report.text());
+        crate::stdout::write(report.text())?;
     }
     Ok(())
 }

@@ -40,6 +40,51 @@ fn target(audience: &str, outputs: Vec<Output>) -> Target {
     }
 }
 
+/// Target `prod` as the configuration loads it from `table` (its keys after `issuer`), so its
+/// cloud's settings are real.
+fn loaded(table: &str) -> Target {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("keyfed.toml");
+    let text = format!(
+        "[issuers.corp]\nurl = \"https://sso.example.com/realms/infra\"\nclient_id = \"host-01\"\n\
+         client_secret_file = \"secret\"\n\n[targets.prod]\nissuer = \"corp\"\n{table}"
+    );
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let host = crate::config::Host {
+        hostname: "web-01".into(),
+        is_root: true,
+    };
+    let mut config = crate::config::load(&file, &|_| None, &host).unwrap_or_else(|e| panic!("{e}"));
+    config
+        .targets
+        .remove("prod")
+        .unwrap_or_else(|| panic!("no target prod"))
+}
+
+const PROVIDER: &str = "projects/1/locations/global/workloadIdentityPools/p/providers/k";
+
+fn gcp_target(audience: Option<&str>) -> Target {
+    loaded(&format!(
+        "{}gcp = {{ provider = \"{PROVIDER}\" }}\n",
+        audience
+            .map(|a| format!("audience = \"{a}\"\n"))
+            .unwrap_or_default()
+    ))
+}
+
+fn azure_target(audience: Option<&str>) -> Target {
+    loaded(&format!(
+        "{}azure = {{ tenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\", client_id = \"0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b\" }}\n",
+        audience
+            .map(|a| format!("audience = \"{a}\"\n"))
+            .unwrap_or_default()
+    ))
+}
+
 fn jwt(header: Value, claims: Value) -> DecodedJwt {
     let raw = format!(
         "{}.{}.sig",
@@ -132,14 +177,21 @@ fn issue_12_the_audience_must_be_the_targets_one_and_alone() {
         rs256(),
         claims(json!(["sts.amazonaws.com", "account"]), json!({})),
     );
-    let aud = find(&judged(AWS, &t, &array, 900, None), "claims.aud").clone();
-    assert_eq!(aud.status, Status::Warn, "{aud:?}");
-    assert!(aud.detail.contains("array"), "{aud:?}");
-    let fix = aud.fix.unwrap_or_default();
-    assert!(
-        fix.contains("strict_audience = true") && fix.contains("\"roles\""),
-        "{fix}"
-    );
+    // Issue 12: aud a single string, for every cloud, even one that takes any of the values.
+    for rules in [AWS, GCP, AZURE] {
+        let aud = find(&judged(rules, &t, &array, 900, None), "claims.aud").clone();
+        assert_eq!(aud.status, Status::Fail, "{}: {aud:?}", rules.cloud);
+        assert!(aud.detail.contains("array"), "{aud:?}");
+        let fix = aud.fix.unwrap_or_default();
+        for words in [
+            "strict_audience = true",
+            "Full scope allowed off",
+            "`keyfed trust prod --keycloak`",
+            "scope = \"cloud-audience\"",
+        ] {
+            assert!(fix.contains(words), "{words}: {fix}");
+        }
+    }
     let none = jwt(rs256(), claims(Value::Null, json!({})));
     assert_eq!(
         find(&judged(AWS, &t, &none, 900, None), "claims.aud").status,
@@ -221,6 +273,30 @@ fn issue_12_the_issuer_must_be_what_the_cloud_can_fetch() {
     for part in ["not https", "loopback", "port 8080"] {
         assert!(real.detail.contains(part), "{part}: {real:?}");
     }
+    // Plain http is refused by every cloud, Google included (its issuer URI must be https),
+    // even where nothing else is wrong with the issuer.
+    let http = iss("http://sso.example.com/realms/infra");
+    for rules in [AWS, GCP, AZURE] {
+        let check = find(&judged(rules, &t, &http, 900, None), "claims.iss").clone();
+        assert_eq!(check.status, Status::Fail, "{}: {check:?}", rules.cloud);
+        assert!(check.detail.contains("is not https"), "{check:?}");
+        assert!(!check.detail.contains("reachable"), "{check:?}");
+        assert!(
+            check
+                .fix
+                .unwrap_or_default()
+                .contains("--hostname=https://")
+        );
+    }
+    let google_local = find(&judged(GCP, &t, &local, 900, None), "claims.iss").clone();
+    assert_eq!(google_local.status, Status::Fail, "{google_local:?}");
+    assert!(
+        google_local.detail.contains("is not https")
+            && google_local
+                .detail
+                .contains("not reachable from the internet"),
+        "{google_local:?}"
+    );
     // Google can be given the keys of an issuer it cannot reach.
     let private = iss("https://sso.corp.internal/realms/infra");
     let google = find(&judged(GCP, &t, &private, 900, None), "claims.iss").clone();
@@ -231,11 +307,18 @@ fn issue_12_the_issuer_must_be_what_the_cloud_can_fetch() {
         Status::Fail
     );
     let stand_in = Url::parse("http://127.0.0.1:4566").unwrap_or_else(|e| panic!("{e}"));
-    let here = find(&judged(AWS, &t, &local, 900, Some(&stand_in)), "claims.iss").clone();
-    assert!(
-        here.status == Status::Ok && here.detail.contains("stand-in"),
-        "{here:?}"
-    );
+    for rules in [AWS, GCP, AZURE] {
+        let here = find(
+            &judged(rules, &t, &local, 900, Some(&stand_in)),
+            "claims.iss",
+        )
+        .clone();
+        assert!(
+            here.status == Status::Ok && here.detail.contains("stand-in"),
+            "{}: {here:?}",
+            rules.cloud
+        );
+    }
 }
 
 #[test]
@@ -292,8 +375,15 @@ fn issue_12_subject_lifetime_and_size_limits() {
         "claims.lifetime",
     )
     .clone();
-    assert_eq!(short.status, Status::Fail, "{short:?}");
-    assert!(short.fix.unwrap_or_default().contains("20 minutes"));
+    // A warning (DESIGN §7: "doctor warns"), naming the lifespan to set.
+    assert_eq!(short.status, Status::Warn, "{short:?}");
+    let fix = short.fix.unwrap_or_default();
+    assert!(
+        fix.contains("720 s or more")
+            && fix.contains("1200 s")
+            && fix.contains("Access Token Lifespan"),
+        "{fix}"
+    );
     let twenty = jwt(
         rs256(),
         claims(
@@ -402,4 +492,68 @@ fn issue_12_the_report_fails_only_on_failures_and_its_json_matches_its_text() {
         "{text}"
     );
     assert!(text.contains("no check failed, 1 warning"), "{text}");
+}
+
+/// Issue 12: an audience other than the one Entra ID or Google expects by default works only
+/// where the cloud's side lists it: a warning saying where.
+#[test]
+fn issue_12_an_unusual_cloud_audience_is_warned_about() {
+    let token = |aud: &str| jwt(rs256(), claims(json!(aud), json!({})));
+    // The defaults pass.
+    let azure = azure_target(None);
+    let usual = &azure.request.audience;
+    assert_eq!(usual, "api://AzureADTokenExchange");
+    let ok = find(
+        &judged(AZURE, &azure, &token(usual), 900, None),
+        "claims.aud",
+    )
+    .clone();
+    assert_eq!(ok.status, Status::Ok, "{ok:?}");
+    for aud in [
+        format!("https://iam.googleapis.com/{PROVIDER}"),
+        format!("//iam.googleapis.com/{PROVIDER}"),
+    ] {
+        let gcp = gcp_target(Some(&aud));
+        let ok = find(&judged(GCP, &gcp, &token(&aud), 900, None), "claims.aud").clone();
+        assert_eq!(ok.status, Status::Ok, "{aud}: {ok:?}");
+    }
+    // Another audience for Entra ID: the federated credential must list it.
+    let odd = "api://keyfed-prod";
+    let azure = azure_target(Some(odd));
+    let warned = find(&judged(AZURE, &azure, &token(odd), 900, None), "claims.aud").clone();
+    assert_eq!(warned.status, Status::Warn, "{warned:?}");
+    assert!(
+        warned.detail.contains("api://AzureADTokenExchange"),
+        "{warned:?}"
+    );
+    assert!(
+        warned
+            .fix
+            .unwrap_or_default()
+            .contains("federated identity credential's audiences"),
+    );
+    // Another audience for Google (another provider's name too): its allowed audiences.
+    for odd in [
+        "https://api.example.com".to_owned(),
+        format!(
+            "https://iam.googleapis.com/{}",
+            PROVIDER.replace("/k", "/other")
+        ),
+    ] {
+        let gcp = gcp_target(Some(&odd));
+        let warned = find(&judged(GCP, &gcp, &token(&odd), 900, None), "claims.aud").clone();
+        assert_eq!(warned.status, Status::Warn, "{odd}: {warned:?}");
+        assert!(
+            warned
+                .detail
+                .contains(&format!("\"https://iam.googleapis.com/{PROVIDER}\"")),
+            "{warned:?}"
+        );
+        assert!(
+            warned
+                .fix
+                .unwrap_or_default()
+                .contains("the provider's allowed audiences"),
+        );
+    }
 }

@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use keyfed_core::quote::{hcl, label, sh};
 use serde::Serialize;
 
-use super::{Facts, built_from, command, comment, label};
+use super::terraform::{AWS, required_providers};
+use super::{Facts, built_from, command, comment};
 use crate::cli::TrustFormat;
 use crate::config::AwsExchange;
-use crate::quote::{hcl, sh};
 
 /// The role as its ARN names it: `arn:<partition>:iam::<account>:role/<path/><name>`.
 #[derive(Debug, PartialEq, Eq)]
@@ -250,6 +251,7 @@ fn terraform(s: &Setup<'_>) -> String {
         f.target, s.role.arn
     ));
     out.push('\n');
+    out += &required_providers(&[&AWS]);
     out += &comment("The IAM OIDC identity provider for the issuer, once per account and issuer.");
     out += &format!(
         "resource \"aws_iam_openid_connect_provider\" \"{l}\" {{\n  \

@@ -8,12 +8,13 @@
 //! `azuread_application_federated_identity_credential` (its application found with a
 //! `data "azuread_application"` by client ID) and `azurerm_federated_identity_credential`.
 
+use keyfed_core::quote::{hcl, label, sh};
 use serde::Serialize;
 
-use super::{Facts, built_from, command_at, comment, comment_at, label};
+use super::terraform::{AZUREAD, AZURERM, required_providers};
+use super::{Facts, built_from, command_at, comment, comment_at};
 use crate::cli::TrustFormat;
 use crate::config::AzureExchange;
-use crate::quote::{hcl, sh};
 
 /// The credential's name: Entra takes 3–120 letters, digits, `-` and `_`, starting with a
 /// letter or digit. Named for the Keycloak client, one credential per host identity.
@@ -140,6 +141,12 @@ fn terraform(f: &Facts, azure: &AzureExchange) -> String {
     out += &comment(
         "client_id names an app registration or a user-assigned managed identity, and keyfed\n\
          cannot tell which: for a managed identity, set the two variables below.",
+    );
+    out.push('\n');
+    out += &required_providers(&[&AZUREAD, &AZURERM]);
+    out += &comment(
+        "azurerm also needs, in the root module, a provider \"azurerm\" block with features {}\n\
+         (and, from azurerm 4.0 on, a subscription_id).",
     );
     out.push('\n');
     out += &format!(

@@ -11,15 +11,17 @@
 
 use std::path::Path;
 
+use anyhow::Context as _;
+use keyfed_core::quote::{gcloud_list, hcl, label, sh};
 use keyfed_keycloak::KeycloakClient;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Facts, built_from, command, comment, flag, jwks, label, public};
+use super::terraform::{GOOGLE, required_providers};
+use super::{Facts, built_from, command, comment, flag, jwks, public};
 use crate::cli::TrustFormat;
 use crate::config::GcpExchange;
 use crate::outputs::{FileSpec, write_atomic};
-use crate::quote::{hcl, sh};
 
 const MAPPING: (&str, &str) = ("google.subject", "assertion.sub");
 const ROLE: &str = "roles/iam.workloadIdentityUser";
@@ -82,7 +84,11 @@ async fn keys_for_google(
     client: &KeycloakClient,
     jwks_file: &Path,
 ) -> anyhow::Result<Private> {
-    let jwks = jwks::for_google(&jwks::fetch(client, &facts.issuer).await?)?;
+    let published = client
+        .published_keys()
+        .await
+        .context("cannot fetch the issuer's JWKS, which Google must be given")?;
+    let jwks = jwks::for_google(&published.document)?;
     let issuer = super::shown(&facts.issuer);
     if format != TrustFormat::Shell {
         eprintln!(
@@ -210,7 +216,8 @@ fn shell(s: &Setup<'_>) -> String {
     args.extend([
         flag("workload-identity-pool", &s.pool_id),
         flag("issuer-uri", &f.issuer),
-        flag("allowed-audiences", &f.audience),
+        // gcloud splits a list flag on commas; an audience holding one takes its other form.
+        flag("allowed-audiences", &gcloud_list(&[&f.audience])),
         flag("attribute-mapping", &format!("{}={}", MAPPING.0, MAPPING.1)),
     ]);
     if let Some(private) = &s.private {
@@ -320,6 +327,7 @@ fn terraform(s: &Setup<'_>) -> anyhow::Result<String> {
         f.target, s.gcp.provider
     ));
     out.push('\n');
+    out += &required_providers(&[&GOOGLE]);
     let services: Vec<String> = SERVICES.iter().map(|s| hcl(s)).collect();
     out += &comment("The APIs workload identity federation uses.");
     out += &format!(

@@ -1,53 +1,16 @@
 //! The issuer's signing keys, for a Google pool provider that cannot fetch them itself: the
-//! JWKS its discovery document names, fetched as keyfed fetches anything from the issuer (its
-//! `ca_file`, proxy and timeouts), and cut down to what Google takes as `jwksJson` — RSA and EC
-//! signing keys with only `kty`, `alg`, `use`, `kid`, `n`, `e`, `x`, `y` and `crv` (Keycloak
-//! also publishes an encryption key and certificate chains, which Google refuses).
+//! JWKS as keyfed's Keycloak client fetched it (`KeycloakClient::published_keys`: the
+//! discovery document checked to name the configured issuer, its `jwks_uri` held to keyfed's URL
+//! rules, the issuer's `ca_file`, proxy and timeouts), cut down to what Google takes as
+//! `jwksJson` — RSA and EC signing keys with only `kty`, `alg`, `use`, `kid`, `n`, `e`, `x`, `y`
+//! and `crv` (Keycloak also publishes an encryption key and certificate chains, which Google
+//! refuses).
 
 use anyhow::Context as _;
-use keyfed_core::http::{self, MAX_RESPONSE_BYTES};
-use keyfed_keycloak::KeycloakClient;
 use serde_json::{Map, Value, json};
-use url::Url;
 
 /// The fields Google accepts in a key of `jwksJson`.
 const GOOGLE_FIELDS: [&str; 9] = ["kty", "alg", "use", "kid", "n", "e", "x", "y", "crv"];
-
-/// The JWKS of `issuer` (the token's `iss`, which keyfed checked is the configured issuer).
-pub(super) async fn fetch(client: &KeycloakClient, issuer: &str) -> anyhow::Result<Value> {
-    let settings = &client.settings().http;
-    let http = http::build_client(settings)?;
-    let get = async |what: &str, url: &Url| -> anyhow::Result<Value> {
-        let (status, body) =
-            http::send_and_read(http.get(url.clone()), MAX_RESPONSE_BYTES, settings.timeout)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot fetch the issuer's {what} from {url}: {}", e.detail)
-                })?;
-        if !(200..300).contains(&status) {
-            anyhow::bail!(
-                "cannot fetch the issuer's {what} from {url}: HTTP {status}: {}",
-                http::trim_body(&String::from_utf8_lossy(&body))
-            );
-        }
-        serde_json::from_slice(&body)
-            .with_context(|| format!("the issuer's {what} at {url} is not JSON"))
-    };
-    let discovery_url = Url::parse(&format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    ))
-    .with_context(|| format!("the issuer {issuer} gives no discovery URL"))?;
-    let discovery = get("discovery document", &discovery_url).await?;
-    let jwks_uri = discovery["jwks_uri"]
-        .as_str()
-        .with_context(|| format!("the discovery document at {discovery_url} names no jwks_uri"))?;
-    let jwks_url = Url::parse(jwks_uri)
-        .with_context(|| format!("the discovery document's jwks_uri {jwks_uri:?}"))?;
-    // The same rule as every URL keyfed reaches: no plain http to another host.
-    http::check_url(&jwks_url, settings.allow_insecure_http)?;
-    get("JWKS", &jwks_url).await
-}
 
 /// `jwks` as Google takes it: its RSA and EC signing keys, each with only the fields Google
 /// accepts and `"use": "sig"`.

@@ -29,7 +29,7 @@ pub async fn run(path: &Path, target: &str, format: TrustFormat) -> anyhow::Resu
         }
         TrustFormat::Terraform => terraform::render(&plan, &config.file),
     };
-    print!("{text}");
+    crate::stdout::write(text)?;
     for note in notes {
         eprintln!("note: {note}");
     }
@@ -39,7 +39,7 @@ pub async fn run(path: &Path, target: &str, format: TrustFormat) -> anyhow::Resu
 /// How to apply the partial import, which Keycloak does not do in one step, and how keyfed gets
 /// the secret Keycloak generates.
 fn import_notes(plan: &Plan) -> Vec<String> {
-    use crate::quote::sh;
+    use keyfed_core::quote::sh;
     let realm = sh(&plan.realm);
     let mut notes = vec![format!(
         "Keycloak's partial import ignores clientScopes (keycloak/keycloak#16289), so create them first, then import (saved as keycloak.json):\n  \

@@ -6,19 +6,20 @@
 //! from its issuer (`iss`, `sub`, and the target's audience, which keyfed has checked the token
 //! carries), so what it trusts is exactly what keyfed will present. Each cloud has a module
 //! (`aws.rs`, `gcp.rs`, `azure.rs`); `public.rs` says whether a cloud can reach the issuer and
-//! `jwks.rs` fetches the issuer's keys for Google when it cannot. The setup goes to standard
-//! output and nothing else does: notes and warnings go to standard error. Every value in a
-//! printed command is quoted by `crate::quote`; JSON is written by serde_json.
+//! `jwks.rs` cuts the issuer's keys down to what Google takes when it cannot; `terraform.rs`
+//! names the providers Terraform output needs. The setup goes to standard output and nothing
+//! else does: notes and warnings go to standard error. Every value in a printed command or
+//! Terraform is quoted by `keyfed_core::quote`; JSON is written by serde_json.
 
 mod aws;
 mod azure;
 mod gcp;
 mod jwks;
 mod keycloak;
+mod terraform;
 // `keyfed doctor` judges issuers with it too.
 pub(super) mod public;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -26,7 +27,7 @@ use anyhow::Context as _;
 use crate::cli::TrustFormat;
 use crate::config::Exchange;
 use crate::exit::UsageError;
-use crate::quote;
+use keyfed_core::quote;
 
 /// The flags of `keyfed trust` besides the target.
 #[derive(Debug)]
@@ -106,10 +107,8 @@ pub async fn run(path: &Path, target: &str, options: Options) -> anyhow::Result<
     for warning in warnings(&facts, &target.exchange) {
         eprintln!("warning: {warning}");
     }
-    std::io::stdout()
-        .lock()
-        .write_all(setup.as_bytes())
-        .context("cannot write the setup to standard output")
+    crate::stdout::write(setup)?;
+    Ok(())
 }
 
 /// The refusal of a token target: it trusts no cloud.
@@ -122,7 +121,8 @@ fn token_target(target: &str) -> UsageError {
     ))
 }
 
-/// `./<target>-jwks.json`, the target's name made safe for a file name.
+/// `./<target>-jwks.json`, the target's name made safe for a file name. Not a Terraform label
+/// (`quote::label`): a file name keeps the `.` a target's name may hold, and `/` must go.
 fn default_jwks_file(target: &str) -> PathBuf {
     let safe: String = target
         .chars()
@@ -157,6 +157,16 @@ fn warnings(facts: &Facts, exchange: &Exchange) -> Vec<String> {
             "{} fetches the issuer's discovery document and keys from the internet, over \
              https only, and it cannot reach {}: {why}; {doctor}",
             exchange_name(exchange),
+            shown(&facts.issuer),
+        ));
+    }
+    // Google can be given the keys of an issuer it cannot reach, but not a plain-http one.
+    let gcp = matches!(exchange, Exchange::Gcp(_));
+    if let Some(why) = public::not_https(&facts.issuer).filter(|_| gcp) {
+        out.push(format!(
+            "Google Cloud takes an https issuer only (the provider's issuer URI must start with \
+             https://, even with its keys uploaded), and the token's iss {} is not one: {why}; \
+             {doctor}",
             shown(&facts.issuer),
         ));
     }
@@ -234,20 +244,6 @@ fn built_from(facts: &Facts) -> String {
         shown(&facts.subject),
         shown_list(&facts.token_audiences),
     ))
-}
-
-/// A Terraform label for the target: letters, digits and `_` (Terraform's style, and the
-/// label also starts variable names, where a `-` reads like a minus), starting with a letter
-/// or `_`.
-fn label(target: &str) -> String {
-    let mut label: String = target
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if !label.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-        label.insert(0, '_');
-    }
-    label
 }
 
 /// A shell command, one argument per continued line after the first `head` words.

@@ -1,30 +1,47 @@
-//! Whether a cloud can fetch the issuer's discovery document and keys from the internet. AWS and
-//! Entra ID must; Google can take the keys uploaded instead (`--jwk-json-path`, `jwks_json`).
-//! Judged from the issuer URL alone, without a DNS lookup: plain http, an address no one can
-//! route to from outside (loopback, private, link-local, unique-local, shared, unspecified), or a
-//! host name that only a local network resolves (one label, or a special-use or internal
-//! top-level name) is not public.
+//! Whether a cloud can fetch the issuer's discovery document and keys from the internet. Every
+//! cloud takes an https issuer only (AWS, Entra ID and Google alike: Google's `issuerUri` must
+//! start with `https://`, even when the provider is given the keys); AWS and Entra ID must also
+//! reach it, while Google can take the keys uploaded instead (`--jwk-json-path`, `jwks_json`).
+//! Judged from the issuer URL alone, without a DNS lookup: plain http is not https
+//! ([`not_https`]); an address no one can route to from outside (loopback, private, link-local,
+//! unique-local, shared, unspecified), or a host name that only a local network resolves (one
+//! label, or a special-use or internal top-level name) is not reachable ([`not_reachable`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use url::{Host, Url};
 
-/// Why a cloud cannot reach `issuer`, or `None` when it looks public.
+/// Why a cloud cannot reach `issuer` or would not take it, or `None` when it looks public:
+/// [`not_https`] and [`not_reachable`] together.
 pub(crate) fn not_public(issuer: &str) -> Option<String> {
-    let Ok(url) = Url::parse(issuer) else {
-        return Some("it is not a URL".to_owned());
-    };
-    let mut why = Vec::new();
-    if url.scheme() != "https" {
-        why.push(format!("it is served over {}, not https", url.scheme()));
-    }
-    match url.host() {
-        None => why.push("it names no host".to_owned()),
-        Some(Host::Ipv4(ip)) => why.extend(private_ip(IpAddr::V4(ip))),
-        Some(Host::Ipv6(ip)) => why.extend(private_ip(IpAddr::V6(ip))),
-        Some(Host::Domain(name)) => why.extend(local_name(name)),
-    }
+    let why: Vec<String> = [not_https(issuer), not_reachable(issuer)]
+        .into_iter()
+        .flatten()
+        .collect();
     (!why.is_empty()).then(|| why.join(", and "))
+}
+
+/// Why `issuer` is not an https URL, which every cloud requires, or `None` when it is.
+pub(crate) fn not_https(issuer: &str) -> Option<String> {
+    match Url::parse(issuer) {
+        Err(_) => Some("it is not a URL".to_owned()),
+        Ok(url) if url.scheme() != "https" => {
+            Some(format!("it is served over {}, not https", url.scheme()))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Why the internet cannot reach `issuer`'s host, or `None` when it looks reachable (or is not
+/// a URL at all, which [`not_https`] says).
+pub(crate) fn not_reachable(issuer: &str) -> Option<String> {
+    let url = Url::parse(issuer).ok()?;
+    match url.host() {
+        None => Some("it names no host".to_owned()),
+        Some(Host::Ipv4(ip)) => private_ip(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => private_ip(IpAddr::V6(ip)),
+        Some(Host::Domain(name)) => local_name(name),
+    }
 }
 
 fn private_ip(ip: IpAddr) -> Option<String> {
@@ -133,5 +150,22 @@ mod tests {
         }
         let both = not_public("http://127.0.0.1/r").unwrap_or_default();
         assert!(both.contains("http") && both.contains("loopback"), "{both}");
+    }
+
+    /// Issue 12: plain http (refused by every cloud) and an unreachable host (which Google can
+    /// live with, given the keys) are told apart.
+    #[test]
+    fn not_https_and_not_reachable_are_separate() {
+        let http_public = "http://sso.example.com/realms/infra";
+        assert!(not_https(http_public).is_some_and(|w| w.contains("not https")));
+        assert_eq!(not_reachable(http_public), None);
+        let https_private = "https://sso.corp.internal/realms/infra";
+        assert_eq!(not_https(https_private), None);
+        assert!(not_reachable(https_private).is_some_and(|w| w.contains(".internal")));
+        let neither = "http://127.0.0.1:8080/realms/infra";
+        assert!(not_https(neither).is_some() && not_reachable(neither).is_some());
+        assert_eq!(not_https("https://sso.example.com/realms/infra"), None);
+        assert!(not_https("not a url").is_some_and(|w| w.contains("not a URL")));
+        assert_eq!(not_reachable("not a url"), None);
     }
 }

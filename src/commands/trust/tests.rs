@@ -1,5 +1,5 @@
-//! The pieces every cloud's output is made of: comments no value can escape, Terraform labels
-//! and the default JWKS file name.
+//! The pieces every cloud's output is made of: comments no value can escape and the default
+//! JWKS file name.
 
 use super::*;
 
@@ -29,13 +29,6 @@ fn commands_indent_their_lines_but_not_their_values() {
     let value = quote::sh("a\nb");
     let text = command_at("  ", &["cmd".to_owned()], &[format!("--x {value}")]);
     assert_eq!(text, "  cmd \\\n    --x 'a\nb'\n");
-}
-
-#[test]
-fn labels_are_terraform_identifiers() {
-    assert_eq!(label("aws-prod"), "aws_prod");
-    assert_eq!(label("9 lives"), "_9_lives");
-    assert_eq!(label("a.b/c"), "a_b_c");
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Fault injection and request counting shared between an emulator and the test that drives it:
 //! faults that strike matching requests ([`Fault`], [`Control::inject`]), and the state of the
-//! emulator's whole listener — down (connections refused, open ones cut) or presenting another
-//! TLS certificate ([`Control::set_down`], [`Control::present_certificate`]).
+//! emulator's whole listener — down (connections refused, open ones cut), presenting another
+//! TLS certificate, or sending no `Date` header ([`Control::set_down`],
+//! [`Control::present_certificate`], [`Control::set_date_header`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -123,6 +125,8 @@ struct Listener {
     down: watch::Sender<bool>,
     /// A TLS configuration to present instead of the emulator's own.
     certificate: watch::Sender<Option<Arc<rustls::ServerConfig>>>,
+    /// Whether the server adds a `Date` header to answers that have none (hyper's default).
+    date_header: AtomicBool,
 }
 
 impl Default for Listener {
@@ -130,6 +134,7 @@ impl Default for Listener {
         Self {
             down: watch::Sender::new(false),
             certificate: watch::Sender::new(None),
+            date_header: AtomicBool::new(true),
         }
     }
 }
@@ -215,6 +220,16 @@ impl Control {
     /// emulator served over TLS.
     pub fn present_certificate(&self, certificate: Option<Arc<rustls::ServerConfig>>) {
         self.listener.certificate.send_replace(certificate);
+    }
+
+    /// Whether new connections' answers get a `Date` header when the emulator's routes set
+    /// none (they do by default, as hyper's; Keycloak 26 sends none, issue 12).
+    pub fn set_date_header(&self, on: bool) {
+        self.listener.date_header.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn date_header(&self) -> bool {
+        self.listener.date_header.load(Ordering::SeqCst)
     }
 
     /// The TLS configuration to present on a new connection instead of the emulator's own.

@@ -232,6 +232,7 @@ async fn serve_connection<S>(stream: S, router: Router, control: Control, reset:
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let date_header = control.date_header();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let router = router.clone();
         let control = control.clone();
@@ -239,6 +240,7 @@ where
         async move { handle(req, router, control, &reset).await }
     });
     let _ = hyper::server::conn::http1::Builder::new()
+        .auto_date_header(date_header)
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }

@@ -48,6 +48,8 @@ pub(crate) struct State {
     pub last_request: Mutex<Option<SeenRequest>>,
     /// Every access token issued, newest last (at most [`ISSUED_KEPT`]), for tests' leak checks.
     pub issued: Mutex<VecDeque<SecretString>>,
+    /// Whether answers carry a `Date` header (the realm's "now").
+    pub date_header: bool,
 }
 
 /// How many issued tokens the emulator remembers: enough for any test, bounded for a long demo.
@@ -86,6 +88,7 @@ pub struct Builder {
     tls: Option<Arc<rustls::ServerConfig>>,
     clock: Arc<dyn Clock>,
     host: Option<String>,
+    date_header: bool,
 }
 
 /// A running emulator; dropping it stops the server.
@@ -123,9 +126,17 @@ impl Builder {
         self
     }
 
+    /// Sends no `Date` header, as Keycloak 26 (Quarkus) does not: a client must read the
+    /// server's time elsewhere (`keyfed doctor`, from a token's `iat`).
+    pub fn without_date_header(mut self) -> Self {
+        self.date_header = false;
+        self
+    }
+
     pub async fn start(self) -> std::io::Result<KeycloakEmulator> {
         let signer = Signer::generate().map_err(std::io::Error::other)?;
         let control = Control::default();
+        control.set_date_header(self.date_header);
         // Bind first so the issuer URL (which names the port) is known before serving.
         let listener = tokio::net::TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
@@ -143,6 +154,7 @@ impl Builder {
             used_jtis: Mutex::new(auth::JtiStore::default()),
             last_request: Mutex::new(None),
             issued: Mutex::new(VecDeque::new()),
+            date_header: self.date_header,
         });
         let router = routes::router(Arc::clone(&state));
         let server = serve(router, listener, self.tls, control.clone())?;
@@ -162,6 +174,7 @@ impl KeycloakEmulator {
             tls: None,
             clock: Arc::new(SystemClock),
             host: None,
+            date_header: true,
         }
     }
 

@@ -40,9 +40,13 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 }
 
 /// Every answer's `Date` is the realm's "now" (hyper would send the host's), so a clock skewed
-/// on purpose shows to clients as a real server's would.
+/// on purpose shows to clients as a real server's would; or, for a realm started
+/// [`without_date_header`](super::Builder::without_date_header), no `Date` at all (the server
+/// is told not to add its own).
 async fn dated(Extract(state): Extract<Arc<State>>, mut response: Response) -> Response {
-    if let Ok(value) = HeaderValue::from_str(&http_date(state.clock.now())) {
+    if !state.date_header {
+        response.headers_mut().remove(header::DATE);
+    } else if let Ok(value) = HeaderValue::from_str(&http_date(state.clock.now())) {
         response.headers_mut().insert(header::DATE, value);
     }
     response

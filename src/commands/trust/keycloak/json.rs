@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::plan::{KEYCLOAK_DEFAULT_SCOPES, MAPPER_NAME, Plan, Scope, TOKEN_ALGORITHM};
+use super::plan::{CLIENT_DEFAULT_SCOPES, MAPPER_NAME, Plan, Scope, TOKEN_ALGORITHM};
 
 /// The client as `kcadm.sh create clients` and `update clients/<id>` take it: confidential,
 /// service accounts on, every browser and password flow off, full scope off (so no role, and no
@@ -103,10 +103,8 @@ pub fn document(plan: &Plan) -> Value {
             .map(|s| s.name.as_str())
             .collect()
     };
-    // Keycloak 26 also links `service_account` to a client whose service accounts are turned
-    // on through the admin API; an import names it, and a realm without it ignores the name.
-    let mut defaults: Vec<&str> = KEYCLOAK_DEFAULT_SCOPES.to_vec();
-    defaults.push("service_account");
+    // A realm without one of them (`service_account` before Keycloak 26) ignores its name.
+    let mut defaults: Vec<&str> = CLIENT_DEFAULT_SCOPES.to_vec();
     defaults.extend(names(false));
     client["defaultClientScopes"] = json!(defaults);
     client["optionalClientScopes"] = json!(names(true));

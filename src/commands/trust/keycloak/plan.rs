@@ -27,10 +27,20 @@ const READERS_MINIMUM: Duration = Duration::from_secs(60);
 /// Entra ID all accept (Entra accepts RS256 only).
 pub const TOKEN_ALGORITHM: &str = "RS256";
 
-/// The client scopes Keycloak 25+ gives a new client by default. `basic` holds the `sub`
-/// mapper; a partial import gives a client only the default scopes it names.
-pub const KEYCLOAK_DEFAULT_SCOPES: [&str; 6] =
-    ["web-origins", "acr", "roles", "profile", "basic", "email"];
+/// The default client scopes Keycloak 26 gives a new client with service accounts on: the
+/// realm's defaults (`basic` holds the `sub` mapper) and `service_account` (the `client_id`,
+/// `clientHost` and `clientAddress` mappers), linked when service accounts are turned on. A
+/// partial import gives a client only the default scopes it names, and Terraform's authoritative
+/// list takes away those it does not, so both name these (issue 12).
+pub const CLIENT_DEFAULT_SCOPES: [&str; 7] = [
+    "web-origins",
+    "acr",
+    "roles",
+    "profile",
+    "basic",
+    "email",
+    "service_account",
+];
 
 /// The name of the audience mapper keyfed puts in each client scope.
 pub const MAPPER_NAME: &str = "audience";

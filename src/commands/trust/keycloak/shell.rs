@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::json;
 use super::plan::{Credential, INLINE_SECRET_VARIABLE, Plan, Scope, SecretFrom};
-use crate::quote::sh;
+use keyfed_core::quote::sh;
 
 /// The script for `plan`'s named target (its scope is the plan's first).
 pub fn render(plan: &Plan, config_file: &std::path::Path) -> String {

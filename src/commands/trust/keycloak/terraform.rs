@@ -1,15 +1,18 @@
 //! `--format terraform`: the plan as resources of the keycloak/keycloak provider — the client,
 //! a client scope and audience mapper per audience, and the client's optional (and, when a
 //! target requests no scope, default) scopes. Those two link resources are authoritative over
-//! the client's lists, so the output covers every target of the client, not only the one named.
+//! the client's lists, so the output covers every target of the client, not only the one named,
+//! and the default scopes are those the import names too ([`CLIENT_DEFAULT_SCOPES`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use keyfed_core::quote::{hcl, label};
+
 use super::plan::{
-    Credential, KEYCLOAK_DEFAULT_SCOPES, MAPPER_NAME, Plan, SecretFrom, TOKEN_ALGORITHM,
+    CLIENT_DEFAULT_SCOPES, Credential, MAPPER_NAME, Plan, SecretFrom, TOKEN_ALGORITHM,
 };
-use crate::quote::hcl;
+use crate::commands::trust::terraform::{KEYCLOAK, required_providers};
 
 /// The resources for `plan`'s client.
 pub fn render(plan: &Plan, config_file: &std::path::Path) -> String {
@@ -31,11 +34,12 @@ pub fn render(plan: &Plan, config_file: &std::path::Path) -> String {
         realm = q(&plan.realm),
         server = q(&plan.server),
         targets = targets.join(", "),
-        target = crate::quote::sh(&plan.target),
+        target = keyfed_core::quote::sh(&plan.target),
         file = q(&config_file.to_string_lossy()),
     );
+    out += &required_providers(&[&KEYCLOAK]);
     let realm = hcl(&plan.realm);
-    let client = identifier(&plan.client.client_id, &mut BTreeSet::new());
+    let client = unique(&plan.client.client_id, &mut BTreeSet::new());
     if let Credential::Secret {
         from: SecretFrom::Env(_) | SecretFrom::Inline,
         ..
@@ -54,10 +58,10 @@ pub fn render(plan: &Plan, config_file: &std::path::Path) -> String {
     client_resource(&mut out, plan, &realm, &client);
     let mut taken = BTreeSet::from([client.clone()]);
     let mut optional = Vec::new();
-    let mut default: Vec<String> = KEYCLOAK_DEFAULT_SCOPES.iter().map(|s| hcl(s)).collect();
+    let mut default: Vec<String> = CLIENT_DEFAULT_SCOPES.iter().map(|s| hcl(s)).collect();
     let mut any_default = false;
     for scope in &plan.scopes {
-        let name = identifier(&scope.name, &mut taken);
+        let name = unique(&scope.name, &mut taken);
         let _ = write!(
             out,
             "resource \"keycloak_openid_client_scope\" \"{name}\" {{\n  \
@@ -106,8 +110,9 @@ pub fn render(plan: &Plan, config_file: &std::path::Path) -> String {
     if any_default {
         let _ = write!(
             out,
-            "# Authoritative: the client's Default scopes are exactly these, Keycloak's own defaults\n\
-             # kept (basic gives tokens their sub).\n\
+            "# Authoritative: the client's Default scopes are exactly these, those Keycloak gives a\n\
+             # client with service accounts kept (basic gives tokens their sub; service_account,\n\
+             # Keycloak 26's, their client_id: leave it out on an older realm, which lacks it).\n\
              resource \"keycloak_openid_client_default_scopes\" \"{client}\" {{\n  \
                realm_id       = {realm}\n  \
                client_id      = keycloak_openid_client.{client}.id\n  \
@@ -199,22 +204,10 @@ fn secret_description(credential: &Credential, config_file: &std::path::Path) ->
     }
 }
 
-/// A Terraform name for `text`: letters, digits, `_` and `-`, not starting with a digit or
-/// `-`, and not in `taken` (which it joins).
-fn identifier(text: &str, taken: &mut BTreeSet<String>) -> String {
-    let mut base: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if !base.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-        base.insert(0, '_');
-    }
+/// `text` as a Terraform label ([`label`]) not in `taken` (which it joins): two scopes whose
+/// names differ only in characters a label cannot hold get `_2`, `_3`….
+fn unique(text: &str, taken: &mut BTreeSet<String>) -> String {
+    let base = label(text);
     let mut name = base.clone();
     let mut n = 2;
     while taken.contains(&name) {

@@ -439,7 +439,7 @@ fn no_configured_value_escapes_its_quoting() {
         evil
     );
     let tf = terraform::render(&plan, &s.config.file);
-    assert!(tf.contains(&crate::quote::hcl(evil)), "{tf}");
+    assert!(tf.contains(&keyfed_core::quote::hcl(evil)), "{tf}");
     assert!(tf.lines().all(|l| !l.starts_with("$(touch")), "{tf}");
 }
 
@@ -458,7 +458,7 @@ fn terraform_links_every_scope_of_the_client() {
         "resource \"keycloak_openid_audience_protocol_mapper\" \"aws-audience\"",
         "included_custom_audience = \"sts.amazonaws.com\"",
         "optional_scopes = [\n    keycloak_openid_client_scope.aws-audience.name,\n    keycloak_openid_client_scope.azure-audience.name,\n    keycloak_openid_client_scope.gcp-audience.name,\n  ]",
-        "    \"email\",\n    keycloak_openid_client_scope.audience-api_example_com-id.name,\n  ]",
+        "    \"service_account\",\n    keycloak_openid_client_scope.audience-api_example_com-id.name,\n  ]",
     ] {
         assert!(tf.contains(needle), "{needle}\n{tf}");
     }
@@ -474,8 +474,69 @@ fn terraform_links_every_scope_of_the_client() {
     assert!(
         tf.contains(&format!(
             "replace(file({}), \"/\\\\r?\\\\n\\\\z/\", \"\")",
-            crate::quote::hcl(&path.to_string_lossy())
+            keyfed_core::quote::hcl(&path.to_string_lossy())
         )),
+        "{tf}"
+    );
+}
+
+/// The names in the Terraform output's `default_scopes` list, each scope resource it refers to
+/// (`keycloak_openid_client_scope.<label>.name`) replaced by that resource's `name`.
+fn terraform_default_scopes(tf: &str) -> Vec<String> {
+    let list = tf
+        .split_once("default_scopes = [\n")
+        .and_then(|(_, rest)| rest.split_once("  ]"))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("no default_scopes in\n{tf}"));
+    list.lines()
+        .map(|line| line.trim().trim_end_matches(','))
+        .map(
+            |item| match item.strip_prefix("keycloak_openid_client_scope.") {
+                Some(reference) => {
+                    let label = reference.trim_end_matches(".name");
+                    let resource =
+                        format!("resource \"keycloak_openid_client_scope\" \"{label}\" {{");
+                    tf.split_once(&resource)
+                        .and_then(|(_, body)| {
+                            body.lines().find_map(|l| l.trim().strip_prefix("name"))
+                        })
+                        .map(|name| {
+                            let value = name.trim().trim_start_matches('=').trim();
+                            serde_json::from_str::<String>(value)
+                                .unwrap_or_else(|e| panic!("{e}: {value}"))
+                        })
+                        .unwrap_or_else(|| panic!("no scope {label} in\n{tf}"))
+                }
+                None => {
+                    serde_json::from_str::<String>(item).unwrap_or_else(|e| panic!("{e}: {item}"))
+                }
+            },
+        )
+        .collect()
+}
+
+/// Issue 12: Terraform's authoritative default scopes are the import's, `service_account`
+/// included: applying them to a client Keycloak 26 made must not unlink it.
+#[test]
+fn issue_12_terraform_and_the_import_give_the_client_the_same_default_scopes() {
+    let s = setup("client_secret_basic", TARGETS);
+    let (plan, _) = plan_of(&s, "aws");
+    let tf = terraform::render(&plan, &s.config.file);
+    let document: Value =
+        serde_json::from_str(&json::render(&plan)).unwrap_or_else(|e| panic!("{e}"));
+    let imported: Vec<String> =
+        serde_json::from_value(document["clients"][0]["defaultClientScopes"].clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(terraform_default_scopes(&tf), imported);
+    assert!(
+        imported.iter().any(|s| s == "service_account"),
+        "{imported:?}"
+    );
+    assert!(imported.iter().any(|s| s == "basic"), "{imported:?}");
+    assert!(
+        tf.contains(
+            "required_providers {\n    keycloak = {\n      source  = \"keycloak/keycloak\""
+        ),
         "{tf}"
     );
 }
