@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use keyfed_aws::{AssumeRoleRequest, StsClient, StsExchange, StsSettings};
 use keyfed_azure::{EntraClient, EntraExchange};
 use keyfed_core::SecretString;
@@ -296,6 +297,22 @@ pub fn keycloak_clients(
             Ok((name, Arc::new(client)))
         })
         .collect()
+}
+
+/// `target`'s credential from one exchange, as the daemon's first attempt would make it (bounded
+/// by `[engine] attempt_timeout`): for commands that run without a daemon.
+pub async fn fetch_once(
+    config: &mut Config,
+    target: &Target,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<Credential> {
+    let clients = keycloak_clients(config, clock)?;
+    let keycloak = clients
+        .get(&target.issuer)
+        .cloned()
+        .context("the configuration lost the target's issuer")?;
+    let source = source(keycloak, target)?;
+    Ok(crate::engine::fetch_within(&*source, config.engine.attempt_timeout).await?)
 }
 
 /// Whether the targets of a new engine wait their part of `[engine] start_jitter` before their

@@ -36,7 +36,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
 use keyfed_core::clock::{Clock, SystemClock, from_unix_seconds};
 use serde::Deserialize;
 use tokio::net::UnixStream;
@@ -268,13 +267,7 @@ async fn direct(path: &Path, name: &str, socket: &str) -> anyhow::Result<ChildEn
         Exchange::Token => return Err(refused(name, "token").into()),
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let clients = sources::keycloak_clients(&mut config, &clock)?;
-    let keycloak = clients
-        .get(&target.issuer)
-        .cloned()
-        .context("the configuration lost the target's issuer")?;
-    let source = sources::source(keycloak, &target)?;
-    let credential = crate::engine::fetch_within(&*source, config.engine.attempt_timeout).await?;
+    let credential = sources::fetch_once(&mut config, &target, &clock).await?;
     from_document(
         name,
         credential.kind(),

@@ -108,13 +108,7 @@ async fn direct(path: &Path, target_name: &str) -> anyhow::Result<()> {
         crate::stdout::write(format!("{document}\n"))?;
         return Ok(());
     }
-    let clients = sources::keycloak_clients(&mut config, &clock)?;
-    let keycloak = clients
-        .get(&target.issuer)
-        .cloned()
-        .context("the configuration lost the target's issuer")?;
-    let source = sources::source(keycloak, &target)?;
-    let credential = crate::engine::fetch_within(&*source, attempt_timeout).await?;
+    let credential = sources::fetch_once(&mut config, &target, &clock).await?;
     let Credential::Aws(aws) = &credential else {
         anyhow::bail!("target \"{target_name}\" did not produce AWS credentials");
     };

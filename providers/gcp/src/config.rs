@@ -124,7 +124,7 @@ pub fn resolve(raw: &RawGcp, cx: &dyn Context) -> Result<GcpTarget, KeyError> {
     let provider = cx
         .expand(&raw.provider)
         .map_err(|m| KeyError::new("provider", m))?;
-    let Some(number) = provider_project_number(&provider) else {
+    let Some(number) = ProviderName::parse(&provider).map(|name| name.project_number) else {
         return Err(KeyError::new(
             "provider",
             format!(
@@ -250,33 +250,47 @@ pub fn resolve(raw: &RawGcp, cx: &dyn Context) -> Result<GcpTarget, KeyError> {
     })
 }
 
-/// The project number of `projects/<number>/locations/global/workloadIdentityPools/<pool>/
-/// providers/<id>`, when `provider` has exactly that shape.
-fn provider_project_number(provider: &str) -> Option<&str> {
-    let parts: Vec<&str> = provider.split('/').collect();
-    let id_ok = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    };
-    match parts.as_slice() {
-        [
-            "projects",
-            number,
-            "locations",
-            "global",
-            "workloadIdentityPools",
-            pool,
-            "providers",
-            id,
-        ] if !number.is_empty()
-            && number.chars().all(|c| c.is_ascii_digit())
-            && id_ok(pool)
-            && id_ok(id) =>
-        {
-            Some(number)
+/// The parts of a workload identity pool provider's resource name,
+/// `projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderName<'a> {
+    pub project_number: &'a str,
+    pub pool: &'a str,
+    pub provider: &'a str,
+}
+
+impl<'a> ProviderName<'a> {
+    /// `name`'s parts, when it has exactly that shape (a numeric project, lowercase ids).
+    pub fn parse(name: &'a str) -> Option<Self> {
+        let parts: Vec<&str> = name.split('/').collect();
+        let id_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        match parts.as_slice() {
+            [
+                "projects",
+                number,
+                "locations",
+                "global",
+                "workloadIdentityPools",
+                pool,
+                "providers",
+                provider,
+            ] if !number.is_empty()
+                && number.chars().all(|c| c.is_ascii_digit())
+                && id_ok(pool)
+                && id_ok(provider) =>
+            {
+                Some(Self {
+                    project_number: number,
+                    pool,
+                    provider,
+                })
+            }
+            _ => None,
         }
-        _ => None,
     }
 }
 

@@ -128,18 +128,7 @@ impl<'a> Setup<'a> {
         gcp: &'a GcpExchange,
         private: Option<Private>,
     ) -> anyhow::Result<Self> {
-        let parts: Vec<&str> = gcp.provider.split('/').collect();
-        let [
-            "projects",
-            number,
-            "locations",
-            "global",
-            "workloadIdentityPools",
-            pool,
-            "providers",
-            provider,
-        ] = parts.as_slice()
-        else {
+        let Some(name) = keyfed_gcp::config::ProviderName::parse(&gcp.provider) else {
             anyhow::bail!("cannot read the pool provider \"{}\"", gcp.provider);
         };
         let pool_name = gcp.pool().to_owned();
@@ -151,12 +140,12 @@ impl<'a> Setup<'a> {
                 facts.subject
             ),
             pool_name,
-            pool_id: (*pool).to_owned(),
-            provider_id: (*provider).to_owned(),
+            pool_id: name.pool.to_owned(),
+            provider_id: name.provider.to_owned(),
             project: gcp
                 .project_id
                 .clone()
-                .unwrap_or_else(|| (*number).to_owned()),
+                .unwrap_or_else(|| name.project_number.to_owned()),
             private,
         })
     }
