@@ -19,6 +19,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// How log lines look [default: text; under systemd (JOURNAL_STREAM) text with a syslog
+    /// priority prefix and no timestamp of its own]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// The least severe of keyfed's own log lines to print: error, warn, info, debug or trace
+    /// [default: as KEYFED_LOG says, else info]; it replaces KEYFED_LOG's level for keyfed's
+    /// crates and leaves libraries to KEYFED_LOG (else warn)
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -120,8 +131,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EnvShell::Sh)]
         shell: EnvShell,
     },
+    /// Print a shell completion script (e.g. `keyfed completions bash >
+    /// /usr/share/bash-completion/completions/keyfed`)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print keyfed's manual page (roff), generated from this command line's own help
+    Man,
     /// Run keyfed against built-in emulators of Keycloak, with a demo configuration
-    #[cfg(feature = "demo")]
     Demo {
         /// Folder for the demo configuration, secret and token files
         #[arg(long, default_value = "keyfed-demo")]
@@ -130,6 +149,25 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event
+    Text,
+    /// One JSON object per line, for log shippers
+    Json,
+}
+
+/// The least severe level `--log-level` lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
 /// How `keyfed trust` prints a setup.

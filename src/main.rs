@@ -22,7 +22,11 @@ mod systemd;
 fn main() -> std::process::ExitCode {
     let dumpable = not_dumpable();
     let cli = cli::parse();
-    logging::init(!matches!(cli.command, cli::Command::GcpSubjectToken { .. }));
+    logging::init(logging::Settings {
+        enabled: !matches!(cli.command, cli::Command::GcpSubjectToken { .. }),
+        format: cli.log_format,
+        level: cli.log_level,
+    });
     if let Err(e) = dumpable {
         tracing::warn!("cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}");
     }

@@ -1,7 +1,50 @@
-//! The shipped systemd unit is valid and tightly sandboxed: `systemd-analyze verify` accepts it
-//! without a warning, and `systemd-analyze security` rates its exposure at most 1.5.
+//! The shipped systemd units are valid and tightly sandboxed (issue 13: every variant, not only
+//! `keyfed.service`): `systemd-analyze verify` accepts each without a warning (the timer with
+//! its service), `systemd-analyze security` rates the exposure of each service at most 1.5,
+//! each allows what the keyfed command it runs needs, and the folders each writes agree with
+//! where keyfed and its clients look — without one unit's runtime folder inside another's.
 
+use std::path::Path;
 use std::process::Command;
+
+/// What a unit runs, and so what it must allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runs {
+    /// `keyfed run`: the daemon with its endpoint and control socket.
+    Daemon,
+    /// `keyfed once`: one round of refreshes, then exit.
+    Once,
+}
+
+/// A shipped service: its file in `systemd/`, the name it is checked under (a template needs an
+/// instance), and the units verified with it.
+struct Shipped {
+    file: &'static str,
+    name: &'static str,
+    runs: Runs,
+    with: &'static [&'static str],
+}
+
+const SERVICES: [Shipped; 3] = [
+    Shipped {
+        file: "keyfed.service",
+        name: "keyfed.service",
+        runs: Runs::Daemon,
+        with: &[],
+    },
+    Shipped {
+        file: "keyfed@.service",
+        name: "keyfed@test.service",
+        runs: Runs::Daemon,
+        with: &[],
+    },
+    Shipped {
+        file: "keyfed-once.service",
+        name: "keyfed-once.service",
+        runs: Runs::Once,
+        with: &["keyfed-once.timer"],
+    },
+];
 
 fn analyze(args: &[&str]) -> (bool, String, String) {
     let output = Command::new("systemd-analyze")
@@ -16,63 +59,172 @@ fn analyze(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn unit_verifies_and_is_sandboxed() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/keyfed.service");
-    let unit = std::fs::read_to_string(&source)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .replace("/usr/bin/keyfed", env!("CARGO_BIN_EXE_keyfed"));
-    let path = dir.path().join("keyfed.service");
-    std::fs::write(&path, unit).unwrap_or_else(|e| panic!("{e}"));
-    let path = path.to_str().unwrap_or_default();
-
-    let (ok, _, stderr) = analyze(&["verify", path]);
-    assert!(
-        ok && stderr.trim().is_empty(),
-        "systemd-analyze verify:\n{stderr}"
-    );
-
-    let (_, stdout, stderr) = analyze(&["security", "--offline=true", path]);
-    assert!(!stderr.contains("Unknown key"), "{stderr}");
-    let exposure: f64 = stdout
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for keyfed.service: ")
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
-    assert!(exposure <= 1.5, "exposure {exposure}:\n{stdout}");
+/// The text of `systemd/<file>`.
+fn source(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// What keyfed needs from the unit beyond its sandbox (issue 7): netlink sockets for the
-/// endpoint's peer-uid lookup (NETLINK_SOCK_DIAG; /proc/net is hidden by ProcSubset=pid), and
-/// a file limit well above the endpoint's connection caps.
+/// `file` copied into `dir` as `name`, running the keyfed under test; its path.
+fn install(dir: &Path, file: &str, name: &str) -> String {
+    let unit = source(file).replace("/usr/bin/keyfed", env!("CARGO_BIN_EXE_keyfed"));
+    let path = dir.join(name);
+    std::fs::write(&path, unit).unwrap_or_else(|e| panic!("{e}"));
+    path.to_str().unwrap_or_default().to_owned()
+}
+
+/// Every value of `key=` in `unit`, in order (a key may be set more than once).
+fn values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The last value of `key=` in `unit` (the one that counts for a single-valued key).
+fn value(unit: &str, key: &str, file: &str) -> String {
+    values(unit, key)
+        .pop()
+        .unwrap_or_else(|| panic!("{file} sets no {key}="))
+}
+
+#[test]
+fn units_verify_and_are_sandboxed() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut exposures = Vec::new();
+    for service in &SERVICES {
+        let mut paths = vec![install(dir.path(), service.file, service.name)];
+        for other in service.with {
+            paths.push(install(dir.path(), other, other));
+        }
+        let mut args = vec!["verify"];
+        args.extend(paths.iter().map(String::as_str));
+        let (ok, _, stderr) = analyze(&args);
+        assert!(
+            ok && stderr.trim().is_empty(),
+            "systemd-analyze verify {}:\n{stderr}",
+            paths.join(" ")
+        );
+
+        let (_, stdout, stderr) = analyze(&["security", "--offline=true", &paths[0]]);
+        assert!(!stderr.contains("Unknown key"), "{stderr}");
+        let exposure: f64 = stdout
+            .lines()
+            .find_map(|l| {
+                l.split(&format!("Overall exposure level for {}: ", service.name))
+                    .nth(1)
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
+        assert!(
+            exposure <= 1.5,
+            "{}: exposure {exposure}:\n{stdout}",
+            service.name
+        );
+        exposures.push(format!("{} {exposure}", service.name));
+    }
+    eprintln!(
+        "systemd-analyze security exposure: {}",
+        exposures.join(", ")
+    );
+}
+
+/// What keyfed needs from each unit beyond its sandbox (issue 7, every unit since issue 13):
+/// the address families of its upstreams and local clients — netlink sockets for the
+/// endpoint's peer-uid lookup (NETLINK_SOCK_DIAG; /proc/net is hidden by ProcSubset=pid) where
+/// the daemon runs, none where `keyfed once` does — and a file limit well above the endpoint's
+/// connection caps.
 #[test]
 fn unit_allows_what_keyfed_needs() {
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/keyfed.service");
-    let unit = std::fs::read_to_string(&source).unwrap_or_else(|e| panic!("{e}"));
-    let value = |key: &str| {
-        unit.lines()
-            .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
-            .next_back()
-            .unwrap_or_else(|| panic!("the unit sets no {key}="))
-            .to_owned()
-    };
-    let families = value("RestrictAddressFamilies");
-    for family in ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"] {
-        assert!(
-            families.split_whitespace().any(|f| f == family),
-            "{families}"
-        );
+    for service in &SERVICES {
+        let unit = source(service.file);
+        let value = |key: &str| value(&unit, key, service.file);
+        let families = value("RestrictAddressFamilies");
+        let families: Vec<&str> = families.split_whitespace().collect();
+        let mut needed = vec!["AF_UNIX", "AF_INET", "AF_INET6"];
+        if service.runs == Runs::Daemon {
+            needed.push("AF_NETLINK");
+        }
+        let mut allowed = families.clone();
+        allowed.sort_unstable();
+        needed.sort_unstable();
+        assert_eq!(allowed, needed, "{}: {families:?}", service.file);
+        assert_eq!(value("ProcSubset"), "pid", "{}", service.file);
+        let nofile: u64 = value("LimitNOFILE")
+            .split(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(nofile >= 8192, "{}: LimitNOFILE={nofile}", service.file);
+        assert_eq!(value("LimitCORE"), "0", "{}", service.file);
+        let exec = value("ExecStart");
+        let command = match service.runs {
+            Runs::Daemon => " run",
+            Runs::Once => " once",
+        };
+        assert!(exec.ends_with(command), "{}: {exec}", service.file);
     }
-    assert_eq!(value("ProcSubset"), "pid");
-    let nofile: u64 = value("LimitNOFILE")
-        .split(':')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(nofile >= 8192, "LimitNOFILE={nofile}");
+}
+
+/// issue 13: each unit may write exactly its runtime folder; a configuration's control socket
+/// lies in it by keyfed's own rule (the binary asked, as a client asks); no unit's runtime
+/// folder lies inside another's — systemd removes a unit's folder with everything in it when
+/// the unit stops, so a folder inside /run/keyfed would vanish when keyfed.service stops; and
+/// keyfed-once keeps its folder after its run, or the credentials would go with it.
+#[test]
+fn the_units_agree_on_their_folders_issue_13() {
+    let mut folders = Vec::new();
+    for service in &SERVICES {
+        let unit = source(service.file).replace("%i", "test");
+        let value = |key: &str| value(&unit, key, service.file);
+        let runtime = format!("/run/{}", value("RuntimeDirectory"));
+        assert_eq!(value("ReadWritePaths"), runtime, "{}", service.file);
+        assert_eq!(value("RuntimeDirectoryMode"), "0751", "{}", service.file);
+        let exec = value("ExecStart");
+        let config = exec
+            .split_whitespace()
+            .skip_while(|w| *w != "--config")
+            .nth(1)
+            .unwrap_or("/etc/keyfed/keyfed.toml");
+        match service.runs {
+            Runs::Daemon => {
+                // `keyfed status` names the socket it looked for: where clients look.
+                let output = Command::new(env!("CARGO_BIN_EXE_keyfed"))
+                    .args(["--config", config, "status"])
+                    .env_clear()
+                    .output()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let socket = format!("{runtime}/keyfed.sock");
+                assert!(
+                    stderr.contains(&format!("no keyfed daemon at {socket}")),
+                    "{}: clients of {config} must look for {socket}: {stderr}",
+                    service.file
+                );
+            }
+            Runs::Once => assert_eq!(
+                value("RuntimeDirectoryPreserve"),
+                "yes",
+                "{}: the files must outlive the run",
+                service.file
+            ),
+        }
+        assert!(
+            value("LoadCredential").starts_with("keycloak-secret:/etc/keyfed/"),
+            "{}",
+            service.file
+        );
+        folders.push((service.file, runtime));
+    }
+    for (a, folder) in &folders {
+        for (b, other) in &folders {
+            assert!(
+                !folder.starts_with(&format!("{other}/")),
+                "{a}'s {folder} lies inside {b}'s {other}"
+            );
+        }
+    }
 }

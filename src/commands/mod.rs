@@ -9,6 +9,7 @@ mod doctor;
 mod env;
 mod exec;
 mod gcp_subject_token;
+mod manual;
 mod once;
 mod run;
 mod status;
@@ -76,20 +77,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Env { target, shell } => {
                 env::run(&config_path(&cli.config), &target, shell).await
             }
+            Command::Completions { shell } => manual::completions(shell),
+            Command::Man => manual::man(),
             #[cfg(feature = "demo")]
             Command::Demo { dir, once } => demo::run(&dir, once).await,
+            #[cfg(not(feature = "demo"))]
+            Command::Demo { .. } => Err(UsageError(NO_DEMO.to_owned()).into()),
         }
     })
 }
 
-#[cfg(feature = "demo")]
-fn is_demo(command: &Command) -> bool {
-    matches!(command, Command::Demo { .. })
-}
-
+/// What `keyfed demo` says in a build without the emulators (the Debian package's).
 #[cfg(not(feature = "demo"))]
-fn is_demo(_: &Command) -> bool {
-    false
+const NO_DEMO: &str = "this keyfed was built without the demo's emulators (the Debian package \
+    leaves them out of the daemon it installs); run the demo from a source checkout: \
+    cargo run --release -- demo";
+
+fn is_demo(command: &Command) -> bool {
+    cfg!(feature = "demo") && matches!(command, Command::Demo { .. })
 }
 
 fn env_var(name: &str) -> Option<String> {

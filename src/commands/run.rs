@@ -1,7 +1,13 @@
-//! `keyfed run`: the daemon. Keeps every target fresh, answers the control socket, tells
-//! systemd READY=1 once every target has had its first attempt, reloads the configuration on
-//! SIGHUP (a bad new configuration is reported and the old one kept) and stops on SIGTERM or
-//! SIGINT.
+//! `keyfed run`: the daemon. Keeps every target fresh, answers the control socket, reloads the
+//! configuration on SIGHUP (a bad new configuration is reported and the old one kept) and stops
+//! on SIGTERM or SIGINT — also while its first round is still under way.
+//!
+//! It speaks systemd's notification protocol (`crate::systemd`): READY=1 when `[engine] ready`
+//! says (by default once every target has had its first attempt), `EXTEND_TIMEOUT_USEC` every
+//! few seconds while a slow first round is within its budget (start jitter, one attempt, the
+//! first writes; see `systemd::ready`), a `STATUS=` line summing up the targets whenever it
+//! changes, `RELOADING=1` then READY=1 around a reload, and `STOPPING=1` before anything slow
+//! at shutdown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,18 +18,20 @@ use keyfed_core::clock::{Clock, SystemClock};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::{EndpointSettings, SocketSpec};
+use crate::config::{EndpointSettings, Ready, SocketSpec};
 use crate::control::server;
-use crate::engine::{Engine, Phase};
+use crate::engine::Engine;
 use crate::served::Served;
 use crate::systemd;
+use crate::systemd::status::Reporter;
 
 pub async fn run(path: &Path) -> anyhow::Result<()> {
     daemon(path, false, |_| {}).await
 }
 
-/// The daemon's body: `on_ready` sees the engine once every target has had its first attempt;
-/// with `once` the daemon stops right after it (for `keyfed demo --once`).
+/// The daemon's body: `on_ready` sees the engine once it is ready (`[engine] ready`); with
+/// `once` the daemon waits for every target's first attempt and stops right after it (for
+/// `keyfed demo --once`).
 pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> anyhow::Result<()> {
     // Watch signals first: SIGHUP's default action would kill a daemon still starting up.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -33,6 +41,7 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     if once {
         // `keyfed demo --once` reports its first round and exits: it never waits its turn.
         config.engine.start_jitter = Duration::ZERO;
+        config.engine.ready = Ready::All;
     }
     let engine_settings = config.engine;
     let socket = config.control.clone();
@@ -43,6 +52,7 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
     // socket, taken by the App Service face; kept across reloads.
     let pairs = crate::endpoint::pairs::Pairs::new(endpoint.as_ref(), Arc::clone(&clock));
     let (publish, current) = watch::channel(Arc::clone(&served));
+    let status = Reporter::start(current.clone(), Arc::clone(&clock));
     // Every address first, and nothing written before all of them are ours: a second
     // `keyfed run` must fail without touching the running daemon's token file or socket.
     let _running = server::lock(&socket)
@@ -82,30 +92,42 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
         _ => None,
     };
     let control = tokio::spawn(server::serve(listener, current, fd_limit, pairs));
+    let policy = engine_settings.ready;
+    if policy == Ready::Immediately {
+        // Every address is bound and answers: ready before any upstream call.
+        status.running("READY=1");
+    }
     let mut loops = served.engine.spawn();
     tracing::info!(
         targets = served.engine.targets().count(),
         socket = %socket.path.display(),
+        ready = policy.name(),
         "keyfed running"
     );
-    if !engine_settings.start_jitter.is_zero() {
-        // READY=1 waits for the first round, which `start_jitter` delays: tell systemd, so the
-        // unit's start timeout (90 s by default) does not kill a daemon still waiting its turn.
-        let longest = engine_settings.start_jitter + engine_settings.attempt_timeout + FIRST_WRITES;
-        systemd::notify(&format!("EXTEND_TIMEOUT_USEC={}", longest.as_micros()));
+    let budget = systemd::ready::budget(&engine_settings);
+    // SIGTERM must not wait for a slow first round (a long start_jitter): systemd would wait
+    // TimeoutStopSec, then SIGKILL.
+    let stop_early = tokio::select! {
+        () = systemd::ready::wait(&served.engine, policy, budget, clock.as_ref()) => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
+    let mut watchdog = None;
+    if !stop_early {
+        if policy != Ready::Immediately {
+            status.running("READY=1");
+        }
+        watchdog = systemd::watchdog();
+        on_ready(&served.engine);
     }
-    first_round(&served.engine).await;
-    systemd::notify("READY=1");
-    let watchdog = systemd::watchdog();
-    on_ready(&served.engine);
 
-    if !once {
+    if !once && !stop_early {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    systemd::notify("RELOADING=1");
+                    status.hold("RELOADING=1", "reloading");
                     let running = Arc::clone(&publish.borrow());
                     if let Some(fresh) = reload(path, &socket, endpoint.as_ref(), &clock, &running) {
                         // The old engines stop writing the old configuration's outputs (a
@@ -115,12 +137,13 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
                         let _ = publish.send(Arc::clone(&fresh));
                         loops = fresh.engine.spawn();
                     }
-                    systemd::notify("READY=1");
+                    status.running("READY=1");
                 }
             }
         }
     }
-    systemd::notify("STOPPING=1");
+    // Before anything slow: systemd shows the unit deactivating at once.
+    status.hold("STOPPING=1", "stopping");
     tracing::info!("stopping");
     loops.shutdown().await;
     control.abort();
@@ -161,30 +184,5 @@ fn reload(
             tracing::error!("reload refused, keeping the running configuration: {e:#}");
             None
         }
-    }
-}
-
-/// How long readiness waits for the first round's output files: writes run on threads of
-/// their own and a stuck one (a merge lock held by someone else) must not hold READY=1 back.
-const FIRST_WRITES: Duration = Duration::from_secs(10);
-
-/// Waits until every target has finished its first attempt, successful or not, and (for a
-/// while) until its outputs are written.
-async fn first_round(engine: &Engine) {
-    loop {
-        let pending = engine.targets().any(|t| {
-            let s = t.snapshot();
-            matches!(s.phase, Phase::Pending | Phase::Refreshing) && s.last_error.is_none()
-        });
-        if !pending {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if tokio::time::timeout(FIRST_WRITES, engine.outputs_written())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some outputs are still being written; ready without them");
     }
 }

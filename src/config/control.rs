@@ -30,12 +30,17 @@ const SYSTEM_CONFIG_DIR: &str = "/etc/keyfed";
 const SYSTEM_SOCKET: &str = "/run/keyfed/keyfed.sock";
 
 /// The socket's default path, first rule that applies:
-/// 1. `/run/keyfed/keyfed.sock` for root, or for a configuration in `/etc/keyfed/` (the shipped
-///    unit's `RuntimeDirectory=`, where the system daemon's clients look for it);
-/// 2. `$XDG_RUNTIME_DIR/keyfed.sock` (the user's private runtime folder);
-/// 3. `$RUNTIME_DIRECTORY/keyfed.sock`, its first entry, for a daemon systemd runs without
+/// 1. `/run/keyfed-NAME/keyfed.sock` for a configuration `/etc/keyfed/NAME.toml` other than
+///    `keyfed.toml`, whoever asks: the instance unit `keyfed@NAME.service`'s
+///    `RuntimeDirectory=keyfed-NAME`. A folder of its own beside `/run/keyfed`, not inside it:
+///    systemd removes a unit's runtime folder with everything in it when the unit stops, so
+///    one inside `/run/keyfed` would vanish with `keyfed.service`;
+/// 2. `/run/keyfed/keyfed.sock` for root, or for any other configuration in `/etc/keyfed/`
+///    (the shipped unit's `RuntimeDirectory=`, where the system daemon's clients look for it);
+/// 3. `$XDG_RUNTIME_DIR/keyfed.sock` (the user's private runtime folder);
+/// 4. `$RUNTIME_DIRECTORY/keyfed.sock`, its first entry, for a daemon systemd runs without
 ///    `XDG_RUNTIME_DIR` (the home systemd gives it is often read-only or missing);
-/// 4. `~/.cache/keyfed/keyfed.sock` when `HOME` is an absolute path other than `/`.
+/// 5. `~/.cache/keyfed/keyfed.sock` when `HOME` is an absolute path other than `/`.
 ///
 /// Otherwise there is no safe default, and the error says to set `[control] socket`. The folder
 /// is checked (owner, mode, no symlink) when the daemon binds the socket.
@@ -44,6 +49,9 @@ pub fn default_socket(
     is_root: bool,
     config_file: &Path,
 ) -> Result<PathBuf, String> {
+    if let Some(name) = instance_name(config_file) {
+        return Ok(PathBuf::from(format!("/run/keyfed-{name}/keyfed.sock")));
+    }
     if is_root || is_system_config(config_file) {
         return Ok(PathBuf::from(SYSTEM_SOCKET));
     }
@@ -75,6 +83,16 @@ fn is_system_config(file: &Path) -> bool {
         .ok()
         .and_then(|f| f.parent().map(|p| p == Path::new(SYSTEM_CONFIG_DIR)))
         .unwrap_or(false)
+}
+
+/// `NAME` for a configuration `/etc/keyfed/NAME.toml` other than `keyfed.toml`: the instance
+/// of `keyfed@.service` that runs it.
+fn instance_name(file: &Path) -> Option<String> {
+    if !is_system_config(file) || file.extension()? != "toml" {
+        return None;
+    }
+    let name = file.file_stem()?.to_str()?;
+    (name != "keyfed" && !name.is_empty()).then(|| name.to_owned())
 }
 
 pub fn resolve(ctx: &Ctx<'_>, raw: Option<&RawControl>) -> Result<SocketSpec, ConfigError> {
@@ -130,7 +148,7 @@ mod tests {
         ];
         assert_eq!(default(&consumer, false, system), path(SYSTEM_SOCKET));
         assert_eq!(
-            default(&[], false, "/etc/keyfed/other.toml"),
+            default(&[], false, "/etc/keyfed/other.conf"),
             path(SYSTEM_SOCKET)
         );
         assert_eq!(
@@ -141,6 +159,39 @@ mod tests {
             ),
             path("/home/alice/.cache/keyfed/keyfed.sock")
         );
+    }
+
+    /// issue 13: each instance of `keyfed@.service` runs `/etc/keyfed/NAME.toml` with a
+    /// runtime folder of its own; the daemon and every client (root, other users, other units)
+    /// find its socket there, never the main unit's.
+    #[test]
+    fn an_instance_configuration_uses_a_runtime_folder_of_its_own() {
+        let instance = [("RUNTIME_DIRECTORY", "/run/keyfed-prod"), ("HOME", "/")];
+        let client = [
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("HOME", "/home/alice"),
+        ];
+        for (env, is_root) in [
+            (&instance[..], false),
+            (&client[..], false),
+            (&[][..], true),
+        ] {
+            assert_eq!(
+                default(env, is_root, "/etc/keyfed/prod.toml"),
+                path("/run/keyfed-prod/keyfed.sock"),
+                "{env:?}"
+            );
+        }
+        assert_eq!(
+            default(&client, false, "/etc/keyfed/keyfed.toml"),
+            path(SYSTEM_SOCKET)
+        );
+        // Only a `.toml` file right in /etc/keyfed names an instance.
+        assert_eq!(
+            default(&client, false, "/etc/keyfed/prod.toml.d/x.toml"),
+            path("/run/user/1000/keyfed.sock")
+        );
+        assert_eq!(default(&[], true, "/etc/keyfed/.toml"), path(SYSTEM_SOCKET));
     }
 
     #[test]

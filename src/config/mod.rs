@@ -54,6 +54,34 @@ pub struct EngineSettings {
     pub attempt_timeout: std::time::Duration,
     /// Upper bound on the random wait before a target's first refresh in `keyfed run`.
     pub start_jitter: std::time::Duration,
+    /// When `keyfed run` tells systemd it is ready.
+    pub ready: Ready,
+}
+
+/// `[engine] ready`: when `keyfed run` sends systemd READY=1 (units ordered after it start
+/// then).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    /// Once every target has had its first attempt, well or not, and its outputs are written.
+    #[default]
+    All,
+    /// Once one target holds a usable credential with its outputs written, or every target
+    /// has had its first attempt, whichever comes first.
+    Any,
+    /// Once the control socket and the endpoint listen, before any upstream call.
+    Immediately,
+}
+
+impl Ready {
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Any => "any",
+            Self::Immediately => "immediately",
+        }
+    }
 }
 pub use show::show;
 

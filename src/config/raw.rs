@@ -32,6 +32,7 @@ pub struct RawEngine {
     pub retry_max: Option<HumanDuration>,
     pub attempt_timeout: Option<HumanDuration>,
     pub start_jitter: Option<HumanDuration>,
+    pub ready: Option<super::Ready>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -221,5 +221,6 @@ fn engine_settings(ctx: &Ctx<'_>, raw: Option<&RawEngine>) -> Result<EngineSetti
         backoff,
         attempt_timeout,
         start_jitter,
+        ready: raw.and_then(|r| r.ready).unwrap_or_default(),
     })
 }

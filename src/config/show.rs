@@ -143,6 +143,7 @@ pub fn show(config: &Config) -> String {
         duration(config.engine.attempt_timeout),
     );
     engine.insert("start_jitter".into(), duration(config.engine.start_jitter));
+    engine.insert("ready".into(), config.engine.ready.name().into());
     root.insert("engine".into(), Value::Table(engine));
     if let Some(e) = &config.endpoint {
         root.insert("endpoint".into(), Value::Table(show_endpoint(e)));

@@ -574,3 +574,65 @@ fn the_start_jitter_is_read_and_bounded_issue_11() {
         "{error}"
     );
 }
+
+/// issue 13: `[engine] ready` is "all" by default, takes "any" and "immediately", refuses
+/// anything else with the file, line, key and the values expected; `keyfed check` shows it.
+#[test]
+fn the_ready_policy_is_read_checked_and_shown_issue_13() {
+    let config = load_text(&format!("{ISSUER}{AWS}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.engine.ready, Ready::All);
+    assert!(
+        show(&config).contains("ready = \"all\""),
+        "{}",
+        show(&config)
+    );
+    for (value, ready) in [
+        ("all", Ready::All),
+        ("any", Ready::Any),
+        ("immediately", Ready::Immediately),
+    ] {
+        let config = load_text(&format!("{ISSUER}{AWS}[engine]\nready = \"{value}\"\n"))
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(config.engine.ready, ready);
+        assert!(show(&config).contains(&format!("ready = \"{value}\"")));
+    }
+    assert_eq!(
+        error_of(&format!("{ISSUER}{AWS}[engine]\nready = \"some\"\n")),
+        "DIR/keyfed.toml:11:9: engine.ready: unknown variant `some`, \
+         expected one of `all`, `any`, `immediately`"
+    );
+}
+
+/// issue 13: a client of an instance of `keyfed@.service` (`keyfed --config
+/// /etc/keyfed/NAME.toml credential-process …`) finds its socket in the instance's runtime
+/// folder even when it cannot read the configuration, as the daemon itself does.
+#[test]
+fn clients_find_an_instance_s_socket_by_the_daemon_s_rule_issue_13() {
+    let host = |is_root| Host {
+        hostname: "web-01".into(),
+        is_root,
+    };
+    let user = env_of(&[("XDG_RUNTIME_DIR", "/run/user/1000"), ("HOME", "/home/a")]);
+    for is_root in [false, true] {
+        assert_eq!(
+            control_socket(Path::new("/etc/keyfed/prod.toml"), &user, &host(is_root))
+                .unwrap_or_else(|e| panic!("{e}")),
+            PathBuf::from("/run/keyfed-prod/keyfed.sock")
+        );
+        assert_eq!(
+            control_socket(Path::new(SYSTEM_CONFIG), &user, &host(is_root))
+                .unwrap_or_else(|e| panic!("{e}")),
+            PathBuf::from("/run/keyfed/keyfed.sock")
+        );
+    }
+    // The daemon resolves the same default from a configuration it has read.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("prod.toml");
+    std::fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+    let unit = env_of(&[("RUNTIME_DIRECTORY", "/run/keyfed-prod")]);
+    assert_eq!(
+        control_socket(&file, &unit, &host(false)).unwrap_or_else(|e| panic!("{e}")),
+        PathBuf::from("/run/keyfed-prod/keyfed.sock"),
+        "outside /etc/keyfed the unit's RuntimeDirectory= rule gives the same folder"
+    );
+}

@@ -15,7 +15,7 @@ use super::{ErrorCode, MAX_REQUEST, Request, Response, TargetStatus};
 use crate::caps::{Caps, Limits};
 use crate::config::{Exchange, SocketSpec};
 use crate::endpoint::pairs::{Binding, Held, Pairs, Until};
-use crate::engine::{Issued, Phase, SlotKey, TargetEngine, Unavailable};
+use crate::engine::{Issued, SlotKey, TargetEngine, Unavailable};
 use crate::served::Served;
 
 /// How long a client may take to send its request.
@@ -425,16 +425,7 @@ fn status(served: &Served, target: &TargetEngine) -> TargetStatus {
     TargetStatus {
         name: target.name().to_owned(),
         kind: served.kind(target.name()).unwrap_or("?").to_owned(),
-        // A stopped target is backing off (or expired) with the side that must change named.
-        state: match (s.phase, s.stopped) {
-            (Phase::Refreshing, _) => "refreshing",
-            (Phase::BackingOff | Phase::Expired, Some(_)) => "stopped",
-            (Phase::Pending, _) => "pending",
-            (Phase::Fresh, _) => "fresh",
-            (Phase::BackingOff, None) => "backing off",
-            (Phase::Expired, None) => "expired",
-        }
-        .to_owned(),
+        state: s.state().to_owned(),
         stopped: s.stopped.map(|side| side.to_string()),
         expires: s.expires_at.map(rfc3339),
         next_refresh: s.next_refresh.map(rfc3339),

@@ -30,9 +30,7 @@ pub async fn readyz(
     let mut hidden = 0usize;
     for target in served.engine.targets() {
         let s = target.snapshot();
-        let usable = s
-            .expires_at
-            .is_some_and(|e| now + crate::engine::EXPIRY_MARGIN < e);
+        let usable = s.usable_at(now);
         if !usable && served.target_for(target.name(), peer.uid).is_err() {
             hidden += 1;
         } else if !usable {
@@ -126,9 +124,7 @@ fn render(core: &Core, uid: Option<u32>) -> String {
     // the phase said "refreshing" and the gauge 1 while faces answered 503).
     let now = core.now();
     for (target, s) in &snapshots {
-        let up = s
-            .expires_at
-            .is_some_and(|e| now + crate::engine::EXPIRY_MARGIN < e);
+        let up = s.usable_at(now);
         let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", u8::from(up));
     }
     let name = "keyfed_target_stopped";

@@ -24,7 +24,9 @@ pub use keyfed_core::exchange::SlotKey;
 pub use schedule::{refresh_at, too_short_for_readers};
 pub use slot::Slots;
 pub use source::{Fetch, FetchError, Source, fetch_within};
-pub use target::{EXPIRY_MARGIN, Issued, LATENCY_BUCKETS, Phase, TargetEngine};
+#[cfg(test)]
+pub use target::{EXPIRY_MARGIN, Phase};
+pub use target::{Issued, LATENCY_BUCKETS, Snapshot, TargetEngine};
 
 /// What the endpoint faces and `status` will read of the variants (issue 9 part 2: the GCE face
 /// asks for scopes and audiences); until then only the engine's tests do.

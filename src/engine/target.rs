@@ -187,6 +187,34 @@ pub struct Snapshot {
     pub slot_evictions: u64,
 }
 
+/// How a snapshot is judged, the same everywhere it is shown (`keyfed status`, `/readyz`, the
+/// metrics, systemd's STATUS= and readiness).
+impl Snapshot {
+    /// Whether the target holds a credential that may be handed out at `now` (every variant
+    /// its configuration names included): what `/readyz` and `keyfed_target_up` call ready.
+    pub fn usable_at(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|e| now + EXPIRY_MARGIN < e)
+    }
+
+    /// The state's name as `keyfed status` shows it; a stopped target is backing off (or
+    /// expired) with the side that must change named.
+    pub fn state(&self) -> &'static str {
+        match (self.phase, self.stopped) {
+            (Phase::Refreshing, _) => "refreshing",
+            (Phase::BackingOff | Phase::Expired, Some(_)) => "stopped",
+            (Phase::Pending, _) => "pending",
+            (Phase::Fresh, _) => "fresh",
+            (Phase::BackingOff, None) => "backing off",
+            (Phase::Expired, None) => "expired",
+        }
+    }
+
+    /// Whether the target's first attempt has ended, well or not (readiness waits for it).
+    pub fn attempted(&self) -> bool {
+        self.last_error.is_some() || !matches!(self.phase, Phase::Pending | Phase::Refreshing)
+    }
+}
+
 /// How one output is written: [`Output::write`], or a test's stand-in.
 type WriteFn = dyn Fn(&Output, &Credential) -> Result<(), OutputError> + Send + Sync;
 

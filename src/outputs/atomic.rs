@@ -311,7 +311,8 @@ impl Folder {
         let group = spec.group.filter(|&g| g != st.st_gid);
         let mut file = std::fs::File::from(fd);
         if owner.is_some() || group.is_some() {
-            std::os::unix::fs::fchown(&file, owner, group).map_err(context("chown"))?;
+            std::os::unix::fs::fchown(&file, owner, group)
+                .map_err(|e| super::folder::chown_failed(&shown, &e, group))?;
         }
         file.set_permissions(std::fs::Permissions::from_mode(spec.mode))
             .map_err(context("chmod"))?;

@@ -264,9 +264,8 @@ impl Folder {
         ) {
             Ok(fd) => {
                 if owner != me {
-                    std::os::unix::fs::fchown(&fd, Some(owner), None).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot chown {}: {e}", shown.display()))
-                    })?;
+                    std::os::unix::fs::fchown(&fd, Some(owner), None)
+                        .map_err(|e| chown_failed(&shown, &e, None))?;
                 }
                 fd
             }
@@ -374,6 +373,23 @@ fn check_regular(shown: &Path, st: &Stat, owner: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// A failed chown of `shown`, saying what an unprivileged keyfed needs when it was to give the
+/// file `group`: the shipped unit has no CAP_CHOWN, so only a group keyfed's user is a member of
+/// can be given (issue 13: the consumer drop-in's `group` failed so under a real systemd).
+pub(crate) fn chown_failed(shown: &Path, e: &io::Error, group: Option<u32>) -> io::Error {
+    let hint = match group {
+        Some(gid) if e.kind() == io::ErrorKind::PermissionDenied => format!(
+            "; to give it group {gid}, keyfed's user must be a member of that group (under \
+             systemd: SupplementaryGroups= in a drop-in for keyfed.service) or have CAP_CHOWN"
+        ),
+        _ => String::new(),
+    };
+    io::Error::new(
+        e.kind(),
+        format!("cannot chown {}: {e}{hint}", shown.display()),
+    )
+}
+
 /// Makes the missing folder `name` in `parent` with `new`'s mode, owner and group, set on the
 /// folder itself after `mkdir`: the umask (0077 under the shipped unit) must not take a group's
 /// access away. An existing folder is never changed.
@@ -392,9 +408,8 @@ fn create(parent: &OwnedFd, name: &OsStr, shown: &Path, new: NewFolder) -> io::R
         return Err(refuse(shown, "was replaced while keyfed created it"));
     }
     if new.owner.is_some_and(|o| o != st.st_uid) || new.group.is_some_and(|g| g != st.st_gid) {
-        std::os::unix::fs::fchown(&fd, new.owner, new.group).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot chown {}: {e}", shown.display()))
-        })?;
+        std::os::unix::fs::fchown(&fd, new.owner, new.group)
+            .map_err(|e| chown_failed(shown, &e, new.group))?;
     }
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
         .map_err(|e| failed("chmod", shown, e))?;

@@ -50,7 +50,9 @@ pub enum HttpSetupError {
         path: PathBuf,
         detail: Option<String>,
     },
-    #[error("cannot build the HTTP client: {0}")]
+    /// With reqwest's cause, which its own message ("builder error") leaves out: a host
+    /// without CA certificates is otherwise unexplained (issue 13).
+    #[error("cannot build the HTTP client: {}{}", error_chain(.0), no_roots_hint(.0))]
     Build(reqwest::Error),
     #[error(
         "{url} uses plain http:// to a host that is not loopback; use https:// or set allow_insecure_http = true"
@@ -61,6 +63,16 @@ pub enum HttpSetupError {
     /// The variable's value is not quoted: a proxy URL may hold a password.
     #[error("the proxy in {variable} is not a URL keyfed can use")]
     Proxy { variable: &'static str },
+}
+
+/// What to do when the system trust store is empty (rustls-platform-verifier's refusal): a
+/// minimal Debian install lacks the `ca-certificates` package.
+fn no_roots_hint(error: &reqwest::Error) -> &'static str {
+    if error_chain(error).contains("No CA certificates were loaded from the system") {
+        " (install the system's CA certificates, e.g. Debian's ca-certificates package, or name a bundle with ca_file)"
+    } else {
+        ""
+    }
 }
 
 /// What [`no_proxy`] always adds to `NO_PROXY`: the loopback hosts.

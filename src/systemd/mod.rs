@@ -1,7 +1,18 @@
 //! The systemd notification protocol (`sd_notify`): one datagram to `$NOTIFY_SOCKET`. Does
-//! nothing when keyfed does not run under systemd with `Type=notify`.
+//! nothing when keyfed does not run under systemd with `Type=notify`. `ready` decides when
+//! `keyfed run` is ready (`[engine] ready`) and keeps systemd's start timeout extended while a
+//! slow first round is within its budget; `status` keeps the one-line `STATUS=` summary of the
+//! targets that `systemctl status` shows.
+
+pub mod ready;
+pub mod status;
 
 use std::os::unix::net::UnixDatagram;
+
+/// Whether systemd listens for notifications (`$NOTIFY_SOCKET` is set).
+pub fn listening() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
 
 /// Sends `state` (e.g. `READY=1`) to systemd, if it listens.
 pub fn notify(state: &str) {
