@@ -141,6 +141,9 @@ pub enum Command {
     /// Print keyfed's manual page (roff), generated from this command line's own help
     Man,
     /// Run keyfed against built-in emulators of Keycloak, with a demo configuration
+    // Hidden from --help, the manual and the completions in a build without the emulators
+    // (the Debian package's), where it only explains that (commands::NO_DEMO).
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo {
         /// Folder for the demo configuration, secret and token files
         #[arg(long, default_value = "keyfed-demo")]

@@ -225,6 +225,11 @@ async fn a_rotated_realm_key_is_followed_and_a_disabled_one_refused() {
     })
     .await;
     let first_kid = kid_in(&fx, "t.jwt").unwrap_or_default();
+    // The token file can be read before the test has read the log line that preceded it.
+    crate::util::wait_until("the daemon's log of its JWKS fetch", async || {
+        jwks_fetches(&daemon.log_so_far()) >= 1
+    })
+    .await;
     assert_eq!(
         jwks_fetches(&daemon.log_so_far()),
         1,

@@ -5,6 +5,8 @@
 //! leak check), and which lines `--log-level` and `KEYFED_LOG` let through — each a `keyfed
 //! once` refreshing an AWS target against the emulators.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Stdio;
@@ -267,6 +269,24 @@ async fn issue13_a_bad_keyfed_log_is_named_in_one_warning_and_the_default_applie
         "not debug: {}",
         run.stderr
     );
+
+    // Issue 13, review: one that is not UTF-8 was taken as unset, without a word.
+    let config = fx.path("keyfed.toml");
+    let args = ["--config", config.to_str().unwrap_or_default(), "once"];
+    let mut command = fx.keyfed_command(&[], &args, &[]);
+    command.env("KEYFED_LOG", OsStr::from_bytes(b"keyfed=\xffdebug"));
+    let run = crate::util::process::run(
+        "keyfed once (KEYFED_LOG not UTF-8)",
+        command,
+        &fx.known,
+        Serves::Nothing,
+    )
+    .await;
+    run.ok();
+    let warning = "KEYFED_LOG=\"keyfed=\u{fffd}debug\" is not UTF-8";
+    assert_eq!(run.stderr.matches(warning).count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("refreshed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("token received"), "{}", run.stderr);
 }
 
 #[tokio::test]

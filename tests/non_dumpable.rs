@@ -47,6 +47,14 @@ fn uid_of(pid: u32) -> u32 {
         .unwrap_or_else(|| panic!("no Uid in /proc/{pid}/status"))
 }
 
+/// The name of the program `pid` runs (`/proc/<pid>/comm`), empty when it is gone.
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
 /// Asserts `pid` runs as [`UID`] and is not dumpable; returns how many `/proc` files were
 /// checked.
 async fn assert_not_dumpable(pid: u32, what: &str) -> usize {
@@ -106,8 +114,10 @@ async fn issue_11_keyfed_is_not_dumpable_and_its_memory_is_closed_to_its_own_use
         Serves::Nothing,
     );
     let pid = plain.id().unwrap_or_else(|| panic!("sleep has no pid"));
+    // Running as the user is not enough: between setpriv's setuid and its exec of sleep the
+    // kernel keeps the process non-dumpable (its /proc files root's), so wait for the exec.
     crate::util::wait_until("sleep to run as the unprivileged user", async || {
-        uid_of(pid) == UID
+        uid_of(pid) == UID && comm_of(pid) == "sleep"
     })
     .await;
     assert_eq!(

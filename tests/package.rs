@@ -1,9 +1,11 @@
 //! issue 13: the Debian package `tests/package/build` makes, as an operator gets it. Its path
 //! comes in `KEYFED_TEST_DEB` (tests/run builds it beside the other tests). The archive holds
 //! exactly the promised files with root's ownership and the promised modes; the control fields
-//! are complete; unpacked (`dpkg -x`), its keyfed runs, refuses the demo with its reason, and
-//! its units, snippets, examples, man page and completions are the repository's and the
-//! binary's own; the maintainer scripts are systemd/deb/'s; lintian finds nothing.
+//! are complete, its version grows with every commit; unpacked (`dpkg -x`), its keyfed runs,
+//! refuses the demo with its reason (and its page and completions leave the demo out), and its
+//! units, snippets, examples, man page and completions are the repository's and the binary's
+//! own; the maintainer scripts are systemd/deb/'s, with md5sums of every file; lintian
+//! --pedantic shows no tag at all, informational and experimental ones included.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,34 @@ fn deb(test: &str) -> Option<PathBuf> {
         path.display()
     );
     Some(path)
+}
+
+/// The package's version as tests/package/build makes it from the checkout:
+/// `<version>+git<UTC commit time>.<short commit>-1`, with `.dirty` before the `-1` (and the
+/// build time for the commit time) when the tree had uncommitted changes.
+async fn expected_version(deb: &Path) -> String {
+    let short = tool("git", &["-C", REPO, "rev-parse", "--short", "HEAD"]).await;
+    let epoch = tool("git", &["-C", REPO, "log", "-1", "--format=%ct"]).await;
+    let time = tool(
+        "date",
+        &["-u", "-d", &format!("@{}", epoch.trim()), "+%Y%m%d%H%M%S"],
+    )
+    .await;
+    let (short, time) = (short.trim(), time.trim());
+    let name = deb
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.contains(".dirty-1_") {
+        let stamp = name
+            .strip_prefix(&format!("keyfed_{VERSION}+git"))
+            .and_then(|rest| rest.get(..14))
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or_else(|| panic!("{name}: no build time after +git"));
+        format!("{VERSION}+git{stamp}.{short}.dirty-1")
+    } else {
+        format!("{VERSION}+git{time}.{short}-1")
+    }
 }
 
 /// Runs a tool that prints nothing secret; its standard output.
@@ -164,7 +194,14 @@ async fn the_control_fields_describe_the_package_issue_13() {
     };
     let arch = tool("dpkg", &["--print-architecture"]).await;
     assert_eq!(field("Package"), "keyfed");
-    assert_eq!(field("Version"), format!("{VERSION}-1"));
+    // issue 13 (review): one version per commit, growing, so `apt install` of a newer build
+    // upgrades; the file is named after it.
+    let version = expected_version(&deb).await;
+    assert_eq!(field("Version"), version);
+    assert_eq!(
+        deb.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Some(format!("keyfed_{version}_{}.deb", arch.trim()))
+    );
     assert_eq!(field("Architecture"), arch.trim());
     assert_eq!(field("Section"), "admin");
     assert_eq!(field("Priority"), "optional");
@@ -267,6 +304,9 @@ async fn the_unpacked_package_is_the_repository_and_its_binary_issue_13() {
         "{}",
         demo.stderr
     );
+    // issue 13 (review): … and is hidden from its help, page and completions.
+    let help = unpacked.keyfed(&["--help"]).await;
+    assert!(!help.ok().stdout.contains("demo"), "{}", help.stdout);
 
     for (inside, source) in installed_sources() {
         let source_bytes = std::fs::read(&source).unwrap_or_else(|e| panic!("{e}"));
@@ -283,6 +323,10 @@ async fn the_unpacked_package_is_the_repository_and_its_binary_issue_13() {
         String::from_utf8_lossy(&page),
         man.ok().stdout,
         "the man page is not `keyfed man`'s"
+    );
+    assert!(
+        !String::from_utf8_lossy(&page).contains("demo"),
+        "the packaged page names the demo"
     );
     let page_file = unpacked.path("keyfed.1");
     std::fs::write(&page_file, &page).unwrap_or_else(|e| panic!("{e}"));
@@ -302,11 +346,10 @@ async fn the_unpacked_package_is_the_repository_and_its_binary_issue_13() {
         ("usr/share/fish/vendor_completions.d/keyfed.fish", "fish"),
     ] {
         let script = unpacked.keyfed(&["completions", shell]).await;
-        assert_eq!(
-            String::from_utf8_lossy(&unpacked.read(inside)),
-            script.ok().stdout,
-            "{inside}"
-        );
+        let packaged = String::from_utf8_lossy(&unpacked.read(inside)).into_owned();
+        assert_eq!(packaged, script.ok().stdout, "{inside}");
+        assert!(packaged.contains("credential-process"), "{inside}");
+        assert!(!packaged.contains("demo"), "{inside} completes the demo");
     }
 
     let changelog = String::from_utf8(gunzip(
@@ -314,7 +357,7 @@ async fn the_unpacked_package_is_the_repository_and_its_binary_issue_13() {
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        changelog.starts_with(&format!("keyfed ({VERSION}-1) ")),
+        changelog.starts_with(&format!("keyfed ({}) ", expected_version(&deb).await)),
         "{changelog}"
     );
 }
@@ -341,8 +384,8 @@ async fn the_maintainer_scripts_are_the_repositorys_issue_13() {
         .collect();
     names.sort();
     // No conffiles: the package puts nothing in /etc; /etc/keyfed is made by tmpfiles.
-    // (cargo-deb writes no md5sums.)
-    assert_eq!(names, ["control", "postinst", "postrm", "prerm"]);
+    // md5sums: tests/package/build adds it (cargo-deb writes none).
+    assert_eq!(names, ["control", "md5sums", "postinst", "postrm", "prerm"]);
     for script in ["postinst", "postrm", "prerm"] {
         use std::os::unix::fs::PermissionsExt as _;
         let packaged = control.path().join(script);
@@ -355,6 +398,45 @@ async fn the_maintainer_scripts_are_the_repositorys_issue_13() {
         let mode = std::fs::metadata(&packaged).map(|m| m.permissions().mode() & 0o7777);
         assert_eq!(mode.ok(), Some(0o755), "{script}");
     }
+
+    // issue 13 (review): md5sums lists every file of the package with its sum, so dpkg
+    // --verify and debsums can check an installed keyfed.
+    let md5sums = std::fs::read_to_string(control.path().join("md5sums"))
+        .unwrap_or_else(|e| panic!("md5sums: {e}"));
+    let listed: BTreeMap<&str, &str> = md5sums
+        .lines()
+        .map(|line| {
+            let (sum, path) = line
+                .split_once("  ")
+                .unwrap_or_else(|| panic!("md5sums: {line}"));
+            (path, sum)
+        })
+        .collect();
+    let unpacked = Unpacked::new(&deb).await;
+    let files: Vec<String> = installed_sources()
+        .into_iter()
+        .map(|(path, _)| path)
+        .chain(GENERATED.iter().map(|p| (*p).to_owned()))
+        .collect();
+    assert_eq!(
+        listed
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        files.iter().map(String::as_str).collect(),
+        "the files md5sums lists"
+    );
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| unpacked.path(f).to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let sums = tool("md5sum", &args).await;
+    for (line, file) in sums.lines().zip(&files) {
+        let sum = line.split_whitespace().next().unwrap_or_default();
+        assert_eq!(listed.get(file.as_str()), Some(&sum), "md5sums: {file}");
+    }
+    assert_eq!(sums.lines().count(), files.len(), "{sums}");
 }
 
 #[tokio::test]
@@ -362,17 +444,18 @@ async fn lintian_finds_nothing_issue_13() {
     let Some(deb) = deb("lintian_finds_nothing") else {
         return;
     };
-    // Errors, warnings and informational tags; overridden ones (each with its reason in the
-    // package's lintian-overrides) are not shown.
+    // Every tag lintian has: errors, warnings, informational (-I), pedantic and experimental
+    // (-E) ones; overridden ones (each with its reason in the package's lintian-overrides) are
+    // not shown, and an override that no longer matches is a tag of its own.
     let mut lintian = tokio::process::Command::new("lintian");
     lintian
-        .args(["--info", "--pedantic", "--tag-display-limit", "0"])
+        .args(["-I", "--pedantic", "-E", "--tag-display-limit", "0"])
         .arg(&deb);
     let run = process::run("lintian", lintian, &Known::default(), Serves::Nothing).await;
     let tags: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.starts_with("I:"))
+        .filter(|l| matches!(l.get(..2), Some("E:" | "W:" | "I:" | "P:" | "X:")))
         .collect();
     assert!(tags.is_empty(), "lintian:\n{}\n{}", run.stdout, run.stderr);
     assert_eq!(

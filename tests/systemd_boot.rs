@@ -9,11 +9,15 @@
 //! the cached tree (or a copy where overlayfs is not available), removed when the test ends, so
 //! the cache stays clean. The unit runs as shipped: no drop-in loosens its sandbox.
 //!
-//! Proven: the package installs (its user created, nothing started), `systemctl enable --now`
-//! starts keyfed under the full sandbox and it reports READY, its outputs have the promised
-//! owners, groups and modes, a consumer unit with the shipped drop-in reads its credentials,
-//! `systemctl reload` keeps them, `systemctl stop` is clean, the journal carries keyfed's
-//! priorities, and nothing keyfed does is refused by the sandbox.
+//! Proven: the package installs (its user created, nothing enabled or started), `systemctl
+//! enable --now` starts keyfed under the full sandbox and it reports READY, its outputs have the
+//! promised owners, groups and modes, a consumer unit with the shipped drop-in reads its
+//! credentials, `systemctl reload` keeps them, an instance `keyfed@prod` runs beside it in a
+//! folder of its own, keyfed-once is skipped while the daemon runs, an upgrade restarts both
+//! daemons and keeps their files, `systemctl stop` is clean and leaves the instance alone,
+//! keyfed-once then writes files that outlive it, the journal carries keyfed's priorities,
+//! nothing keyfed does is refused by the sandbox, and a purge leaves no runtime folder, enable
+//! link or failed unit behind (issue 13, and its review).
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
@@ -41,13 +45,17 @@ fn artifacts(test: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 /// A booted container on a scratch root; everything is killed and removed when dropped, also
-/// when the test fails half-way.
+/// when the test fails half-way — from the moment the scratch folder exists, before anything is
+/// mounted. A test process killed outright runs no `Drop`: the scratch folder then holds
+/// `nspawn.pid` and `init.pid`, by which `tests/systemd/cleanup` (tests/run's exit trap) ends
+/// what is left and unmounts the overlay.
 struct Container {
     /// Holds `upper`, `work` and `root` (the overlay, or the copy).
     scratch: tempfile::TempDir,
     root: PathBuf,
+    /// The overlay is mounted on `root` (unmounted on drop).
     overlay: bool,
-    nspawn: std::process::Child,
+    nspawn: Option<std::process::Child>,
     /// The container's PID 1 (systemd), as the host sees it: `nsenter -t` enters through it.
     init: u32,
 }
@@ -65,36 +73,53 @@ impl Container {
         for dir in [&root, &upper, &work] {
             std::fs::create_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         }
+        // The guard first: a panic from here on unmounts and removes what was made.
+        let mut container = Self {
+            scratch,
+            root,
+            overlay: false,
+            nspawn: None,
+            init: 0,
+        };
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             tree.display(),
             upper.display(),
             work.display()
         );
-        let overlay = Command::new("mount")
+        container.overlay = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", &options])
-            .arg(&root)
+            .arg(&container.root)
             .status()
             .is_ok_and(|s| s.success());
-        if !overlay {
+        if !container.overlay {
             // Slower (a few seconds for ~250 MB), but works on any filesystem.
             let copied = Command::new("cp")
                 .args(["-a", "--reflink=auto", "-T"])
                 .arg(tree)
-                .arg(&root)
+                .arg(&container.root)
                 .status()
                 .unwrap_or_else(|e| panic!("cp: {e}"));
             assert!(copied.success(), "cannot copy {}", tree.display());
         }
-        let log = std::fs::File::create(scratch.path().join("console.log"))
+        let log = std::fs::File::create(container.scratch.path().join("console.log"))
             .unwrap_or_else(|e| panic!("{e}"));
         let log2 = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        // No machined on the host (--register=no) and no host systemd to make a scope
-        // (--keep-unit); the console goes to the log for a failing test's message.
-        let nspawn = Command::new("systemd-nspawn")
-            .arg("--directory")
-            .arg(&root)
-            .args(["--register=no", "--keep-unit", "--boot", "--console=pipe"])
+        // No machined on the host (--register=no). Without a host systemd (this machine, a CI
+        // container) nothing can make a scope: --keep-unit. On a host booted with systemd,
+        // systemd-nspawn asks it for a scope of its own with a delegated cgroup (untested here:
+        // the machines the suite runs on have no systemd as PID 1). The console goes to the log
+        // for a failing test's message.
+        let mut nspawn = Command::new("systemd-nspawn");
+        nspawn.arg("--directory").arg(&container.root).args([
+            "--register=no",
+            "--boot",
+            "--console=pipe",
+        ]);
+        if !Path::new("/run/systemd/system").is_dir() {
+            nspawn.arg("--keep-unit");
+        }
+        let nspawn = nspawn
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -103,14 +128,10 @@ impl Container {
             .unwrap_or_else(|e| {
                 panic!("systemd-nspawn (package systemd-container; tests/run installs it): {e}")
             });
-        let mut container = Self {
-            scratch,
-            root,
-            overlay,
-            init: 0,
-            nspawn,
-        };
+        container.note_pid("nspawn.pid", nspawn.id());
+        container.nspawn = Some(nspawn);
         container.init = container.wait_for_init();
+        container.note_pid("init.pid", container.init);
         let started = Instant::now();
         loop {
             let state = container.run("systemctl is-system-running");
@@ -134,9 +155,16 @@ impl Container {
         container
     }
 
+    /// Records `pid` in the scratch folder for `tests/systemd/cleanup`.
+    fn note_pid(&self, file: &str, pid: u32) {
+        let path = self.scratch.path().join(file);
+        std::fs::write(&path, format!("{pid}\n"))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
     /// The pid of systemd-nspawn's child that is the container's PID 1.
     fn wait_for_init(&mut self) -> u32 {
-        let pid = self.nspawn.id();
+        let pid = self.nspawn.as_ref().map_or(0, std::process::Child::id);
         let started = Instant::now();
         loop {
             // systemd-nspawn forks once: its only child is the container's init.
@@ -149,7 +177,7 @@ impl Container {
             {
                 return child;
             }
-            if let Ok(Some(status)) = self.nspawn.try_wait() {
+            if let Some(Ok(Some(status))) = self.nspawn.as_mut().map(|c| c.try_wait()) {
                 panic!("systemd-nspawn ended ({status}):\n{}", self.console());
             }
             assert!(
@@ -194,7 +222,7 @@ impl Container {
             out.script,
             out.stdout,
             out.stderr,
-            self.run("journalctl --no-pager -u keyfed -u my-app -n 80")
+            self.run("journalctl --no-pager -u 'keyfed*' -u my-app -n 80")
                 .stdout
         );
         out.stdout
@@ -203,6 +231,13 @@ impl Container {
     /// `systemctl show keyfed -p KEY`'s value.
     fn property(&self, unit: &str, key: &str) -> String {
         self.sh(&format!("systemctl show {unit} --value -p {key}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// `stat`'s owner, group, mode and type of `path` in the container.
+    fn stat(&self, path: &str) -> String {
+        self.sh(&format!("stat -c '%U:%G %a %F' {path}"))
             .trim()
             .to_owned()
     }
@@ -223,8 +258,10 @@ impl Drop for Container {
         if self.init != 0 {
             let _ = kill(Pid::from_raw(self.init as i32), Signal::SIGKILL);
         }
-        let _ = killpg(Pid::from_raw(self.nspawn.id() as i32), Signal::SIGKILL);
-        let _ = self.nspawn.wait();
+        if let Some(nspawn) = self.nspawn.as_mut() {
+            let _ = killpg(Pid::from_raw(nspawn.id() as i32), Signal::SIGKILL);
+            let _ = nspawn.wait();
+        }
         if self.overlay {
             // Lazily: a mount systemd-nspawn left behind must not keep the scratch folder.
             let _ = Command::new("umount").arg("-l").arg(&self.root).status();
@@ -309,19 +346,29 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
             "ca_file = \"/etc/keyfed/entra-ca.pem\"",
         );
     let issuer = fx.keycloak().issuer_url();
-    let config = format!(
+    let issuer_section = format!(
         "[issuers.corp]\nurl = \"{issuer}\"\nclient_id = \"host-secret\"\n\
-         client_secret_file = \"${{CREDENTIALS_DIRECTORY}}/keycloak-secret\"\n\n\
-         {aws}\n{gcp_target}\n{azure}\n\
+         client_secret_file = \"${{CREDENTIALS_DIRECTORY}}/keycloak-secret\"\n"
+    );
+    let config = format!(
+        "{issuer_section}\n{aws}\n{gcp_target}\n{azure}\n\
          [endpoint]\nlisten = [\"127.0.0.1:{endpoint_port}\"]\nimds_target = \"aws-prod\"\n"
+    );
+    // The instance keyfed@prod: its own configuration, writing under its own runtime folder.
+    let prod_config = format!(
+        "{issuer_section}\n{}",
+        fx.aws_target(
+            "prod-aws",
+            "{ kind = \"aws-credentials\", path = \"/run/keyfed-prod/prod-aws/credentials\" }",
+        )
     );
 
     let boot = Instant::now();
     let c = Container::boot(&tree);
     let boot_time = boot.elapsed();
 
-    // The package installs as the README says; its maintainer scripts make the user and start
-    // nothing.
+    // The package installs as the README says; its maintainer scripts make the user, and enable
+    // and start nothing (keyfed-once.service has no [Install]: its timer starts it).
     let deb_name = deb
         .file_name()
         .and_then(|n| n.to_str())
@@ -331,15 +378,28 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
         .unwrap_or_else(|e| panic!("copy {}: {e}", deb.display()));
     c.sh(&format!("cd /root && apt install -y -q ./{deb_name}"));
     c.sh("id keyfed");
-    assert_eq!(
-        c.property("keyfed", "ActiveState"),
-        "inactive",
-        "the package started keyfed"
+    for (unit, expected) in [
+        ("keyfed.service", "disabled"),
+        ("keyfed@.service", "disabled"),
+        ("keyfed-once.service", "static"),
+        ("keyfed-once.timer", "disabled"),
+    ] {
+        assert_eq!(
+            c.run(&format!("systemctl is-enabled {unit}")).stdout.trim(),
+            expected,
+            "{unit} after install"
+        );
+    }
+    let started =
+        c.sh("systemctl list-units --state=active,activating,failed --plain --no-legend 'keyfed*'");
+    assert!(
+        started.trim().is_empty(),
+        "the package started keyfed units:\n{started}"
     );
-    let enabled_at_install = c.run("systemctl is-enabled keyfed").stdout;
 
-    // The operator's configuration and secret, and the consumer's user.
+    // The operator's configurations and secrets, and the consumer's user.
     c.put("/root/keyfed.toml", config.as_bytes());
+    c.put("/root/prod.toml", prod_config.as_bytes());
     c.put(
         "/etc/keyfed/entra-ca.pem",
         &std::fs::read(fx.entra_ca()).unwrap_or_else(|e| panic!("{e}")),
@@ -347,18 +407,22 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
     c.put("/root/keycloak-secret", crate::util::SECRET.as_bytes());
     c.sh(
         "install -m 0640 -g keyfed /root/keyfed.toml /etc/keyfed/keyfed.toml \
+          && install -m 0640 -g keyfed /root/prod.toml /etc/keyfed/prod.toml \
           && install -m 0600 /root/keycloak-secret /etc/keyfed/keycloak-secret \
-          && rm /root/keyfed.toml /root/keycloak-secret \
+          && install -m 0600 /root/keycloak-secret /etc/keyfed/prod.keycloak-secret \
+          && rm /root/keyfed.toml /root/prod.toml /root/keycloak-secret \
           && useradd --system --no-create-home --shell /usr/sbin/nologin my-app",
     );
 
     // As the consumer drop-in's comments say: keyfed (no CAP_CHOWN) may give its output the
-    // group my-app only as a member of it.
-    c.sh("mkdir -p /etc/systemd/system/keyfed.service.d");
-    c.put(
-        "/etc/systemd/system/keyfed.service.d/my-app.conf",
-        b"[Service]\nSupplementaryGroups=my-app\n",
-    );
+    // group my-app only as a member of it — as the daemon, and as keyfed-once.
+    for unit in ["keyfed.service", "keyfed-once.service"] {
+        c.sh(&format!("mkdir -p /etc/systemd/system/{unit}.d"));
+        c.put(
+            &format!("/etc/systemd/system/{unit}.d/my-app.conf"),
+            b"[Service]\nSupplementaryGroups=my-app\n",
+        );
+    }
     c.sh("systemctl daemon-reload");
 
     // Type=notify: `enable --now` returns once keyfed said READY=1 (or failed).
@@ -382,11 +446,6 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
     let main_pid = c.property("keyfed", "MainPID");
 
     // The outputs, with the promised owners, groups and modes.
-    let stat = |path: &str| {
-        c.sh(&format!("stat -c '%U:%G %a %F' {path}"))
-            .trim()
-            .to_owned()
-    };
     for (path, expected) in [
         ("/run/keyfed", "keyfed:keyfed 751 directory"),
         ("/run/keyfed/keyfed.sock", "keyfed:keyfed 660 socket"),
@@ -410,7 +469,7 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
         ),
     ] {
         assert_eq!(
-            stat(path),
+            c.stat(path),
             expected,
             "{path}; keyfed's journal:\n{}",
             c.sh("journalctl -u keyfed --no-pager -o cat")
@@ -485,11 +544,112 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
         "the reload lost or replaced the credentials"
     );
     assert_eq!(
-        stat("/run/keyfed/aws-prod/credentials"),
+        c.stat("/run/keyfed/aws-prod/credentials"),
         "keyfed:my-app 640 regular file"
     );
 
-    // Stop: clean, with STOPPING=1 and the runtime folder gone.
+    // issue 13 (review): an instance of keyfed@.service runs beside keyfed.service, in a
+    // folder of its own where its clients find its socket, and touches none of its files.
+    let daemon_files = c.sh("find /run/keyfed | sort");
+    let instance = Instant::now();
+    c.sh("systemctl enable --now keyfed@prod");
+    let instance_to_ready = instance.elapsed();
+    assert_eq!(c.property("keyfed@prod", "ActiveState"), "active");
+    for (path, expected) in [
+        ("/run/keyfed-prod", "keyfed:keyfed 751 directory"),
+        ("/run/keyfed-prod/keyfed.sock", "keyfed:keyfed 660 socket"),
+        (
+            "/run/keyfed-prod/prod-aws/credentials",
+            "keyfed:keyfed 600 regular file",
+        ),
+    ] {
+        assert_eq!(
+            c.stat(path),
+            expected,
+            "{path}; keyfed@prod's journal:\n{}",
+            c.sh("journalctl -u keyfed@prod --no-pager -o cat")
+        );
+    }
+    know_credentials(&fx, &c.sh("cat /run/keyfed-prod/prod-aws/credentials"));
+    let prod_status = c.sh("keyfed --config /etc/keyfed/prod.toml status");
+    assert!(
+        prod_status.contains("prod-aws") && !prod_status.contains("aws-prod"),
+        "keyfed status for prod.toml did not answer from keyfed@prod:\n{prod_status}"
+    );
+    assert_eq!(c.sh("find /run/keyfed | sort"), daemon_files);
+    assert_eq!(c.sh("cat /run/keyfed/aws-prod/credentials"), credentials);
+
+    // issue 13 (review): keyfed-once is skipped, not failed, while keyfed.service runs, and
+    // leaves its files alone.
+    // (A finished oneshot's properties are gone once systemd unloads it: the journal tells.)
+    let once_journal = |c: &Container| c.sh("journalctl -u keyfed-once --no-pager -o cat");
+    c.sh("systemctl start keyfed-once");
+    wait_until_within(
+        Duration::from_secs(15),
+        "systemd to log that keyfed-once was skipped",
+        async || {
+            once_journal(&c).contains(
+                "skipped because of an unmet condition check \
+                 (ConditionPathExists=!/run/keyfed/keyfed.sock)",
+            )
+        },
+    )
+    .await;
+    assert!(
+        !once_journal(&c).contains("Starting keyfed-once"),
+        "keyfed-once ran beside keyfed.service:\n{}",
+        once_journal(&c)
+    );
+    assert_eq!(c.sh("cat /run/keyfed/aws-prod/credentials"), credentials);
+
+    // issue 13 (review): an upgrade restarts the running daemons with the new binary and
+    // keeps their runtime folders (RuntimeDirectoryPreserve=restart): consumers never find the
+    // files gone. The folder keeps its inode (never removed and made again); keyfed replaces a
+    // file by renaming a new one over it, so no file is ever missing either.
+    let version = c.sh("dpkg-query -W -f '${Version}' keyfed");
+    let higher = format!("{}+1", version.trim());
+    c.sh(&format!(
+        "dpkg-deb -R /root/{deb_name} /root/upgrade \
+          && sed -i 's/^Version: .*/Version: {higher}/' /root/upgrade/DEBIAN/control \
+          && dpkg-deb -Znone -b /root/upgrade /root/keyfed-upgrade.deb >/dev/null \
+          && dpkg --compare-versions '{higher}' gt '{version}'",
+        version = version.trim()
+    ));
+    let folders = "stat -c '%n %i' /run/keyfed /run/keyfed-prod";
+    let inodes = c.sh(folders);
+    let instance_pid = c.property("keyfed@prod", "MainPID");
+    let upgrade = Instant::now();
+    c.sh("apt install -y -q /root/keyfed-upgrade.deb");
+    let upgrade_time = upgrade.elapsed();
+    assert_eq!(c.sh("dpkg-query -W -f '${Version}' keyfed").trim(), higher);
+    for (unit, before) in [("keyfed", &main_pid), ("keyfed@prod", &instance_pid)] {
+        assert_eq!(c.property(unit, "ActiveState"), "active", "{unit}");
+        assert_ne!(
+            &c.property(unit, "MainPID"),
+            before,
+            "the upgrade did not restart {unit}"
+        );
+    }
+    assert_eq!(
+        c.sh(folders),
+        inodes,
+        "the restart removed a runtime folder (RuntimeDirectoryPreserve=restart)"
+    );
+    for file in [
+        "/run/keyfed/aws-prod/credentials",
+        "/run/keyfed-prod/prod-aws/credentials",
+    ] {
+        let after = c.sh(&format!("cat {file}"));
+        assert!(after.contains("aws_access_key_id"), "{file}:\n{after}");
+        know_credentials(&fx, &after);
+    }
+    assert_eq!(
+        c.stat("/run/keyfed/aws-prod/credentials"),
+        "keyfed:my-app 640 regular file"
+    );
+
+    // Stop: clean, with STOPPING=1 and the runtime folder gone; the instance and its files
+    // stay.
     c.sh("systemctl stop keyfed");
     assert_eq!(c.property("keyfed", "ActiveState"), "inactive");
     assert_eq!(c.property("keyfed", "Result"), "success");
@@ -499,6 +659,49 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
     );
     let lines = journal(&c);
     assert!(lines.contains("stopping"), "no 'stopping' line:\n{lines}");
+    assert_eq!(c.property("keyfed@prod", "ActiveState"), "active");
+    assert_eq!(
+        c.stat("/run/keyfed-prod/prod-aws/credentials"),
+        "keyfed:keyfed 600 regular file"
+    );
+
+    // issue 13 (review): without the daemon keyfed-once runs, succeeds, and its files (with
+    // the same owners and modes) stay after it ended; there is no socket.
+    let once = Instant::now();
+    c.sh("systemctl start keyfed-once");
+    let once_time = once.elapsed();
+    // `systemctl start` of a oneshot fails when the run fails.
+    wait_until_within(
+        Duration::from_secs(15),
+        "systemd to log keyfed-once's end",
+        async || once_journal(&c).contains("Finished keyfed-once.service"),
+    )
+    .await;
+    assert_eq!(c.property("keyfed-once", "ActiveState"), "inactive");
+    for (path, expected) in [
+        ("/run/keyfed", "keyfed:keyfed 751 directory"),
+        (
+            "/run/keyfed/aws-prod/credentials",
+            "keyfed:my-app 640 regular file",
+        ),
+        (
+            "/run/keyfed/gcp/access-token.json",
+            "keyfed:keyfed 600 regular file",
+        ),
+        (
+            "/run/keyfed/azure/management.json",
+            "keyfed:keyfed 600 regular file",
+        ),
+    ] {
+        assert_eq!(c.stat(path), expected, "{path} after keyfed-once");
+    }
+    assert!(!c.run("test -e /run/keyfed/keyfed.sock").ok);
+    know_credentials(&fx, &c.sh("cat /run/keyfed/aws-prod/credentials"));
+    // Its timer is what starts it; it runs after boot too.
+    c.sh("systemctl enable --now keyfed-once.timer");
+    assert_eq!(c.property("keyfed-once.timer", "ActiveState"), "active");
+    let timers = c.property("keyfed-once.timer", "TimersMonotonic");
+    assert!(timers.contains("OnBootUSec"), "{timers}");
 
     // The journal: keyfed's own lines carry their priorities (info 6, the refusal's warning 4).
     let entries = c.sh("journalctl -u keyfed -o json --no-pager _COMM=keyfed");
@@ -518,9 +721,12 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
 
     // Nothing keyfed did was refused by the sandbox: no EPERM/EACCES, no seccomp kill, no
     // namespace or credential set-up failure, in anything systemd or keyfed logged for keyfed's
-    // unit or the consumer's. (The rest of the boot is the container's own: dbus-daemon, for
+    // units or the consumer's. (The rest of the boot is the container's own: dbus-daemon, for
     // one, may not raise its file limit in it.)
-    let whole_journal = c.sh("journalctl -b --no-pager -o cat -u keyfed -u my-app");
+    let whole_journal = c.sh(
+        "journalctl -b --no-pager -o cat -u keyfed -u keyfed@prod -u keyfed-once \
+         -u keyfed-once.timer -u my-app",
+    );
     for refusal in [
         "Operation not permitted",
         "Permission denied",
@@ -544,15 +750,51 @@ async fn the_package_runs_under_a_real_systemd_issue_13() {
         &whole_journal,
     );
 
+    let purge_time = purge_leaves_nothing_running(&c);
+
     let _ = writeln!(
         std::io::stderr(),
         "systemd_boot (issue 13): boot to running {boot_time:.2?}, enable --now to READY \
-         {start_to_ready:.2?}, whole test {:.2?}; overlay: {}; enabled after install: {}; \
-         StatusText={status_text:?}",
+         {start_to_ready:.2?}, keyfed@prod to READY {instance_to_ready:.2?}, upgrade with two \
+         restarts {upgrade_time:.2?}, keyfed-once run {once_time:.2?}, purge \
+         {purge_time:.2?}, whole test {:.2?}; overlay: {}; StatusText={status_text:?}",
         whole.elapsed(),
         c.overlay,
-        enabled_at_install.trim(),
     );
+}
+
+/// issue 13 (review): `apt-get purge` with every unit enabled (keyfed.service, keyfed@prod,
+/// the timer), keyfed-once's files kept after its run and an instance failing, leaves no
+/// runtime folder, no enable link and no failed unit behind — and the operator's
+/// configuration and secrets in place. Returns how long the purge took.
+fn purge_leaves_nothing_running(c: &Container) -> Duration {
+    // An instance without its configuration and secret fails (LoadCredential=) and waits to
+    // be restarted: a unit the purge must not leave failed.
+    let _ = c.run("systemctl start keyfed@broken");
+    assert_ne!(c.property("keyfed@broken", "Result"), "success");
+    c.sh("systemctl enable keyfed");
+    assert_eq!(c.property("keyfed@prod", "UnitFileState"), "enabled");
+    assert_eq!(c.property("keyfed-once.timer", "UnitFileState"), "enabled");
+    c.sh("test -d /run/keyfed && test -d /run/keyfed-prod");
+
+    let purge = Instant::now();
+    c.sh("apt-get purge -y -q keyfed");
+    let purge_time = purge.elapsed();
+    assert!(!c.run("dpkg -s keyfed").ok, "keyfed is still installed");
+    let left = c.sh("ls -d /run/keyfed* 2>/dev/null || true");
+    assert!(left.trim().is_empty(), "runtime folders left: {left}");
+    let links = c.sh("find /etc/systemd/system -name 'keyfed*' -type l");
+    assert!(links.trim().is_empty(), "enable links left: {links}");
+    let failed = c.sh("systemctl list-units --all --failed --plain --no-legend 'keyfed*'");
+    assert!(failed.trim().is_empty(), "failed units left: {failed}");
+    let running =
+        c.sh("systemctl list-units --state=active,activating --plain --no-legend 'keyfed*'");
+    assert!(running.trim().is_empty(), "units left running: {running}");
+    c.sh(
+        "test -f /etc/keyfed/keyfed.toml && test -f /etc/keyfed/keycloak-secret \
+          && test -f /etc/keyfed/prod.toml && test -f /etc/keyfed/prod.keycloak-secret",
+    );
+    purge_time
 }
 
 /// Makes the keys in an AWS credentials file known secrets.

@@ -3,8 +3,9 @@
 //! (by default once the first round of refreshes is done), `EXTEND_TIMEOUT_USEC` again and
 //! again while a slow first round runs and never after READY=1, WATCHDOG=1 at half of
 //! `WATCHDOG_USEC`, a `STATUS=` line summing up the targets (`starting: …`, `… fresh`, a failing
-//! target named without its error, `reloading`, `stopping`), RELOADING=1 then READY=1 on
-//! SIGHUP, and STOPPING=1 on SIGTERM — also during a first round that is still under way.
+//! target named without its error, `reloading`, `stopping`), RELOADING=1 (with MONOTONIC_USEC=)
+//! then READY=1 on SIGHUP, and STOPPING=1 on SIGTERM — also during a first round that is still
+//! under way. Without NOTIFY_SOCKET it starts no status reporter.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -95,6 +96,14 @@ impl Notifications {
         }
     }
 
+    /// How many datagrams received so far hold `assignment`.
+    fn count(&self, assignment: &str) -> usize {
+        self.seen
+            .iter()
+            .filter(|d| d.lines().any(|l| l == assignment))
+            .count()
+    }
+
     /// Every `STATUS=` line received so far.
     fn statuses(&self) -> Vec<&str> {
         self.seen
@@ -129,6 +138,13 @@ fn run(fx: &Fixture, env: &[(&str, &str)]) -> Process {
         .chain(env.iter().copied())
         .collect();
     fx.spawn_run(&[], &env)
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd reads MONOTONIC_USEC=.
+fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or_default() * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or_default() / 1_000
 }
 
 /// "HH:MMZ", as STATUS= writes times.
@@ -174,11 +190,30 @@ async fn issue_7_ready_watchdog_reloading_and_stopping_reach_notify_socket() {
     notes.until("WATCHDOG=1").await;
     notes.until("WATCHDOG=1").await;
 
+    let signalled = monotonic_usec();
     daemon.signal(rustix::process::Signal::HUP);
     let reloading = notes.until("RELOADING=1").await;
+    let received = monotonic_usec();
     assert!(
         reloading.iter().any(|l| l == "STATUS=reloading"),
         "issue 13: the status says so with RELOADING=1: {reloading:?}"
+    );
+    // issue 13 (review): with when the reload began, on the clock systemd reads.
+    let began: u64 = reloading
+        .iter()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC= with RELOADING=1: {reloading:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("MONOTONIC_USEC= in {reloading:?}: {e}"));
+    assert!(
+        (signalled..=received).contains(&began),
+        "MONOTONIC_USEC={began} not between the signal ({signalled}) and its receipt ({received})"
+    );
+    assert_eq!(
+        notes.count("READY=1"),
+        1,
+        "exactly one READY=1 before the reload: {:?}",
+        notes.seen
     );
     notes.until("READY=1").await;
     notes.status("1 target fresh, next refresh ").await;
@@ -281,7 +316,7 @@ async fn issue_13_ready_any_does_not_wait_for_a_hanging_target() {
 async fn issue_13_ready_immediately_comes_before_any_upstream_call() {
     let (fx, mut notes) = fixture("[engine]\nready = \"immediately\"\n").await;
     let keycloak = fx.keycloak().control().hold("/");
-    let daemon = run(&fx, &[]);
+    let mut daemon = run(&fx, &[]);
     notes.until("READY=1").await;
     assert_eq!(fx.sts().control().hits("/"), 0, "no exchange has happened");
     assert!(!fx.path("process.json").exists());
@@ -291,6 +326,13 @@ async fn issue_13_ready_immediately_comes_before_any_upstream_call() {
     );
     notes.status("0 of 1 target fresh; 1 pending").await;
     held(&keycloak, 1, "the first Keycloak request").await;
+    // issue 13 (review): no second READY=1 once the first round ends, nor before a reload;
+    // one after it.
+    daemon.signal(rustix::process::Signal::HUP);
+    notes.until("RELOADING=1").await;
+    assert_eq!(notes.count("READY=1"), 1, "{:?}", notes.seen);
+    notes.until("READY=1").await;
+    daemon.wait_for_log("configuration reloaded").await;
     let log = daemon.stop().await;
     assert_eq!(log.code, Some(0), "{}", log.stderr);
     keycloak.release();
@@ -344,14 +386,21 @@ async fn issue_13_the_start_timeout_is_extended_during_a_slow_first_round_only()
 
 /// issue 13: SIGTERM during a first round that is still under way stops keyfed at once
 /// (STOPPING=1, no READY=1), where it used to wait for the round to end — with a long
-/// `start_jitter` systemd would have killed it after TimeoutStopSec.
+/// `start_jitter` systemd would have killed it after TimeoutStopSec. The bound is for
+/// correctness, not speed: the hung attempt would take attempt_timeout (60 s) to end.
 #[tokio::test]
 async fn issue_13_sigterm_during_the_first_round_stops_at_once() {
-    let (fx, mut notes) = fixture("").await;
+    let (fx, mut notes) = fixture("[engine]\nattempt_timeout = \"60s\"\n").await;
     let hang = fx.sts().control().hold("/");
     let daemon = run(&fx, &[]);
     held(&hang, 1, "the first exchange").await;
+    let signalled = std::time::Instant::now();
     let log = daemon.stop().await;
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped {took:?} after SIGTERM: it waited for the hung attempt"
+    );
     assert_eq!(log.code, Some(0), "{}", log.stderr);
     let stopping = notes.until("STOPPING=1").await;
     assert!(
@@ -364,4 +413,26 @@ async fn issue_13_sigterm_during_the_first_round_stops_at_once() {
         notes.seen
     );
     hang.release();
+}
+
+/// issue 13 (review): without NOTIFY_SOCKET (not under systemd) keyfed starts no status
+/// reporter — nothing to wake for — and says so in its debug log.
+#[tokio::test]
+async fn issue_13_no_notify_socket_no_reporter() {
+    let (fx, mut notes) = fixture("").await;
+    let mut daemon = fx.spawn_run(&[], &[]);
+    daemon
+        .wait_for_log("NOTIFY_SOCKET is not set: no notifications to systemd, no status reporter")
+        .await;
+    daemon.wait_for_log("keyfed running").await;
+    daemon.signal(rustix::process::Signal::HUP);
+    daemon.wait_for_log("configuration reloaded").await;
+    let log = daemon.stop().await;
+    assert_eq!(log.code, Some(0), "{}", log.stderr);
+    assert!(
+        !log.stderr.contains("reporting the targets to systemd"),
+        "{}",
+        log.stderr
+    );
+    assert!(notes.drain().is_empty(), "{:?}", notes.seen);
 }

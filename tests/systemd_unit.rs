@@ -99,7 +99,8 @@ fn units_verify_and_are_sandboxed() {
         for other in service.with {
             paths.push(install(dir.path(), other, other));
         }
-        let mut args = vec!["verify"];
+        // --man=no: the Documentation= man page is the package's; no host has it installed.
+        let mut args = vec!["verify", "--man=no"];
         args.extend(paths.iter().map(String::as_str));
         let (ok, _, stderr) = analyze(&args);
         assert!(
@@ -176,9 +177,21 @@ fn unit_allows_what_keyfed_needs() {
 /// keyfed-once keeps its folder after its run, or the credentials would go with it.
 #[test]
 fn the_units_agree_on_their_folders_issue_13() {
+    // The instance's runtime folder as systemd makes it before ExecStart (a name of this run's
+    // own, removed at the end): keyfed looks for an instance's socket in it when it is there.
+    let instance_folder = tempfile::Builder::new()
+        .prefix("keyfed-issue13-")
+        .tempdir_in("/run")
+        .unwrap_or_else(|e| panic!("a folder in /run (tests run as root): {e}"));
+    let instance = instance_folder
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("keyfed-"))
+        .unwrap_or_else(|| panic!("{}", instance_folder.path().display()));
     let mut folders = Vec::new();
     for service in &SERVICES {
-        let unit = source(service.file).replace("%i", "test");
+        let unit = source(service.file).replace("%i", instance);
         let value = |key: &str| value(&unit, key, service.file);
         let runtime = format!("/run/{}", value("RuntimeDirectory"));
         assert_eq!(value("ReadWritePaths"), runtime, "{}", service.file);
@@ -212,6 +225,16 @@ fn the_units_agree_on_their_folders_issue_13() {
                 service.file
             ),
         }
+        // issue 13 (review): a daemon's restart (an upgrade's try-restart, a crash's
+        // Restart=on-failure) must not delete the valid files consumers read; a stop still does.
+        if service.runs == Runs::Daemon {
+            assert_eq!(
+                value("RuntimeDirectoryPreserve"),
+                "restart",
+                "{}: a restart must keep the credential files",
+                service.file
+            );
+        }
         assert!(
             value("LoadCredential").starts_with("keycloak-secret:/etc/keyfed/"),
             "{}",
@@ -227,4 +250,37 @@ fn the_units_agree_on_their_folders_issue_13() {
             );
         }
     }
+}
+
+/// issue 13 (review): every unit names its manual, and keyfed-once's boot run comes from its
+/// timer, not from multi-user.target — a oneshot wanted there holds the boot up to
+/// TimeoutStartSec= while Keycloak is unreachable.
+#[test]
+fn the_once_service_is_started_by_its_timer_only_issue_13() {
+    for file in [
+        "keyfed.service",
+        "keyfed@.service",
+        "keyfed-once.service",
+        "keyfed-once.timer",
+    ] {
+        assert_eq!(
+            values(&source(file), "Documentation"),
+            ["man:keyfed(1)"],
+            "{file}"
+        );
+    }
+    let service = source("keyfed-once.service");
+    assert!(
+        !service.lines().any(|l| l.trim() == "[Install]"),
+        "keyfed-once.service must not be enabled on its own: its timer starts it"
+    );
+    let timer = source("keyfed-once.timer");
+    assert!(
+        !values(&timer, "OnBootSec").is_empty(),
+        "keyfed-once.timer must run the service after boot"
+    );
+    assert_eq!(
+        value(&timer, "WantedBy", "keyfed-once.timer"),
+        "timers.target"
+    );
 }

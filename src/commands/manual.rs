@@ -32,10 +32,25 @@ pub fn man() -> anyhow::Result<()> {
 
 /// The completion script for `shell`, completing `keyfed`.
 pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
-    let mut command = Cli::command();
+    let mut command = completed();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut command, "keyfed", &mut out);
     out
+}
+
+/// The command line the completions offer: [`Cli`]'s without its hidden subcommands (`demo`
+/// in a build without the emulators). clap_complete's scripts offer hidden subcommands too, and
+/// clap cannot remove one from a command, so this is a copy with the visible ones.
+fn completed() -> clap::Command {
+    let full = Cli::command();
+    let mut command = clap::Command::new("keyfed")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        command = command.about(about.clone());
+    }
+    command
 }
 
 /// The command line as the manual describes it: built, so every subcommand knows its global
@@ -153,9 +168,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "/run/keyfed/keyfed.sock",
         "The control socket keyfed run answers (credential-process, gcp-subject-token, status, \
-         exec, env): the default for root and for a configuration in /etc/keyfed/; else \
+         exec, env), unless [control] socket names another: the default for root and for a \
+         configuration in /etc/keyfed/ (but see /run/keyfed-NAME/ below); else \
          $XDG_RUNTIME_DIR/keyfed.sock, $RUNTIME_DIRECTORY/keyfed.sock or \
-         ~/.cache/keyfed/keyfed.sock, or [control] socket.",
+         ~/.cache/keyfed/keyfed.sock.",
     ),
     (
         "/run/keyfed/",
@@ -165,9 +181,11 @@ const FILES: &[(&str, &str)] = &[
     (
         "/etc/keyfed/NAME.toml, /run/keyfed-NAME/",
         "The configuration of the instance keyfed@NAME.service (its secret: \
-         /etc/keyfed/NAME.keycloak-secret) and its runtime folder, beside /run/keyfed: the \
-         default control socket of a configuration /etc/keyfed/NAME.toml other than \
-         keyfed.toml is /run/keyfed-NAME/keyfed.sock.",
+         /etc/keyfed/NAME.keycloak-secret) and its runtime folder, beside /run/keyfed, which \
+         systemd creates when the instance starts and removes when it stops. While \
+         /run/keyfed-NAME/ exists, the default control socket of /etc/keyfed/NAME.toml (any \
+         NAME, keyfed too) is /run/keyfed-NAME/keyfed.sock, for the instance and its clients \
+         alike; otherwise it is /run/keyfed/keyfed.sock as above.",
     ),
     (
         "$XDG_RUNTIME_DIR/keyfed/, ~/.cache/keyfed/",
@@ -204,13 +222,17 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "JOURNAL_STREAM",
-        "Set by systemd when standard error goes to the journal: log lines then carry a \
-         syslog priority prefix and no timestamp of their own (unless --log-format json).",
+        "Set by systemd when standard error goes to the journal: when it names standard \
+         error, every log line, text or JSON (--log-format), starts with a syslog priority \
+         prefix (<3> error to <7> debug) that journald turns into the entry's priority, and \
+         text lines carry no timestamp of their own (the journal has one).",
     ),
     (
         "NOTIFY_SOCKET, WATCHDOG_USEC",
-        "Set by systemd for Type=notify services: keyfed run reports READY=1, STATUS=, \
-         STOPPING=1 and watchdog pings there.",
+        "Set by systemd for Type=notify services: keyfed run reports there READY=1; STATUS= \
+         with the targets' state; EXTEND_TIMEOUT_USEC= while its first round outlasts \
+         systemd's start timeout; RELOADING=1 with MONOTONIC_USEC= on SIGHUP, then READY=1 \
+         again; STOPPING=1; and WATCHDOG=1 pings every half WATCHDOG_USEC.",
     ),
     (
         "CREDENTIALS_DIRECTORY, RUNTIME_DIRECTORY",

@@ -6,8 +6,8 @@
 //! says (by default once every target has had its first attempt), `EXTEND_TIMEOUT_USEC` every
 //! few seconds while a slow first round is within its budget (start jitter, one attempt, the
 //! first writes; see `systemd::ready`), a `STATUS=` line summing up the targets whenever it
-//! changes, `RELOADING=1` then READY=1 around a reload, and `STOPPING=1` before anything slow
-//! at shutdown.
+//! changes, `RELOADING=1` (with `MONOTONIC_USEC=`) then READY=1 around a reload, and
+//! `STOPPING=1` before anything slow at shutdown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ pub async fn daemon(path: &Path, once: bool, on_ready: impl FnOnce(&Engine)) -> 
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    status.hold("RELOADING=1", "reloading");
+                    status.hold(&systemd::reloading(), "reloading");
                     let running = Arc::clone(&publish.borrow());
                     if let Some(fresh) = reload(path, &socket, endpoint.as_ref(), &clock, &running) {
                         // The old engines stop writing the old configuration's outputs (a

@@ -30,27 +30,36 @@ const SYSTEM_CONFIG_DIR: &str = "/etc/keyfed";
 const SYSTEM_SOCKET: &str = "/run/keyfed/keyfed.sock";
 
 /// The socket's default path, first rule that applies:
-/// 1. `/run/keyfed-NAME/keyfed.sock` for a configuration `/etc/keyfed/NAME.toml` other than
-///    `keyfed.toml`, whoever asks: the instance unit `keyfed@NAME.service`'s
-///    `RuntimeDirectory=keyfed-NAME`. A folder of its own beside `/run/keyfed`, not inside it:
-///    systemd removes a unit's runtime folder with everything in it when the unit stops, so
-///    one inside `/run/keyfed` would vanish with `keyfed.service`;
-/// 2. `/run/keyfed/keyfed.sock` for root, or for any other configuration in `/etc/keyfed/`
-///    (the shipped unit's `RuntimeDirectory=`, where the system daemon's clients look for it);
+/// 1. `/run/keyfed-NAME/keyfed.sock` for a configuration `/etc/keyfed/NAME.toml` (any NAME,
+///    `keyfed` too) while the folder `/run/keyfed-NAME/` exists, whoever asks: the instance
+///    unit `keyfed@NAME.service`'s `RuntimeDirectory=keyfed-NAME`, which systemd creates
+///    before the daemon starts and keeps while it runs. Only root can create it, so no other
+///    user can plant it; and without it (no instance runs, or `keyfed.service` runs the file
+///    with `--config`) the next rule applies as it did before instances existed. A folder of
+///    its own beside `/run/keyfed`, not inside it: systemd removes a unit's runtime folder with
+///    everything in it when the unit stops, so one inside `/run/keyfed` would vanish with
+///    `keyfed.service`;
+/// 2. `/run/keyfed/keyfed.sock` for root, or for any configuration in `/etc/keyfed/` (the
+///    shipped unit's `RuntimeDirectory=`, where the system daemon's clients look for it);
 /// 3. `$XDG_RUNTIME_DIR/keyfed.sock` (the user's private runtime folder);
 /// 4. `$RUNTIME_DIRECTORY/keyfed.sock`, its first entry, for a daemon systemd runs without
 ///    `XDG_RUNTIME_DIR` (the home systemd gives it is often read-only or missing);
 /// 5. `~/.cache/keyfed/keyfed.sock` when `HOME` is an absolute path other than `/`.
 ///
 /// Otherwise there is no safe default, and the error says to set `[control] socket`. The folder
-/// is checked (owner, mode, no symlink) when the daemon binds the socket.
+/// is checked (owner, mode, no symlink) when the daemon binds the socket. `is_dir` says whether
+/// a folder exists ([`is_dir`] outside tests).
 pub fn default_socket(
     env: &dyn Fn(&str) -> Option<String>,
     is_root: bool,
     config_file: &Path,
+    is_dir: &dyn Fn(&Path) -> bool,
 ) -> Result<PathBuf, String> {
     if let Some(name) = instance_name(config_file) {
-        return Ok(PathBuf::from(format!("/run/keyfed-{name}/keyfed.sock")));
+        let folder = PathBuf::from(format!("/run/keyfed-{name}"));
+        if is_dir(&folder) {
+            return Ok(folder.join("keyfed.sock"));
+        }
     }
     if is_root || is_system_config(config_file) {
         return Ok(PathBuf::from(SYSTEM_SOCKET));
@@ -85,20 +94,34 @@ fn is_system_config(file: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// `NAME` for a configuration `/etc/keyfed/NAME.toml` other than `keyfed.toml`: the instance
-/// of `keyfed@.service` that runs it.
+/// `NAME` for a configuration `/etc/keyfed/NAME.toml`: the instance of `keyfed@.service` that
+/// would run it.
 fn instance_name(file: &Path) -> Option<String> {
     if !is_system_config(file) || file.extension()? != "toml" {
         return None;
     }
     let name = file.file_stem()?.to_str()?;
-    (name != "keyfed" && !name.is_empty()).then(|| name.to_owned())
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Whether `path` is a folder: whether systemd made an instance's runtime folder.
+pub fn is_dir(path: &Path) -> bool {
+    path.is_dir()
 }
 
 pub fn resolve(ctx: &Ctx<'_>, raw: Option<&RawControl>) -> Result<SocketSpec, ConfigError> {
+    resolve_with(ctx, raw, &is_dir)
+}
+
+/// [`resolve`], asking `is_dir` whether a folder exists.
+pub fn resolve_with(
+    ctx: &Ctx<'_>,
+    raw: Option<&RawControl>,
+    is_dir: &dyn Fn(&Path) -> bool,
+) -> Result<SocketSpec, ConfigError> {
     let path = match raw.and_then(|r| r.socket.as_deref()) {
         Some(p) => ctx.path("control.socket", p)?,
-        None => default_socket(ctx.env, ctx.host.is_root, ctx.file)
+        None => default_socket(ctx.env, ctx.host.is_root, ctx.file, is_dir)
             .map_err(|message| ctx.err("control.socket", message))?,
     };
     let mode = match raw.and_then(|r| r.mode.as_deref()) {
@@ -116,14 +139,26 @@ pub fn resolve(ctx: &Ctx<'_>, raw: Option<&RawControl>) -> Result<SocketSpec, Co
 mod tests {
     use super::*;
 
+    /// The default on a host where no instance's runtime folder exists.
     fn default(pairs: &[(&str, &str)], is_root: bool, file: &str) -> Result<PathBuf, String> {
+        default_with(pairs, is_root, file, &[])
+    }
+
+    /// The default on a host where the folders `dirs` exist.
+    fn default_with(
+        pairs: &[(&str, &str)],
+        is_root: bool,
+        file: &str,
+        dirs: &[&str],
+    ) -> Result<PathBuf, String> {
         let env = |name: &str| {
             pairs
                 .iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         };
-        default_socket(&env, is_root, Path::new(file))
+        let is_dir = |path: &Path| dirs.iter().any(|d| Path::new(d) == path);
+        default_socket(&env, is_root, Path::new(file), &is_dir)
     }
 
     fn path(p: &str) -> Result<PathBuf, String> {
@@ -162,8 +197,9 @@ mod tests {
     }
 
     /// issue 13: each instance of `keyfed@.service` runs `/etc/keyfed/NAME.toml` with a
-    /// runtime folder of its own; the daemon and every client (root, other users, other units)
-    /// find its socket there, never the main unit's.
+    /// runtime folder of its own; while it runs (systemd made `/run/keyfed-NAME`), the daemon
+    /// and every client (root, other users, other units) find its socket there, never the main
+    /// unit's.
     #[test]
     fn an_instance_configuration_uses_a_runtime_folder_of_its_own() {
         let instance = [("RUNTIME_DIRECTORY", "/run/keyfed-prod"), ("HOME", "/")];
@@ -171,27 +207,68 @@ mod tests {
             ("XDG_RUNTIME_DIR", "/run/user/1000"),
             ("HOME", "/home/alice"),
         ];
+        let running = ["/run/keyfed-prod", "/run/keyfed"];
         for (env, is_root) in [
             (&instance[..], false),
             (&client[..], false),
             (&[][..], true),
         ] {
             assert_eq!(
-                default(env, is_root, "/etc/keyfed/prod.toml"),
+                default_with(env, is_root, "/etc/keyfed/prod.toml", &running),
                 path("/run/keyfed-prod/keyfed.sock"),
                 "{env:?}"
             );
         }
         assert_eq!(
-            default(&client, false, "/etc/keyfed/keyfed.toml"),
+            default_with(&client, false, "/etc/keyfed/keyfed.toml", &running),
             path(SYSTEM_SOCKET)
+        );
+        // `keyfed@keyfed.service` is an instance like any other.
+        assert_eq!(
+            default_with(
+                &client,
+                false,
+                "/etc/keyfed/keyfed.toml",
+                &["/run/keyfed-keyfed"]
+            ),
+            path("/run/keyfed-keyfed/keyfed.sock")
         );
         // Only a `.toml` file right in /etc/keyfed names an instance.
         assert_eq!(
-            default(&client, false, "/etc/keyfed/prod.toml.d/x.toml"),
+            default_with(
+                &client,
+                false,
+                "/etc/keyfed/prod.toml.d/x.toml",
+                &["/run/keyfed-x", "/run/keyfed-prod.toml.d"]
+            ),
             path("/run/user/1000/keyfed.sock")
         );
-        assert_eq!(default(&[], true, "/etc/keyfed/.toml"), path(SYSTEM_SOCKET));
+        assert_eq!(
+            default_with(&[], true, "/etc/keyfed/.toml", &["/run/keyfed-"]),
+            path(SYSTEM_SOCKET)
+        );
+    }
+
+    /// issue 13 (review): without its runtime folder — no instance runs it, or `keyfed.service`
+    /// runs it with `--config /etc/keyfed/NAME.toml` (its drop-in's ReadWritePaths= has only
+    /// /run/keyfed) — a configuration in /etc/keyfed keeps the socket it had before instances
+    /// existed, for the daemon and its clients alike.
+    #[test]
+    fn without_its_runtime_folder_an_instance_name_keeps_run_keyfed() {
+        let unit = [("RUNTIME_DIRECTORY", "/run/keyfed"), ("HOME", "/")];
+        let client = [
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("HOME", "/home/alice"),
+        ];
+        for (env, is_root) in [(&unit[..], false), (&client[..], false), (&[][..], true)] {
+            for dirs in [&[][..], &["/run/keyfed"][..], &["/run/keyfed-other"][..]] {
+                assert_eq!(
+                    default_with(env, is_root, "/etc/keyfed/aws.toml", dirs),
+                    path(SYSTEM_SOCKET),
+                    "{env:?} {dirs:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -153,6 +153,16 @@ pub fn control_socket(
     env: &dyn Fn(&str) -> Option<String>,
     host: &Host,
 ) -> Result<std::path::PathBuf, ConfigError> {
+    control_socket_with(file, env, host, &control::is_dir)
+}
+
+/// [`control_socket`], asking `is_dir` whether a folder exists (tests: an instance running).
+fn control_socket_with(
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    host: &Host,
+    is_dir: &dyn Fn(&Path) -> bool,
+) -> Result<std::path::PathBuf, ConfigError> {
     let from_file = std::fs::read_to_string(file)
         .ok()
         .and_then(|text| parse(file, &text).ok())
@@ -163,11 +173,11 @@ pub fn control_socket(
                 host,
                 warnings: Vec::new(),
             };
-            control::resolve(&ctx, raw.control.as_ref()).ok()
+            control::resolve_with(&ctx, raw.control.as_ref(), is_dir).ok()
         });
     match from_file {
         Some(spec) => Ok(spec.path),
-        None => control::default_socket(env, host.is_root, file)
+        None => control::default_socket(env, host.is_root, file, is_dir)
             .map_err(|message| ConfigError::at(file, "control.socket", message)),
     }
 }

@@ -605,7 +605,8 @@ fn the_ready_policy_is_read_checked_and_shown_issue_13() {
 
 /// issue 13: a client of an instance of `keyfed@.service` (`keyfed --config
 /// /etc/keyfed/NAME.toml credential-process …`) finds its socket in the instance's runtime
-/// folder even when it cannot read the configuration, as the daemon itself does.
+/// folder even when it cannot read the configuration, as the daemon itself does; without that
+/// folder (no instance runs) it looks where it did before instances existed.
 #[test]
 fn clients_find_an_instance_s_socket_by_the_daemon_s_rule_issue_13() {
     let host = |is_root| Host {
@@ -613,12 +614,23 @@ fn clients_find_an_instance_s_socket_by_the_daemon_s_rule_issue_13() {
         is_root,
     };
     let user = env_of(&[("XDG_RUNTIME_DIR", "/run/user/1000"), ("HOME", "/home/a")]);
+    let running = |dir: &Path| dir == Path::new("/run/keyfed-prod");
+    let stopped = |_: &Path| false;
     for is_root in [false, true] {
+        let socket = |is_dir: &dyn Fn(&Path) -> bool| {
+            control_socket_with(
+                Path::new("/etc/keyfed/prod.toml"),
+                &user,
+                &host(is_root),
+                is_dir,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
         assert_eq!(
-            control_socket(Path::new("/etc/keyfed/prod.toml"), &user, &host(is_root))
-                .unwrap_or_else(|e| panic!("{e}")),
+            socket(&running),
             PathBuf::from("/run/keyfed-prod/keyfed.sock")
         );
+        assert_eq!(socket(&stopped), PathBuf::from("/run/keyfed/keyfed.sock"));
         assert_eq!(
             control_socket(Path::new(SYSTEM_CONFIG), &user, &host(is_root))
                 .unwrap_or_else(|e| panic!("{e}")),

@@ -28,7 +28,7 @@ use keyfed_core::emulator::report;
 
 use super::backoff::Backoff;
 use super::schedule::{due, first_attempt, jitter, refresh_at};
-use super::target::EXPIRY_MARGIN;
+use super::target::usable;
 use super::{Fetch, SlotKey, Source, TargetEngine};
 use crate::credential::Credential;
 use crate::sources::AWS_CONSUMER_WINDOW;
@@ -117,7 +117,7 @@ impl Host {
 
     fn usable_at(&self, now: SystemTime) -> bool {
         self.current
-            .is_some_and(|(expires, _)| now + EXPIRY_MARGIN < expires)
+            .is_some_and(|(expires, _)| usable(expires, now))
     }
 }
 

@@ -19,6 +19,8 @@ mod target;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 pub use backoff::Backoff;
 pub use keyfed_core::exchange::SlotKey;
 pub use schedule::{refresh_at, too_short_for_readers};
@@ -48,19 +50,41 @@ mod herd;
 mod tests;
 
 /// Every target's engine, by name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
     targets: BTreeMap<String, Arc<TargetEngine>>,
+    /// Bumped by every target at each change of its state ([`Engine::changes`]).
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl Engine {
     pub fn new(targets: Vec<TargetEngine>) -> Self {
+        let changes = watch::Sender::new(0);
         Self {
             targets: targets
                 .into_iter()
-                .map(|t| (t.name().to_owned(), Arc::new(t)))
+                .map(|t| {
+                    let t = t.with_changes(changes.clone());
+                    (t.name().to_owned(), Arc::new(t))
+                })
                 .collect(),
+            changes,
         }
+    }
+
+    /// Changes whenever any target's state does — an attempt starts or ends, outputs are
+    /// written, a reload hands a target its predecessor's state — so a watcher (readiness,
+    /// systemd's STATUS=) wakes for changes instead of polling. Time alone changes how a
+    /// target is judged only when its credential stops being usable
+    /// ([`Snapshot::usable_until`]): a watcher that cares sleeps until then.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn target(&self, name: &str) -> Option<&Arc<TargetEngine>> {

@@ -67,6 +67,18 @@ use crate::outputs::{Output, OutputError};
 /// hands; it counts as expired.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
+/// The one rule for whether a credential expiring at `expires` may be handed out at `now`:
+/// before [`usable_until`].
+pub fn usable(expires: SystemTime, now: SystemTime) -> bool {
+    usable_until(expires).is_some_and(|until| now < until)
+}
+
+/// When a credential expiring at `expires` stops being usable: [`EXPIRY_MARGIN`] before it
+/// expires (`None` only for a time too early to subtract from, never usable).
+pub fn usable_until(expires: SystemTime) -> Option<SystemTime> {
+    expires.checked_sub(EXPIRY_MARGIN)
+}
+
 /// A credential and when it is due for refresh.
 #[derive(Debug)]
 pub struct Issued {
@@ -76,7 +88,7 @@ pub struct Issued {
 
 impl Issued {
     pub fn usable_at(&self, now: SystemTime) -> bool {
-        now + EXPIRY_MARGIN < self.credential.expires_at()
+        usable(self.credential.expires_at(), now)
     }
 }
 
@@ -193,7 +205,13 @@ impl Snapshot {
     /// Whether the target holds a credential that may be handed out at `now` (every variant
     /// its configuration names included): what `/readyz` and `keyfed_target_up` call ready.
     pub fn usable_at(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|e| now + EXPIRY_MARGIN < e)
+        self.expires_at.is_some_and(|e| usable(e, now))
+    }
+
+    /// When [`Snapshot::usable_at`] turns false with no refresh meanwhile (`None` without a
+    /// credential): the one change in how a target is judged that time alone brings.
+    pub fn usable_until(&self) -> Option<SystemTime> {
+        self.expires_at.and_then(usable_until)
     }
 
     /// The state's name as `keyfed status` shows it; a stopped target is backing off (or
@@ -258,6 +276,14 @@ pub struct TargetEngine {
     /// Set when a reload replaces this engine: it writes no more outputs, and its background
     /// loop stops.
     retired: watch::Sender<bool>,
+    /// Counts changes of the state snapshots show (an attempt starting or ending, outputs
+    /// written), shared by the targets of one [`super::Engine`]: readiness and systemd's
+    /// STATUS= wait for it instead of polling.
+    changes: watch::Sender<u64>,
+    /// Tests: a refresh that made its credential current waits for this to be true before it
+    /// goes on.
+    #[cfg(test)]
+    after_current: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for TargetEngine {
@@ -296,7 +322,29 @@ impl TargetEngine {
             writes: Mutex::new(Writes::default()),
             written: watch::Sender::new(0),
             retired: watch::Sender::new(false),
+            changes: watch::Sender::new(0),
+            #[cfg(test)]
+            after_current: None,
         }
+    }
+
+    /// Counts this target's changes in `changes` (one counter for all of an engine's targets).
+    pub(super) fn with_changes(mut self, changes: watch::Sender<u64>) -> Self {
+        self.changes = changes;
+        self
+    }
+
+    /// Says that the state snapshots show has changed.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Makes a refresh that made its credential current wait for `gate` to be true (tests:
+    /// what others see at that moment).
+    #[cfg(test)]
+    pub fn pausing_after_current(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.after_current = Some(gate);
+        self
     }
 
     /// Gives the target its variants: those to keep fresh in the background, and the bound on
@@ -660,6 +708,7 @@ impl TargetEngine {
             }
             s.refreshing = true;
         }
+        self.changed();
         let span = match &slot.key {
             None => tracing::info_span!("refresh", target = %self.name),
             Some(key) => tracing::info_span!("refresh", target = %self.name, slot = %key),
@@ -680,6 +729,25 @@ impl TargetEngine {
             )),
             Err(e) => Err(FetchError::passing(format!("the refresh task failed: {e}"))),
         };
+        let settled = self.settle(&slot, outcome, started, &span);
+        #[cfg(test)]
+        if settled.is_ok()
+            && let Some(gate) = &self.after_current
+        {
+            let _ = gate.clone().wait_for(|&open| open).await;
+        }
+        settled
+    }
+
+    /// Records how an attempt on `slot` that began at `started` ended: its credential made
+    /// current and handed to the writer, or its failure and when to retry.
+    fn settle(
+        self: &Arc<Self>,
+        slot: &Slot,
+        outcome: Result<Arc<Issued>, FetchError>,
+        started: std::time::Instant,
+        span: &tracing::Span,
+    ) -> Result<Arc<Issued>, FetchError> {
         let mut s = slot.lock();
         s.refreshing = false;
         s.attempts += 1;
@@ -687,7 +755,7 @@ impl TargetEngine {
         match outcome {
             Ok(issued) => {
                 if s.current.is_none() {
-                    self.warn_if_too_short(&slot, &issued);
+                    self.warn_if_too_short(slot, &issued);
                 }
                 s.stats.refreshes_ok += 1;
                 s.stats.last_success = Some(self.clock.now());
@@ -695,10 +763,13 @@ impl TargetEngine {
                 s.retry_at = None;
                 s.last_error = None;
                 s.current = Some(Arc::clone(&issued));
-                drop(s);
                 // Handed over while the flight lock is held, so credentials reach the writer
-                // in the order they were issued.
+                // in the order they were issued; and while the slot's lock is, so whoever sees
+                // the credential current also finds it counted in `handed`: `outputs_written`
+                // (READY=1) waits for its files.
                 self.hand_to_writer(slot.key.as_ref(), &issued);
+                drop(s);
+                self.changed();
                 Ok(issued)
             }
             Err(e) => {
@@ -709,6 +780,7 @@ impl TargetEngine {
                 s.retry_at = Some(now + delay);
                 s.last_error = Some(e.clone());
                 drop(s);
+                self.changed();
                 span.in_scope(|| {
                     if e.stopped().is_some() {
                         tracing::error!(target = %self.name, retry_in = ?delay, "refresh failed: {e}");
@@ -779,7 +851,7 @@ impl TargetEngine {
             fetch_slot_within(&*self.source, slot.key.as_ref(), self.attempt_timeout).await?;
         let now = self.clock.now();
         let expires = credential.expires_at();
-        if now + EXPIRY_MARGIN >= expires {
+        if !usable(expires, now) {
             return Err(FetchError::passing(format!(
                 "the new {} expires at {}, too soon to use (check the clocks)",
                 credential.describe(),
@@ -855,6 +927,7 @@ impl TargetEngine {
                 w.pending.first().map_or(w.handed, |(seq, _, _)| seq - 1)
             };
             self.written.send_replace(done);
+            self.changed();
         }
     }
 
@@ -942,6 +1015,7 @@ impl TargetEngine {
         });
         drop(old_on_demand);
         *self.output_errors() = previous.output_errors().clone();
+        self.changed();
     }
 
     /// When the background loop should act next for `slot`.

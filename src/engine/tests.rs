@@ -2344,3 +2344,56 @@ async fn issue_10_the_subject_token_keeps_its_own_consumers_window() {
     // The main credential has no window: about 2/3 of its life (±10 %).
     assert!(left(&main) < Duration::from_secs(660), "{:?}", left(&main));
 }
+
+/// issue 13 (review): READY=1 waits for the first outputs (`outputs_written`), so whoever sees a
+/// credential current must also find it handed to the writer. The refresh is paused right after
+/// its credential became current, the disk is stuck: `outputs_written` must still be waiting —
+/// it used to see the old count and complete before the file was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_outputs_written_counts_a_credential_as_soon_as_it_is_current() {
+    let clock = start();
+    let fake = Fake::new(&clock, Duration::from_secs(3600));
+    let disk = Arc::new(Disk::default());
+    let output = Output {
+        name: "credential-process-json",
+        kind: OutputKind::CredentialProcessJson,
+        path: "/nowhere/process.json".into(),
+        mode: None,
+        owner: None,
+        group: None,
+    };
+    let (gate, paused) = tokio::sync::watch::channel(false);
+    let t = Arc::new({
+        let disk = Arc::clone(&disk);
+        engine(&clock, Box::new(Shared(Arc::clone(&fake))), vec![output])
+            .with_output_writer(move |_, credential| disk.write(credential))
+            .pausing_after_current(paused)
+    });
+    let refresh = tokio::spawn({
+        let t = Arc::clone(&t);
+        async move { t.refresh().await }
+    });
+    until("the credential is current", || {
+        t.snapshot().usable_at(clock.now())
+    })
+    .await;
+    let written_already = tokio::select! {
+        biased;
+        () = t.outputs_written() => true,
+        () = std::future::ready(()) => false,
+    };
+    assert!(
+        !written_already,
+        "outputs_written completed while the credential's file was not written"
+    );
+    gate.send_replace(true);
+    disk.set_open(true);
+    refresh
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::timeout(Duration::from_secs(60), t.outputs_written())
+        .await
+        .unwrap_or_else(|_| panic!("the outputs were never written"));
+    assert_eq!(disk.written().len(), 1);
+}

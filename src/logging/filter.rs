@@ -8,8 +8,10 @@
 //! Without `KEYFED_LOG` libraries stay at `warn`.
 //!
 //! A `KEYFED_LOG` that does not parse is not used, and not silently: the default applies (with
-//! `--log-level`, if given) and one warning names the filter and what is wrong with it. An
-//! empty `KEYFED_LOG` counts as unset.
+//! `--log-level`, if given) and one warning names the filter and what is wrong with it — not
+//! UTF-8 included. An empty `KEYFED_LOG` counts as unset.
+
+use std::ffi::OsStr;
 
 use tracing_subscriber::EnvFilter;
 
@@ -33,21 +35,28 @@ pub(super) struct Chosen {
 }
 
 /// The filter for `keyfed_log` (the value of `KEYFED_LOG`, if set) and `level`.
-pub(super) fn choose(keyfed_log: Option<&str>, level: Option<LogLevel>) -> Chosen {
-    let given = keyfed_log.map(str::trim).filter(|f| !f.is_empty());
-    let (base, warning) = match given {
-        None => (default(), None),
-        Some(f) => match EnvFilter::builder().parse(f) {
+pub(super) fn choose(keyfed_log: Option<&OsStr>, level: Option<LogLevel>) -> Chosen {
+    let given = keyfed_log.map(|f| f.to_str().map(str::trim).ok_or(f));
+    let (base, problem) = match given {
+        None | Some(Ok("")) => (default(), None),
+        Some(Ok(f)) => match EnvFilter::builder().parse(f) {
             Ok(_) => (f.to_owned(), None),
             Err(e) => (
                 default(),
-                Some(format!(
-                    "KEYFED_LOG={f:?} is not a valid filter ({e}); logging with the default \
-                     filter instead (see `keyfed --help`, --log-level)"
-                )),
+                Some(format!("{f:?} is not a valid filter ({e})")),
             ),
         },
+        Some(Err(f)) => (
+            default(),
+            Some(format!("{:?} is not UTF-8", f.to_string_lossy())),
+        ),
     };
+    let warning = problem.map(|problem| {
+        format!(
+            "KEYFED_LOG={problem}; logging with the default filter instead (see `keyfed --help`, \
+             --log-level)"
+        )
+    });
     let directives = match level {
         // Later directives for the same target replace earlier ones.
         Some(level) => format!("{base},{}", own(level)),

@@ -10,11 +10,17 @@
 //! the same keys, whoever reads it); `level` is one of the words `--log-level` takes; `target` is
 //! the module that logged; `fields` holds the event's fields as JSON values (numbers and
 //! booleans as such, anything else as its text); `spans` the spans it happened in, outermost
-//! first, each its `name` and fields. Both are present, perhaps empty, in every object.
+//! first, each its `name` and fields. Both are present, perhaps empty, in every object. A string
+//! longer than 8 KiB as written is cut there, ending `…[N bytes cut]`.
+//!
+//! `serde_json` escapes every control character below U+0020 (newline and NUL, where journald
+//! ends a line, among them), `"` and `\`: an object is one line as written, and `line.rs` adds
+//! only the priority prefix. It writes DEL (U+007F) as is, which JSON allows.
 
 use std::sync::Arc;
 
-use keyfed_core::clock::Clock;
+use keyfed_core::clock::{Clock, rfc3339_millis};
+use keyfed_core::http::error_chain;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber, span};
@@ -23,7 +29,7 @@ use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::line::rfc3339_millis;
+use super::line::{MAX_TEXT, cut_marker};
 
 /// The word for `level` (as `--log-level` takes it).
 fn level_word(level: &Level) -> &'static str {
@@ -156,6 +162,10 @@ impl Fields {
     }
 
     fn put(&mut self, field: &Field, value: Value) {
+        let value = match value {
+            Value::String(s) => Value::String(cut(s)),
+            other => other,
+        };
         let text = |value: Value| match value {
             Value::String(s) => s,
             other => other.to_string(),
@@ -208,17 +218,36 @@ impl Visit for Fields {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        self.put(field, text.into());
+        self.put(field, error_chain(value).into());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.put(field, format!("{value:?}").into());
+    }
+}
+
+/// `text` cut to [`MAX_TEXT`] bytes as JSON writes it (escapes included), with the marker of
+/// text lines: a line journald splits could start a piece with a forged priority (`line.rs`).
+/// Each string (the message, every field's value) is cut on its own, so the object stays whole.
+fn cut(mut text: String) -> String {
+    let mut written = 0;
+    let at = text.char_indices().find_map(|(at, c)| {
+        written += escaped_len(c);
+        (written > MAX_TEXT).then_some(at)
+    });
+    if let Some(at) = at {
+        let marker = cut_marker(text.len() - at);
+        text.truncate(at);
+        text.push_str(&marker);
+    }
+    text
+}
+
+/// How many bytes `c` takes inside a JSON string as `serde_json` writes it.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+        '\0'..='\x1f' => 6,
+        c => c.len_utf8(),
     }
 }

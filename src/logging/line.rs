@@ -1,12 +1,12 @@
 //! The last step of every log line: the syslog priority prefix under the journal, one event on
-//! one line (control characters escaped) everywhere but a terminal, and the timestamps of text
-//! lines. Also how keyfed knows it writes to the journal.
+//! one line (control characters and backslashes escaped, the text cut at 8 KiB) for text
+//! everywhere but a terminal, and the timestamps of text lines. Also how keyfed knows it writes
+//! to the journal.
 
 use std::io::{self, Write as _};
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use keyfed_core::clock::Clock;
+use keyfed_core::clock::{Clock, rfc3339_millis};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
@@ -117,9 +117,21 @@ impl<W: io::Write> Drop for Line<W> {
     }
 }
 
+/// The most of an event's text a line holds, in bytes as written (escapes included); the rest
+/// is cut, and [`cut_marker`] says how much. journald splits a line longer than its `LineMax`
+/// (48 KiB by default) and reads a `<N>` priority at the start of every piece, which would then
+/// be text from anywhere (an upstream's error): no event of keyfed's own comes near this.
+pub(super) const MAX_TEXT: usize = 8 * 1024;
+
+/// What stands in for the `cut` bytes of text a line does not hold.
+pub(super) fn cut_marker(cut: usize) -> String {
+    format!("…[{cut} bytes cut]")
+}
+
 /// `formatted` (one event, as formatted) as the line to write: with `<priority>` first (the
-/// padding before the level dropped), control characters escaped if `one_line`, one newline
-/// at the end.
+/// padding before the level dropped), one newline at the end, and if `one_line` control
+/// characters and backslashes escaped (so that `\n` in a line is always a newline, never
+/// someone's two characters) and the text cut at [`MAX_TEXT`].
 pub(super) fn shape(formatted: &[u8], priority: Option<u8>, one_line: bool) -> Vec<u8> {
     let mut body = formatted.strip_suffix(b"\n").unwrap_or(formatted);
     let mut line = Vec::with_capacity(body.len() + 8);
@@ -128,17 +140,16 @@ pub(super) fn shape(formatted: &[u8], priority: Option<u8>, one_line: bool) -> V
         body = body.trim_ascii_start();
     }
     if one_line {
-        // Byte by byte is safe: in UTF-8 no byte of a multi-byte character is below 0x80.
-        for &byte in body {
-            match byte {
-                b'\n' => line.extend_from_slice(b"\\n"),
-                b'\r' => line.extend_from_slice(b"\\r"),
-                b'\t' => line.push(byte),
-                // journald also ends a line at NUL; the rest would garble a terminal or a reader.
-                0..=0x1f | 0x7f => {
-                    let _ = write!(line, "\\x{byte:02x}");
-                }
-                _ => line.push(byte),
+        let start = line.len();
+        // A formatter writes `str`s: nothing is lost (nor any byte of a character split).
+        let text = String::from_utf8_lossy(body);
+        for (at, c) in text.char_indices() {
+            let before = line.len();
+            escape(c, &mut line);
+            if line.len() - start > MAX_TEXT {
+                line.truncate(before);
+                line.extend_from_slice(cut_marker(text.len() - at).as_bytes());
+                break;
             }
         }
     } else {
@@ -146,6 +157,21 @@ pub(super) fn shape(formatted: &[u8], priority: Option<u8>, one_line: bool) -> V
     }
     line.push(b'\n');
     line
+}
+
+/// `c` as a one-line text line writes it.
+fn escape(c: char, into: &mut Vec<u8>) {
+    match c {
+        '\n' => into.extend_from_slice(b"\\n"),
+        '\r' => into.extend_from_slice(b"\\r"),
+        '\\' => into.extend_from_slice(b"\\\\"),
+        '\t' => into.push(b'\t'),
+        // journald also ends a line at NUL; the rest would garble a terminal or a reader.
+        '\0'..='\x1f' | '\x7f' => {
+            let _ = write!(into, "\\x{:02x}", u32::from(c));
+        }
+        c => into.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+    }
 }
 
 /// Timestamps of text lines, in UTC: RFC 3339 with milliseconds, or only the time of day.
@@ -178,9 +204,4 @@ impl FormatTime for Utc {
         };
         w.write_str(shown)
     }
-}
-
-/// `t` in UTC, RFC 3339 with milliseconds.
-pub(super) fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -14,9 +14,11 @@
 //!   object and its `PRIORITY=` is right, which is what journal readers (Vector, Fluent Bit,
 //!   Promtail, `journalctl -o json`) expect.
 //!
-//! Everywhere but a terminal one event is one line: a newline or other control character inside
-//! a message or field is escaped (`\n`), so no line of a multi-line message reaches the journal
-//! without its prefix or a log file without its timestamp (`line.rs`).
+//! Everywhere but a terminal one event is one line: in text a newline or other control
+//! character inside a message or field is escaped (`\n`, `\x1b`; a backslash as `\\`), and JSON
+//! escapes its own, so no line of a multi-line message reaches the journal without its prefix
+//! or a log file without its timestamp. An event's text is cut at 8 KiB, so that journald never
+//! splits a line (`line.rs`).
 //!
 //! Which events: `KEYFED_LOG` takes a filter such as `debug` or `keyfed=debug,reqwest=trace`
 //! (default: `info` for keyfed's crates, `warn` for libraries); `--log-level` sets keyfed's own
@@ -82,7 +84,7 @@ pub fn init(settings: Settings) {
     } else {
         Destination::Other
     };
-    let chosen = filter::choose(std::env::var("KEYFED_LOG").ok().as_deref(), settings.level);
+    let chosen = filter::choose(std::env::var_os("KEYFED_LOG").as_deref(), settings.level);
     let format = settings.format.unwrap_or(LogFormat::Text);
     let layer = layer(format, destination, Arc::new(SystemClock), std::io::stderr);
     tracing_subscriber::registry()
@@ -111,7 +113,9 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let journal = destination == Destination::Journal;
-    let lines = line::Lines::new(sink, journal, destination != Destination::Terminal);
+    // A JSON object is one line already (`json.rs`); escaping it again would break it.
+    let one_line = format == LogFormat::Text && destination != Destination::Terminal;
+    let lines = line::Lines::new(sink, journal, one_line);
     match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(lines)

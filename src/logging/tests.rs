@@ -3,7 +3,9 @@
 //! JSON objects' shape, the journal check, and which events `KEYFED_LOG` and `--log-level` let
 //! through — against an in-memory standard error and a clock the test sets.
 
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +15,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Filter, SubscriberExt as _};
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
-use super::line::{is_journal, shape};
+use super::line::{MAX_TEXT, is_journal, shape};
 use super::{Destination, filter, layer};
 use crate::cli::{LogFormat, LogLevel};
 
@@ -107,8 +109,10 @@ fn issue13_under_the_journal_each_line_starts_with_its_priority_and_has_no_times
 #[test]
 fn issue13_a_multi_line_message_is_one_prefixed_line_under_the_journal() {
     let log = logged(LogFormat::Text, Destination::Journal, multi_line);
+    // The formatter quotes a field's text as Rust does (`"a\nb"`, a backslash and an n), and
+    // the line escapes that backslash like any other.
     assert_eq!(
-        log, "<4>WARN first line\\nsecond line\\r\\nthird detail=\"a\\nb\"\n",
+        log, "<4>WARN first line\\nsecond line\\r\\nthird detail=\"a\\\\nb\"\n",
         "escaped: no line of it reaches the journal without the prefix"
     );
 }
@@ -128,7 +132,7 @@ fn issue13_text_elsewhere_has_a_utc_timestamp_with_milliseconds_and_one_line_per
     let log = logged(LogFormat::Text, Destination::Other, multi_line);
     assert_eq!(
         log,
-        "2023-11-14T22:13:20.250Z  WARN first line\\nsecond line\\r\\nthird detail=\"a\\nb\"\n"
+        "2023-11-14T22:13:20.250Z  WARN first line\\nsecond line\\r\\nthird detail=\"a\\\\nb\"\n"
     );
 }
 
@@ -244,8 +248,8 @@ fn issue13_json_under_the_journal_is_prefixed_and_the_rest_is_the_object() {
 #[test]
 fn issue13_shape_escapes_control_characters_but_keeps_tabs_and_utf8() {
     assert_eq!(
-        shape("a\0b\tc\x1bé\x7f\n".as_bytes(), None, true),
-        "a\\x00b\tc\\x1bé\\x7f\n".as_bytes()
+        shape("a\0b\tc\x1bé\x7f\\n\n".as_bytes(), None, true),
+        "a\\x00b\tc\\x1bé\\x7f\\\\n\n".as_bytes()
     );
     assert_eq!(shape(b"x", Some(6), true), b"<6>x\n", "a newline is added");
     assert_eq!(shape(b"  INFO x\n", Some(6), false), b"<6>INFO x\n");
@@ -285,7 +289,7 @@ fn passed(
     keyfed_log: Option<&str>,
     level: Option<LogLevel>,
 ) -> (Vec<&'static str>, Option<String>) {
-    let chosen = filter::choose(keyfed_log, level);
+    let chosen = filter::choose(keyfed_log.map(OsStr::new), level);
     let log = logged_with(LogFormat::Json, Destination::Other, chosen.filter, || {
         tracing::info!(target: "keyfed", "keyfed info");
         tracing::debug!(target: "keyfed", "keyfed debug");
@@ -447,7 +451,7 @@ fn issue13_every_crate_of_the_workspace_is_one_of_keyfeds_own() {
 
 #[test]
 fn issue13_the_aws_runtime_stays_capped_at_debug_whatever_the_flags() {
-    let chosen = filter::choose(Some("trace"), Some(LogLevel::Trace));
+    let chosen = filter::choose(Some(OsStr::new("trace")), Some(LogLevel::Trace));
     let log = logged_with(
         LogFormat::Text,
         Destination::Other,
@@ -459,4 +463,187 @@ fn issue13_the_aws_runtime_stays_capped_at_debug_whatever_the_flags() {
     );
     assert!(log.contains("a summary"), "{log}");
     assert!(!log.contains("whole request"), "{log}");
+}
+
+/// Issue 13, review: serde_json writes DEL as is, and the text lines' escaping turned it into
+/// `\x7f`, which is no JSON escape: anyone who chose an upstream's error text could make a
+/// log shipper drop the line.
+#[test]
+fn issue13_json_with_a_del_or_a_backslash_in_it_stays_json_in_the_journal_and_a_file() {
+    for destination in [Destination::Journal, Destination::Other] {
+        let log = logged(LogFormat::Json, destination, || {
+            tracing::warn!(detail = "c\x7f\\d\0", "a\x7fb\\n\u{2028}é");
+        });
+        let object = log.strip_prefix("<4>").unwrap_or(&log);
+        assert_eq!(log.lines().count(), 1, "{destination:?}: {log:?}");
+        let event = parse(object.trim_end());
+        assert_eq!(event["message"], "a\u{7f}b\\n\u{2028}é", "{destination:?}");
+        assert_eq!(event["fields"]["detail"], "c\u{7f}\\d\0", "{destination:?}");
+    }
+}
+
+/// Issue 13, review: a backslash was written as is, so an upstream's text `\n<3>ERROR …` read
+/// like a real newline escaped.
+#[test]
+fn issue13_a_backslash_in_text_is_escaped_so_no_one_forges_an_escaped_newline() {
+    let log = logged(LogFormat::Text, Destination::Journal, || {
+        tracing::error!("real\nforged\\n<3>ERROR x");
+    });
+    assert_eq!(log, "<3>ERROR real\\nforged\\\\n<3>ERROR x\n");
+    let log = logged(LogFormat::Text, Destination::Other, || {
+        tracing::error!("a\\b");
+    });
+    assert!(log.ends_with(" ERROR a\\\\b\n"), "{log:?}");
+    let log = logged(LogFormat::Text, Destination::Terminal, || {
+        tracing::error!("a\\b");
+    });
+    assert!(log.contains(" a\\b"), "as written on a terminal: {log:?}");
+}
+
+const MARKER: &str = " bytes cut]";
+
+/// The number of bytes a `…[N bytes cut]` marker ending `text` says were cut.
+fn cut_bytes(text: &str) -> usize {
+    let inside = text
+        .strip_suffix(MARKER)
+        .and_then(|t| t.rsplit_once("…["))
+        .unwrap_or_else(|| panic!("no marker at the end: …{:?}", tail(text)));
+    inside
+        .1
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {:?}", tail(text)))
+}
+
+fn tail(text: &str) -> &str {
+    let from = text.floor_char_boundary(text.len().saturating_sub(60));
+    &text[from..]
+}
+
+/// Issue 13, review: journald splits a line longer than 48 KiB and reads a priority at the
+/// start of each piece, where anyone's text could say `<0>`.
+#[test]
+fn issue13_a_long_event_is_cut_on_a_character_boundary_with_a_marker_in_text_and_json() {
+    // 3-byte characters, so a cut at a byte count would split one; NULs, written 4 (text) or 6
+    // (JSON) bytes long, so the limit must count bytes as written.
+    let long = format!("start {}", "€".repeat(6000));
+    let nuls = "\0".repeat(6000);
+    for (text, escaped) in [(&long, long.clone()), (&nuls, "\\x00".repeat(6000))] {
+        let log = logged(LogFormat::Text, Destination::Journal, || {
+            tracing::error!("{text}");
+        });
+        assert_eq!(log.lines().count(), 1);
+        let line = log.strip_suffix('\n').unwrap_or_else(|| panic!("{log:?}"));
+        let written = line.strip_prefix("<3>").unwrap_or_else(|| panic!("{line}"));
+        let cut = cut_bytes(written);
+        let kept = &written[..written.len() - format!("…[{cut}{MARKER}").len()];
+        assert!(
+            kept.len() <= MAX_TEXT && kept.len() > MAX_TEXT - 4,
+            "{}",
+            kept.len()
+        );
+        let kept = kept.strip_prefix("ERROR ").unwrap_or_default();
+        assert!(
+            escaped.starts_with(kept),
+            "cut between characters and escapes"
+        );
+        let kept_bytes = kept.len() * text.len() / escaped.len();
+        assert_eq!(
+            kept_bytes + cut,
+            text.len(),
+            "the marker counts the bytes cut"
+        );
+    }
+    let short = logged(LogFormat::Text, Destination::Other, || {
+        tracing::error!("{}", "x".repeat(MAX_TEXT - 100));
+    });
+    assert!(!short.contains(MARKER), "a line that fits is whole");
+
+    for destination in [Destination::Journal, Destination::Other] {
+        let log = logged(LogFormat::Json, destination, || {
+            tracing::error!(detail = %long, nuls = %nuls, "{long}");
+        });
+        assert_eq!(log.lines().count(), 1);
+        let object = log.strip_prefix("<3>").unwrap_or(&log);
+        let event = parse(object.trim_end());
+        for (key, value, original) in [
+            ("message", &event["message"], &long),
+            ("detail", &event["fields"]["detail"], &long),
+            ("nuls", &event["fields"]["nuls"], &nuls),
+        ] {
+            let value = value.as_str().unwrap_or_else(|| panic!("{key}: {event}"));
+            let cut = cut_bytes(value);
+            let kept = &value[..value.len() - format!("…[{cut}{MARKER}").len()];
+            assert!(original.starts_with(kept), "{key}");
+            assert_eq!(kept.len() + cut, original.len(), "{key}");
+            let as_json = serde_json::to_string(kept).unwrap_or_default().len() - 2;
+            assert!(
+                as_json <= MAX_TEXT && as_json > MAX_TEXT - 8,
+                "{key}: {as_json}"
+            );
+        }
+        assert!(object.len() < 4 * MAX_TEXT, "{}", object.len());
+    }
+}
+
+/// A failure whose message already holds its cause's, as many libraries' errors do.
+#[derive(Debug)]
+struct Outer(Inner);
+
+#[derive(Debug)]
+struct Inner;
+
+impl std::fmt::Display for Outer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot reach Keycloak: {}", self.0)
+    }
+}
+
+impl std::fmt::Display for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection refused")
+    }
+}
+
+impl std::error::Error for Outer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl std::error::Error for Inner {}
+
+/// Issue 13, review: JSON's error fields had their own chain, which said a cause twice when
+/// the outer message already held it; now the one every error message uses.
+#[test]
+fn issue13_a_json_error_field_names_each_cause_once() {
+    let log = logged(LogFormat::Json, Destination::Other, || {
+        let error: &(dyn std::error::Error + 'static) = &Outer(Inner);
+        tracing::warn!(error, "refresh failed");
+    });
+    let event = parse(log.trim_end());
+    assert_eq!(
+        event["fields"]["error"],
+        "cannot reach Keycloak: connection refused"
+    );
+}
+
+/// Issue 13, review: a `KEYFED_LOG` that is not UTF-8 was taken as unset, without a word.
+#[test]
+fn issue13_a_keyfed_log_that_is_not_utf8_is_named_in_a_warning_and_the_default_applies() {
+    let chosen = filter::choose(Some(OsStr::from_bytes(b"keyfed=\xffdebug")), None);
+    let warning = chosen.warning.unwrap_or_else(|| panic!("no warning"));
+    assert!(
+        warning.starts_with(
+            "KEYFED_LOG=\"keyfed=\u{fffd}debug\" is not UTF-8; logging with the default filter"
+        ),
+        "{warning}"
+    );
+    let log = logged_with(LogFormat::Text, Destination::Other, chosen.filter, || {
+        tracing::debug!(target: "keyfed", "keyfed debug");
+        tracing::info!(target: "keyfed", "keyfed info");
+    });
+    assert!(
+        log.contains("keyfed info") && !log.contains("keyfed debug"),
+        "{log}"
+    );
 }

@@ -312,7 +312,7 @@ impl Folder {
         let mut file = std::fs::File::from(fd);
         if owner.is_some() || group.is_some() {
             std::os::unix::fs::fchown(&file, owner, group)
-                .map_err(|e| super::folder::chown_failed(&shown, &e, group))?;
+                .map_err(|e| super::folder::chown_failed(&shown, &e, owner, group))?;
         }
         file.set_permissions(std::fs::Permissions::from_mode(spec.mode))
             .map_err(context("chmod"))?;

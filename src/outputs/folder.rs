@@ -265,7 +265,7 @@ impl Folder {
             Ok(fd) => {
                 if owner != me {
                     std::os::unix::fs::fchown(&fd, Some(owner), None)
-                        .map_err(|e| chown_failed(&shown, &e, None))?;
+                        .map_err(|e| chown_failed(&shown, &e, Some(owner), None))?;
                 }
                 fd
             }
@@ -373,16 +373,37 @@ fn check_regular(shown: &Path, st: &Stat, owner: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// A failed chown of `shown`, saying what an unprivileged keyfed needs when it was to give the
-/// file `group`: the shipped unit has no CAP_CHOWN, so only a group keyfed's user is a member of
-/// can be given (issue 13: the consumer drop-in's `group` failed so under a real systemd).
-pub(crate) fn chown_failed(shown: &Path, e: &io::Error, group: Option<u32>) -> io::Error {
-    let hint = match group {
-        Some(gid) if e.kind() == io::ErrorKind::PermissionDenied => format!(
-            "; to give it group {gid}, keyfed's user must be a member of that group (under \
-             systemd: SupplementaryGroups= in a drop-in for keyfed.service) or have CAP_CHOWN"
-        ),
-        _ => String::new(),
+/// A failed chown of `shown` that was to give it `owner` and/or `group` (only what differs
+/// from the file's own), saying what an unprivileged keyfed needs for that change: the shipped
+/// units have no CAP_CHOWN, so keyfed's user can give a file only a group it is a member of, and
+/// never another owner (issue 13: the consumer drop-in's `group` failed so under a real systemd).
+pub(crate) fn chown_failed(
+    shown: &Path,
+    e: &io::Error,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> io::Error {
+    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+        match (owner, group) {
+            (Some(uid), Some(gid)) => format!(
+                "; to give it owner {uid} and group {gid}, keyfed must run as root or have \
+                 CAP_CHOWN (under systemd: User=root and CapabilityBoundingSet=CAP_CHOWN in a \
+                 drop-in for the unit running keyfed)"
+            ),
+            (Some(uid), None) => format!(
+                "; to give it owner {uid}, keyfed must run as root or have CAP_CHOWN (under \
+                 systemd: User=root and CapabilityBoundingSet=CAP_CHOWN in a drop-in for the \
+                 unit running keyfed)"
+            ),
+            (None, Some(gid)) => format!(
+                "; to give it group {gid}, keyfed's user must be a member of that group (under \
+                 systemd: SupplementaryGroups= in a drop-in for the unit running keyfed) or \
+                 have CAP_CHOWN"
+            ),
+            (None, None) => String::new(),
+        }
+    } else {
+        String::new()
     };
     io::Error::new(
         e.kind(),
@@ -407,9 +428,12 @@ fn create(parent: &OwnedFd, name: &OsStr, shown: &Path, new: NewFolder) -> io::R
     if st.st_uid != euid() {
         return Err(refuse(shown, "was replaced while keyfed created it"));
     }
-    if new.owner.is_some_and(|o| o != st.st_uid) || new.group.is_some_and(|g| g != st.st_gid) {
-        std::os::unix::fs::fchown(&fd, new.owner, new.group)
-            .map_err(|e| chown_failed(shown, &e, new.group))?;
+    // Only what differs, so the error names the change that needs a privilege.
+    let owner = new.owner.filter(|&o| o != st.st_uid);
+    let group = new.group.filter(|&g| g != st.st_gid);
+    if owner.is_some() || group.is_some() {
+        std::os::unix::fs::fchown(&fd, owner, group)
+            .map_err(|e| chown_failed(shown, &e, owner, group))?;
     }
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
         .map_err(|e| failed("chmod", shown, e))?;
@@ -586,5 +610,51 @@ mod tests {
         folder
             .lock(name, euid(), Duration::ZERO)
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// issue 13 (review): the hint after a refused chown names the change that needed the
+    /// privilege — the owner, the group or both — and no unit by name (keyfed@NAME runs it
+    /// too); another error gets none.
+    #[test]
+    fn a_refused_chown_says_what_the_change_needs() {
+        let shown = Path::new("/run/keyfed/aws/credentials");
+        let eperm = io::Error::from_raw_os_error(1);
+        let says = |owner, group| chown_failed(shown, &eperm, owner, group).to_string();
+
+        let group = says(None, Some(1001));
+        assert!(
+            group.starts_with("cannot chown /run/keyfed/aws/credentials: ")
+                && group.contains("; to give it group 1001, keyfed's user must be a member")
+                && group.contains("SupplementaryGroups= in a drop-in for the unit running keyfed"),
+            "{group}"
+        );
+        let owner = says(Some(1002), None);
+        assert!(
+            owner.contains("; to give it owner 1002, keyfed must run as root or have CAP_CHOWN"),
+            "{owner}"
+        );
+        assert!(!owner.contains("group"), "{owner}");
+        let both = says(Some(1002), Some(1001));
+        assert!(
+            both.contains("; to give it owner 1002 and group 1001, keyfed must run as root"),
+            "{both}"
+        );
+        assert!(!both.contains("SupplementaryGroups"), "{both}");
+        for hint in [&group, &owner, &both] {
+            assert!(!hint.contains("keyfed.service"), "{hint}");
+        }
+        assert_eq!(
+            chown_failed(shown, &eperm, None, None).kind(),
+            io::ErrorKind::PermissionDenied
+        );
+
+        let other = chown_failed(
+            shown,
+            &io::Error::from_raw_os_error(5),
+            Some(1002),
+            Some(1001),
+        );
+        assert_eq!(other.kind(), io::Error::from_raw_os_error(5).kind());
+        assert!(!other.to_string().contains("; to give it"), "{other}");
     }
 }

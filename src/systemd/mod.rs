@@ -6,6 +6,8 @@
 
 pub mod ready;
 pub mod status;
+#[cfg(test)]
+mod testing;
 
 use std::os::unix::net::UnixDatagram;
 
@@ -34,6 +36,15 @@ pub fn notify(state: &str) {
     if let Err(e) = sent {
         tracing::warn!("cannot notify systemd ({state}): {e}");
     }
+}
+
+/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd 253 and later want beside it (`Type=
+/// notify-reload`): when the reload began, in microseconds of `CLOCK_MONOTONIC`.
+pub fn reloading() -> String {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = u64::try_from(now.tv_sec).unwrap_or_default() * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or_default() / 1_000;
+    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
 }
 
 /// Pings the systemd watchdog at half of `WatchdogSec` for as long as the returned task runs;

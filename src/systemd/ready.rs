@@ -35,9 +35,6 @@ pub const EXTEND_EVERY: Duration = Duration::from_secs(2);
 /// at boot) does not let the timeout fire between two extensions.
 pub const EXTEND_BY: Duration = Duration::from_secs(5);
 
-/// How often the targets are looked at while waiting.
-const POLL: Duration = Duration::from_millis(20);
-
 /// The longest an honest first round takes under `settings`: the start jitter, one attempt,
 /// and the wait for its outputs.
 pub fn budget(settings: &EngineSettings) -> Duration {
@@ -67,9 +64,12 @@ async fn extend(budget: Duration) {
     std::future::pending::<()>().await;
 }
 
-/// Waits for the targets `policy` needs, then (for a while) for their outputs.
+/// Waits for the targets `policy` needs, then (for a while) for their outputs. It looks again
+/// at each change of the engine's state, not on a timer: only a change can make it ready.
 async fn settled(engine: &Engine, policy: Ready, clock: &dyn Clock) {
+    let mut changes = engine.changes();
     let first: Option<Arc<TargetEngine>> = loop {
+        changes.borrow_and_update();
         let now = clock.now();
         if policy == Ready::Any
             && let Some(t) = engine.targets().find(|t| t.snapshot().usable_at(now))
@@ -79,7 +79,10 @@ async fn settled(engine: &Engine, policy: Ready, clock: &dyn Clock) {
         if engine.targets().all(|t| t.snapshot().attempted()) {
             break None;
         }
-        tokio::time::sleep(POLL).await;
+        if changes.changed().await.is_err() {
+            // No target can change any more (cannot happen while `engine` is borrowed).
+            break None;
+        }
     };
     let written = async {
         match &first {
@@ -91,3 +94,6 @@ async fn settled(engine: &Engine, policy: Ready, clock: &dyn Clock) {
         tracing::warn!("some outputs are still being written; ready without them");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,10 +10,13 @@
 //! - `reloading` and `stopping`, sent by `commands/run.rs` with `RELOADING=1` and `STOPPING=1`.
 //!
 //! Only names, counts, sides and times (UTC, to the minute): the upstream's own words and any
-//! path stay in `keyfed status` and the log. The line is computed every [`RUNNING_TICK`] (every
-//! [`STARTING_TICK`] while starting) and sent only when it changed, so a burst of refreshes
-//! costs at most one datagram per tick. When a target got into trouble is not in the engine's
-//! state: the reporter notes when it first saw it so, to the tick.
+//! path stay in `keyfed status` and the log. The line is computed when something it depends on
+//! changes — a target's state ([`crate::engine::Engine::changes`]), a reload's new engine, the
+//! first credential to stop being usable ([`Snapshot::usable_until`], the one change time alone
+//! brings) — and sent only when it changed. Looks are at least [`RUNNING_TICK`] apart
+//! ([`STARTING_TICK`] while starting), so a burst of refreshes costs at most one datagram per
+//! tick; an idle daemon does not wake at all. When a target got into trouble is not in the
+//! engine's state: the reporter notes when it first saw it so.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,10 +28,10 @@ use tokio::sync::{Notify, watch};
 use crate::engine::Snapshot;
 use crate::served::Served;
 
-/// How often the line is computed while keyfed starts.
+/// The shortest time between two looks at the targets while keyfed starts.
 pub const STARTING_TICK: Duration = Duration::from_millis(250);
 
-/// How often it is computed once keyfed is ready.
+/// The same once keyfed is ready.
 pub const RUNNING_TICK: Duration = Duration::from_secs(1);
 
 /// Keeps systemd's `STATUS=` up to date for as long as it lives.
@@ -37,9 +40,16 @@ pub struct Reporter {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How assignments reach systemd: [`super::notify`], or a test's stand-in.
+type SendFn = dyn Fn(&str) + Send + Sync;
+
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
+    send: Box<SendFn>,
+    /// Tests: how many times the reporter looked at the targets.
+    #[cfg(test)]
+    looks: std::sync::atomic::AtomicU64,
 }
 
 struct State {
@@ -66,14 +76,34 @@ impl Reporter {
     /// Starts reporting on whatever `current` serves; does nothing when systemd does not
     /// listen.
     pub fn start(current: watch::Receiver<Arc<Served>>, clock: Arc<dyn Clock>) -> Self {
+        let listening = super::listening();
+        if !listening {
+            tracing::debug!(
+                "NOTIFY_SOCKET is not set: no notifications to systemd, no status reporter"
+            );
+        }
+        Self::with(listening, Box::new(super::notify), current, clock)
+    }
+
+    /// [`Reporter::start`] sending with `send`, reporting only when `listening`.
+    fn with(
+        listening: bool,
+        send: Box<SendFn>,
+        current: watch::Receiver<Arc<Served>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 mode: Mode::Starting,
                 last: None,
             }),
             wake: Notify::new(),
+            send,
+            #[cfg(test)]
+            looks: std::sync::atomic::AtomicU64::new(0),
         });
-        let task = super::listening().then(|| {
+        let task = listening.then(|| {
+            tracing::debug!("reporting the targets to systemd (STATUS=)");
             let shared = Arc::clone(&shared);
             tokio::spawn(report(shared, current, clock))
         });
@@ -83,7 +113,7 @@ impl Reporter {
     /// Sends `assignments` (`READY=1`) and lets the summary follow at once.
     pub fn running(&self, assignments: &str) {
         let mut state = self.shared.state();
-        super::notify(assignments);
+        (self.shared.send)(assignments);
         state.mode = Mode::Running;
         state.last = None;
         drop(state);
@@ -94,9 +124,15 @@ impl Reporter {
     /// and sends no summary until [`Reporter::running`].
     pub fn hold(&self, assignments: &str, status: &str) {
         let mut state = self.shared.state();
-        super::notify(&format!("{assignments}\nSTATUS={status}"));
+        (self.shared.send)(&format!("{assignments}\nSTATUS={status}"));
         state.mode = Mode::Held;
         state.last = Some(status.to_owned());
+    }
+
+    /// Tests: how many times the reporter has looked at the targets.
+    #[cfg(test)]
+    fn looks(&self) -> u64 {
+        self.shared.looks.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -108,16 +144,27 @@ impl Drop for Reporter {
     }
 }
 
-async fn report(shared: Arc<Shared>, current: watch::Receiver<Arc<Served>>, clock: Arc<dyn Clock>) {
+async fn report(
+    shared: Arc<Shared>,
+    mut current: watch::Receiver<Arc<Served>>,
+    clock: Arc<dyn Clock>,
+) {
     let mut board = Board::default();
+    let mut served = Arc::clone(&current.borrow_and_update());
+    let mut changes = served.engine.changes();
+    // Once the daemon drops its end (it is stopping), no new engine comes.
+    let mut reloads = true;
     loop {
-        let served = Arc::clone(&current.borrow());
+        #[cfg(test)]
+        shared
+            .looks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        changes.borrow_and_update();
         let targets: Vec<(String, Snapshot)> = served
             .engine
             .targets()
             .map(|t| (t.name().to_owned(), t.snapshot()))
             .collect();
-        drop(served);
         let now = clock.now();
         board.track(&targets, now);
         let tick = {
@@ -131,7 +178,7 @@ async fn report(shared: Arc<Shared>, current: watch::Receiver<Arc<Served>>, cloc
                 && state.last.as_ref() != Some(&line)
             {
                 // Sent under the lock: a `hold` cannot be overtaken by an older summary.
-                super::notify(&format!("STATUS={line}"));
+                (shared.send)(&format!("STATUS={line}"));
                 state.last = Some(line);
             }
             match state.mode {
@@ -139,8 +186,35 @@ async fn report(shared: Arc<Shared>, current: watch::Receiver<Arc<Served>>, cloc
                 Mode::Running | Mode::Held => RUNNING_TICK,
             }
         };
+        let next_look = tokio::time::Instant::now() + tick;
+        // The one change time alone brings: the first credential to stop being usable.
+        let unusable = targets
+            .iter()
+            .filter_map(|(_, s)| s.usable_until())
+            .filter(|&until| until > now)
+            .min();
+        let expiry = async {
+            match unusable {
+                Some(until) => clock.sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(tick) => {}
+            // `running` wants the summary at once.
+            () = shared.wake.notified() => continue,
+            _ = changes.changed() => {}
+            reloaded = current.changed(), if reloads => match reloaded {
+                Ok(()) => {
+                    served = Arc::clone(&current.borrow_and_update());
+                    changes = served.engine.changes();
+                }
+                Err(_) => reloads = false,
+            },
+            () = expiry => {}
+        }
+        // A burst of changes makes one look per tick.
+        tokio::select! {
+            () = tokio::time::sleep_until(next_look) => {}
             () = shared.wake.notified() => {}
         }
     }

@@ -121,6 +121,22 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_owned())
 }
 
+/// RFC 3339 in UTC with milliseconds, `2026-01-02T12:41:05.123Z`: the timestamps of log lines.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|dt| dt.replace_nanosecond(since.subsec_nanos()).ok())
+        .and_then(|dt| {
+            dt.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_owned())
+}
+
 /// The IMF-fixdate form of HTTP's `Date` header (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
 const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
@@ -205,5 +221,39 @@ mod tests {
             "2023-11-14T22:13:20Z"
         );
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_millis_keeps_milliseconds_cut_not_rounded() {
+        let t = from_unix_seconds(1_700_000_000) + Duration::from_micros(250_999);
+        assert_eq!(rfc3339_millis(t), "2023-11-14T22:13:20.250Z");
+        assert_eq!(
+            rfc3339_millis(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z",
+            "before the epoch: the epoch, as rfc3339 does"
+        );
+        assert_eq!(
+            rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000)),
+            "9999-12-31T23:59:59.999Z",
+            "past the year 9999"
+        );
+        // The same text as humantime's, which logs were stamped with before.
+        for millis in [
+            0,
+            999,
+            951_782_400_001,
+            1_700_000_000_250,
+            253_402_300_799_999,
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+            assert_eq!(
+                rfc3339_millis(t),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
     }
 }

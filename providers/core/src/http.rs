@@ -263,6 +263,50 @@ mod tests {
         Url::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    /// issue 13 (review): a host without CA certificates gets the hint to install them. The
+    /// hint matches rustls-platform-verifier's own English, so this runs the real library on
+    /// an empty trust store — in a child process of this test binary, whose environment alone
+    /// says SSL_CERT_FILE=/dev/null — and fails when a dependency bump changes the wording.
+    #[test]
+    fn an_empty_trust_store_gets_the_ca_certificates_hint() {
+        const CHILD: &str = "KEYFED_TEST_EMPTY_TRUST_STORE";
+        if std::env::var_os(CHILD).is_some() {
+            let error = build_client(&HttpSettings::default())
+                .err()
+                .unwrap_or_else(|| panic!("a client without any root certificate was built"))
+                .to_string();
+            assert!(
+                error.contains("No CA certificates were loaded from the system")
+                    && error.ends_with(
+                        " (install the system's CA certificates, e.g. Debian's \
+                         ca-certificates package, or name a bundle with ca_file)"
+                    ),
+                "{error}"
+            );
+            return;
+        }
+        let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let child = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "http::tests::an_empty_trust_store_gets_the_ca_certificates_hint",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("SSL_CERT_FILE", "/dev/null")
+            .env("SSL_CERT_DIR", empty.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && stdout.contains("1 passed"),
+            "the child test failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
+
     #[test]
     fn plain_http_only_to_loopback() {
         assert!(check_url(&url("https://sso.example.com/realms/x"), false).is_ok());

@@ -24,7 +24,7 @@ fn the_page_covers_every_subcommand_and_flag_issue_13() {
     let text = plain(&page);
     let command = command();
     let mut checked = 0;
-    for sub in command.get_subcommands() {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("keyfed {}", sub.get_name());
         assert!(
             page.contains(&format!(".SS \"{name}\"\n")),
@@ -136,7 +136,7 @@ fn completions_name_every_subcommand_issue_13() {
         clap_complete::Shell::Fish,
     ] {
         let script = String::from_utf8(script(shell)).unwrap_or_else(|e| panic!("{e}"));
-        for sub in command.get_subcommands() {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
             assert!(
                 script.contains(sub.get_name()),
                 "{shell}: {} missing",
@@ -152,5 +152,73 @@ fn completions_name_every_subcommand_issue_13() {
     ] {
         let script = String::from_utf8(script(shell)).unwrap_or_else(|e| panic!("{e}"));
         assert!(script.contains("credential-process"), "{shell}");
+    }
+}
+
+/// issue 13 (review): FILES gives an instance's socket rule — /etc/keyfed/NAME.toml uses
+/// /run/keyfed-NAME/keyfed.sock while that folder exists — and NOTIFY_SOCKET names every
+/// message keyfed sends; JOURNAL_STREAM does not suggest JSON loses the priority prefix.
+#[test]
+fn files_name_the_instance_socket_and_environment_the_notify_messages_issue_13() {
+    let text = plain(&the_page()).replace('\n', " ");
+    assert!(
+        text.contains(
+            "While /run/keyfed-NAME/ exists, the default control socket of /etc/keyfed/NAME.toml"
+        ) && text.contains("is /run/keyfed-NAME/keyfed.sock"),
+        "{text}"
+    );
+    for message in [
+        "READY=1",
+        "STATUS=",
+        "EXTEND_TIMEOUT_USEC=",
+        "RELOADING=1",
+        "MONOTONIC_USEC=",
+        "STOPPING=1",
+        "WATCHDOG=1",
+    ] {
+        assert!(text.contains(message), "{message} missing");
+    }
+    assert!(!text.contains("unless --log-format json"), "{text}");
+    assert!(text.contains("text or JSON"), "{text}");
+}
+
+/// issue 13 (review): the completions are generated from a copy of the command line without
+/// its hidden subcommands; with none hidden (a build with the demo), that copy completes
+/// exactly as the command line itself, so nothing the copy leaves out matters to a shell.
+#[cfg(feature = "demo")]
+#[test]
+fn the_completed_copy_completes_like_the_command_line_issue_13() {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+        clap_complete::Shell::Elvish,
+        clap_complete::Shell::PowerShell,
+    ] {
+        let mut full = Cli::command();
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut full, "keyfed", &mut out);
+        assert!(
+            script(shell) == out,
+            "{shell}: the copy completes differently"
+        );
+    }
+}
+
+/// issue 13 (review): a build without the demo's emulators (the Debian package's) hides
+/// `keyfed demo` from --help, the manual and the completions; `cargo test
+/// --no-default-features` runs this (tests/package.rs checks the packaged page and scripts).
+#[cfg(not(feature = "demo"))]
+#[test]
+fn a_build_without_the_emulators_hides_the_demo_issue_13() {
+    let page = plain(&the_page());
+    assert!(!page.contains("demo"), "the page names the demo");
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        let script = String::from_utf8(script(shell)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!script.contains("demo"), "{shell} completes the demo");
     }
 }

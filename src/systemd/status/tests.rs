@@ -150,3 +150,113 @@ fn starting_counts_the_first_attempts_done() {
     ]);
     assert_eq!(starting(&targets), "starting: 2 of 4 targets done");
 }
+
+/// What a test's reporter sent, one datagram a line.
+type Sent = Arc<Mutex<Vec<String>>>;
+
+/// A reporter on `served` that records what it sends, what it sent, and the end the daemon
+/// publishes new engines on (kept, or the reporter stops watching for reloads).
+fn recording(
+    served: &Arc<Served>,
+    clock: &keyfed_core::clock::ManualClock,
+) -> (Reporter, Sent, watch::Sender<Arc<Served>>) {
+    let sent: Sent = Arc::default();
+    let log = Arc::clone(&sent);
+    let (publish, current) = watch::channel(Arc::clone(served));
+    let reporter = Reporter::with(
+        true,
+        Box::new(move |s: &str| {
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(s.to_owned())
+        }),
+        current,
+        Arc::new(clock.clone()),
+    );
+    (reporter, sent, publish)
+}
+
+/// Waits (a generous while) for a sent `STATUS=` line starting with `prefix`.
+async fn sent_status(sent: &Mutex<Vec<String>>, prefix: &str) -> String {
+    for _ in 0..1000 {
+        let found = sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find_map(|s| s.strip_prefix("STATUS=").filter(|l| l.starts_with(prefix)))
+            .map(str::to_owned);
+        if let Some(line) = found {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "no STATUS={prefix}… in {:?}",
+        sent.lock().unwrap_or_else(PoisonError::into_inner)
+    );
+}
+
+/// issue 13 (review): the reporter used to look at every target every second for the
+/// daemon's whole life (86,400 wake-ups a day, idle or not). It now looks when a target
+/// changes, when a reload brings a new engine, and when a credential stops being usable — the
+/// one change time alone brings — and not otherwise: an idle day (on the engine's clock) and
+/// idle real seconds cost no look at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_an_idle_reporter_does_not_wake() {
+    let clock = keyfed_core::clock::ManualClock::new(noon());
+    let (_open, gate) = watch::channel(true);
+    // Two days' credentials: nothing becomes unusable within the idle day.
+    let lifetime = Duration::from_secs(2 * 86_400);
+    let served = crate::systemd::testing::served(&clock, lifetime, &gate, &["a"]);
+    let a = Arc::clone(served.engine.target("a").unwrap_or_else(|| panic!("a")));
+    a.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    let (reporter, sent, _publish) = recording(&served, &clock);
+    sent_status(&sent, "starting: 1 of 1 target done").await;
+    reporter.running("READY=1");
+    sent_status(&sent, "1 target fresh, next refresh ").await;
+    let settled = reporter.looks();
+
+    // A day on the engine's clock, a minute at a time, and a second and a half of real time
+    // (the old reporter looked every second).
+    for _ in 0..24 * 60 {
+        clock.advance(Duration::from_secs(60));
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        reporter.looks(),
+        settled,
+        "the reporter woke while nothing changed"
+    );
+
+    // A refresh wakes it, its start and end taken together or nearly so.
+    let before = sent_status(&sent, "1 target fresh, next refresh ").await;
+    a.refresh().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut after = before.clone();
+    for _ in 0..1000 {
+        after = sent_status(&sent, "1 target fresh, next refresh ").await;
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(after, before, "a refresh changes the next refresh time");
+    let refreshed = reporter.looks();
+    assert!(
+        (settled + 1..=settled + 3).contains(&refreshed),
+        "{} looks for one refresh",
+        refreshed - settled
+    );
+
+    // Time alone: the credential stops being usable, and the reporter looks once to say so.
+    let expires = a.snapshot().expires_at.unwrap_or_else(|| panic!("expiry"));
+    clock.set(expires - crate::engine::EXPIRY_MARGIN);
+    sent_status(&sent, "0 of 1 target fresh; 1 pending").await;
+    // (One more when the refresh's last change came while the look before was under way.)
+    assert!(
+        (refreshed + 1..=refreshed + 2).contains(&reporter.looks()),
+        "{} looks for one expiry",
+        reporter.looks() - refreshed
+    );
+}
