@@ -82,13 +82,12 @@ pub async fn render(test: &str, page: &std::path::Path) -> Option<(String, Strin
         .output()
         .is_err()
     {
-        let reason = "groff is not installed (apt-get install groff-base)";
-        if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-            return None;
-        }
-        panic!("{test}: {reason}; run tests/run, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
+        crate::util::cannot_run(
+            test,
+            "groff is not installed (apt-get install groff-base)",
+            "run tests/run",
+        );
+        return None;
     }
     let mut groff = tokio::process::Command::new("groff");
     groff

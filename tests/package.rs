@@ -20,14 +20,12 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// and `KEYFED_TEST_ALLOW_SKIP=1` says that is fine.
 fn deb(test: &str) -> Option<PathBuf> {
     let Ok(path) = std::env::var("KEYFED_TEST_DEB") else {
-        let reason =
-            "no package: KEYFED_TEST_DEB is unset (tests/run builds one with tests/package/build)";
-        if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-            return None;
-        }
-        panic!("{test}: {reason}; run tests/run, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
+        crate::util::cannot_run(
+            test,
+            "no package: KEYFED_TEST_DEB is unset (tests/run builds one with tests/package/build)",
+            "run tests/run",
+        );
+        return None;
     };
     let path = PathBuf::from(path);
     assert!(

@@ -35,13 +35,13 @@ fn artifacts(test: &str) -> Option<(PathBuf, PathBuf)> {
     if let (Some(deb), Some(root)) = (deb, root) {
         return Some((PathBuf::from(deb), PathBuf::from(root)));
     }
-    let reason = "KEYFED_TEST_DEB (tests/package/build prints it) and KEYFED_TEST_SYSTEMD_ROOT \
-                  (tests/systemd/rootfs prints it) must both be set";
-    if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-        return None;
-    }
-    panic!("{test}: {reason}; run tests/run, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
+    crate::util::cannot_run(
+        test,
+        "KEYFED_TEST_DEB (tests/package/build prints it) and KEYFED_TEST_SYSTEMD_ROOT \
+         (tests/systemd/rootfs prints it) must both be set",
+        "run tests/run",
+    );
+    None
 }
 
 /// A booted container on a scratch root; everything is killed and removed when dropped, also

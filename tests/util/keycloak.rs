@@ -4,7 +4,6 @@
 //! calls to its admin REST API, through which tests build realms the way the README's Keycloak
 //! section tells users to.
 
-use std::io::Write as _;
 
 use serde_json::{Value, json};
 
@@ -29,13 +28,12 @@ impl Server {
     /// `KEYFED_TEST_ALLOW_SKIP=1` says to skip it knowingly (then `None`, with a `SKIPPED:` line).
     pub fn from_env(test: &str) -> Option<Self> {
         let Ok(url) = std::env::var("KEYFED_TEST_KEYCLOAK_URL") else {
-            let reason =
-                "no real Keycloak: KEYFED_TEST_KEYCLOAK_URL is unset (tests/run starts one)";
-            if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
-                let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-                return None;
-            }
-            panic!("{test}: {reason}; run tests/run, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
+            super::cannot_run(
+                test,
+                "no real Keycloak: KEYFED_TEST_KEYCLOAK_URL is unset (tests/run starts one)",
+                "run tests/run",
+            );
+            return None;
         };
         let admin = std::env::var("KEYFED_TEST_KEYCLOAK_ADMIN").unwrap_or_default();
         let (user, password) = admin.split_once(':').unwrap_or_else(|| {

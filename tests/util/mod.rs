@@ -162,22 +162,32 @@ pub async fn held(latch: &Latch, n: usize, what: &str) {
 }
 
 /// Whether this test may act as other users (it runs as root, as on CI). Otherwise the test
-/// fails, unless `KEYFED_TEST_ALLOW_SKIP=1` says to skip it knowingly: then a `SKIPPED:` line
-/// goes straight to standard error (past the test harness's capture) and this returns false.
+/// fails, unless `KEYFED_TEST_ALLOW_SKIP=1` says to skip it knowingly (see [`cannot_run`]).
 pub fn as_root_or_skip(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    let reason = "it must run as root to act as other users";
+    cannot_run(
+        test,
+        "it must run as root to act as other users",
+        "run the tests as root",
+    );
+    false
+}
+
+/// What a test does when what it needs is missing (`reason`): it fails, naming `remedy` —
+/// unless `KEYFED_TEST_ALLOW_SKIP=1` says to skip it knowingly: then a `SKIPPED:` line goes
+/// straight to standard error (past the test harness's capture) and the test returns.
+pub fn cannot_run(test: &str, reason: &str, remedy: &str) {
     if std::env::var("KEYFED_TEST_ALLOW_SKIP").as_deref() == Ok("1") {
         use std::io::Write as _;
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED: {test}: {reason} (KEYFED_TEST_ALLOW_SKIP=1)"
         );
-        return false;
+        return;
     }
-    panic!("{test}: {reason}; run the tests as root, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
+    panic!("{test}: {reason}; {remedy}, or set KEYFED_TEST_ALLOW_SKIP=1 to skip it");
 }
 
 /// Everything one test needs: a folder, keys, a realm, and the secrets that must never leak.
