@@ -415,6 +415,21 @@ pub(crate) fn chown_failed(
 /// folder itself after `mkdir`: the umask (0077 under the shipped unit) must not take a group's
 /// access away. An existing folder is never changed.
 fn create(parent: &OwnedFd, name: &OsStr, shown: &Path, new: NewFolder) -> io::Result<OwnedFd> {
+    create_with(parent, name, shown, new, |fd, owner, group| {
+        std::os::unix::fs::fchown(fd, owner, group)
+    })
+}
+
+/// [`create`], changing ownership with `chown`. A folder whose ownership or mode cannot be set
+/// is removed again: left behind keyfed's own and private, it would be "existing" at the next
+/// start — after the operator gave keyfed the group the error asked for — and never fixed.
+fn create_with(
+    parent: &OwnedFd,
+    name: &OsStr,
+    shown: &Path,
+    new: NewFolder,
+    chown: impl FnOnce(&OwnedFd, Option<u32>, Option<u32>) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
     match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
         Ok(()) => {}
         // Created meanwhile by someone else (another keyfed): use it as it is.
@@ -431,12 +446,20 @@ fn create(parent: &OwnedFd, name: &OsStr, shown: &Path, new: NewFolder) -> io::R
     // Only what differs, so the error names the change that needs a privilege.
     let owner = new.owner.filter(|&o| o != st.st_uid);
     let group = new.group.filter(|&g| g != st.st_gid);
-    if owner.is_some() || group.is_some() {
-        std::os::unix::fs::fchown(&fd, owner, group)
-            .map_err(|e| chown_failed(shown, &e, owner, group))?;
+    let set = if owner.is_some() || group.is_some() {
+        chown(&fd, owner, group).map_err(|e| chown_failed(shown, &e, owner, group))
+    } else {
+        Ok(())
     }
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
-        .map_err(|e| failed("chmod", shown, e))?;
+    .and_then(|()| {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
+            .map_err(|e| failed("chmod", shown, e))
+    });
+    if let Err(e) = set {
+        // Still empty: nothing but keyfed wrote in it yet.
+        let _ = rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR);
+        return Err(e);
+    }
     Ok(fd)
 }
 
@@ -610,6 +633,37 @@ mod tests {
         folder
             .lock(name, euid(), Duration::ZERO)
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// issue 13 (review): a folder keyfed made but could not give its group is removed
+    /// again, so that once keyfed has the group (SupplementaryGroups=, then a restart that
+    /// keeps /run/keyfed) the next write creates it right instead of finding it "existing".
+    #[test]
+    fn a_folder_whose_group_cannot_be_set_is_not_left_behind() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let parent = open_dir(CWD, dir.path().as_os_str()).unwrap_or_else(|e| panic!("{e}"));
+        let shown = dir.path().join("aws");
+        let new = NewFolder {
+            mode: 0o750,
+            owner: None,
+            group: Some(4242),
+        };
+        let refused = create_with(&parent, OsStr::new("aws"), &shown, new, |_, _, _| {
+            Err(io::Error::from_raw_os_error(1))
+        });
+        let e = refused
+            .err()
+            .unwrap_or_else(|| panic!("the chown was refused"));
+        assert!(e.to_string().contains("cannot chown"), "{e}");
+        assert!(!shown.exists(), "the half-made folder stayed");
+
+        let made = create_with(&parent, OsStr::new("aws"), &shown, new, |_, _, _| Ok(()));
+        made.unwrap_or_else(|e| panic!("{e}"));
+        let mode = std::fs::metadata(&shown)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
     }
 
     /// issue 13 (review): the hint after a refused chown names the change that needed the
