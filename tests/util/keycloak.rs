@@ -4,7 +4,6 @@
 //! calls to its admin REST API, through which tests build realms the way the README's Keycloak
 //! section tells users to.
 
-
 use serde_json::{Value, json};
 
 use crate::util::{API_AUD, AWS_AUD, EC_KID, Fixture, JWT_SECRET, RSA_KID, SECRET};
