@@ -806,15 +806,20 @@ impl Disk {
     }
 }
 
-fn with_disk(clock: &ManualClock, fake: &Arc<Fake>, disk: &Arc<Disk>) -> Arc<TargetEngine> {
-    let output = Output {
+/// The one output the disk tests write: credential_process JSON, through the test's `Disk`.
+fn process_json_output() -> Output {
+    Output {
         name: "credential-process-json",
         kind: OutputKind::CredentialProcessJson,
         path: "/nowhere/process.json".into(),
         mode: None,
         owner: None,
         group: None,
-    };
+    }
+}
+
+fn with_disk(clock: &ManualClock, fake: &Arc<Fake>, disk: &Arc<Disk>) -> Arc<TargetEngine> {
+    let output = process_json_output();
     let disk = Arc::clone(disk);
     Arc::new(
         engine(clock, Box::new(Shared(Arc::clone(fake))), vec![output])
@@ -2354,14 +2359,7 @@ async fn issue_13_outputs_written_counts_a_credential_as_soon_as_it_is_current()
     let clock = start();
     let fake = Fake::new(&clock, Duration::from_secs(3600));
     let disk = Arc::new(Disk::default());
-    let output = Output {
-        name: "credential-process-json",
-        kind: OutputKind::CredentialProcessJson,
-        path: "/nowhere/process.json".into(),
-        mode: None,
-        owner: None,
-        group: None,
-    };
+    let output = process_json_output();
     let (gate, paused) = tokio::sync::watch::channel(false);
     let t = Arc::new({
         let disk = Arc::clone(&disk);
